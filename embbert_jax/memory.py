@@ -1,0 +1,353 @@
+"""Memory accounting: parameters, peak activations and bytes under a dtype policy (spec section 3).
+
+Total memory = weight bytes + peak activation bytes of one inference at batch 1 and full length L.
+Layers run one after another, so the peak is the worst stage (embedder, one layer, or the head).
+
+Everything here is a closed form of the model config: `param_shapes` lists every parameter tensor the
+Flax modules create (paths and shapes; a test checks it against the initialised pytree for every
+architecture), `activation_values` gives the peak live set of each stage's schedule, and `estimate`
+prices both under a `DtypePolicy`. `compiled_memory` asks XLA for the same quantity as a cross-check.
+
+Sizes are decimal: 1 MB = 10^6 bytes, 1 kB = 10^3 bytes (MiB/KiB are binary).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import Counter
+from typing import Any, Iterable
+
+from embbert_jax import configs
+
+# --------------------------------------------------------------------------------- parameter shapes
+
+# Tensor classes a dtype policy prices separately.
+DENSE, EMBED, CONV, OTHER = "dense_kernel", "embedding", "conv_kernel", "other"
+CLASSES = (DENSE, EMBED, CONV, OTHER)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+  path: tuple[str, ...]
+  shape: tuple[int, ...]
+
+  @property
+  def size(self) -> int:
+    return math.prod(self.shape)
+
+  @property
+  def kind(self) -> str:
+    return classify(self.path, self.shape)
+
+
+def classify(path: tuple[str, ...], shape: tuple[int, ...]) -> str:
+  """The tensor class of a parameter, from its leaf name and rank (the same rule for specs and pytrees)."""
+  leaf = path[-1]
+  if leaf == "embedding":
+    return EMBED
+  if leaf == "kernel" and len(shape) == 2:
+    return DENSE
+  if leaf == "kernel" and len(shape) == 3:
+    return CONV
+  return OTHER
+
+
+def _dense(prefix, name, fan_in, out, bias=True):
+  specs = [ParamSpec((*prefix, name, "kernel"), (fan_in, out))]
+  return specs + ([ParamSpec((*prefix, name, "bias"), (out,))] if bias else [])
+
+
+def _conv(prefix, name, k, out):
+  return [ParamSpec((*prefix, name, "kernel"), (k, 1, out)), ParamSpec((*prefix, name, "bias"), (out,))]
+
+
+def _embed(prefix, name, n, f):
+  return [ParamSpec((*prefix, name, "embedding"), (n, f))]
+
+
+def _vec(prefix, name, n, leaf="scale"):
+  return [ParamSpec((*prefix, name, leaf), (n,))]
+
+
+def _embedder_specs(c, p):
+  if c.embedder == "standard":
+    return (_embed(p, "token", c.vocab_size, c.hidden) + _embed(p, "position", c.max_len, c.hidden)
+            + _embed(p, "segment", 3, c.hidden))
+  return (_embed(p, "token", c.vocab_size, c.embed_dim) + _embed(p, "position", c.max_len, c.embed_dim)
+          + _embed(p, "segment", 3, c.hidden)
+          + _dense(p, "token_proj", c.embed_dim, c.hidden, bias=False)
+          + _dense(p, "position_proj", c.embed_dim, c.hidden, bias=False))
+
+
+def _efficient_attention_specs(c, p):
+  return _dense(p, "q", c.hidden, c.hidden) + _dense(p, "out", c.hidden, c.hidden)
+
+
+def _layer_specs(c, p):
+  d = c.hidden
+  if c.arch == "embbert":
+    specs = _vec(p, "norm", d)
+    if c.use_attention:
+      specs += _efficient_attention_specs(c, (*p, "attention"))
+    if c.use_conv:
+      di = configs.conv_inner(c)
+      specs += _conv((*p, "conv_branch"), "conv", c.conv_kernel, di) + _dense((*p, "conv_branch"), "proj", di, d)
+    if c.use_attention and c.use_conv and c.aggregation == "difference":
+      specs += [ParamSpec((*p, "aggregate", n), (d,)) for n in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")]
+    return specs
+  if c.arch in ("bert", "nanobert"):
+    attn = sum((_dense((*p, "attention"), n, d, d) for n in ("q", "k", "v", "out")), [])
+    return (attn + _vec(p, "norm1", d) + _vec(p, "norm1", d, "bias") + _dense(p, "ffn_in", d, c.ffn_dim)
+            + _dense(p, "ffn_out", c.ffn_dim, d) + _vec(p, "norm2", d) + _vec(p, "norm2", d, "bias"))
+  if c.arch == "nanobert_efficient":
+    return (_vec(p, "norm1", d) + _efficient_attention_specs(c, (*p, "attention")) + _vec(p, "norm2", d)
+            + _dense(p, "ffn_in", d, c.ffn_dim) + _dense(p, "ffn_out", c.ffn_dim, d))
+  if c.arch == "mamba":
+    di, n, r = configs.mamba_inner(c), c.d_state, c.dt_rank
+    m = (*p, "mixer")
+    return (_vec(p, "norm", d) + _dense(m, "in_proj", d, 2 * di, bias=False) + _conv(m, "conv", c.d_conv, di)
+            + _dense(m, "x_proj", di, r + 2 * n, bias=False) + _dense(m, "dt_proj", r, di)
+            + [ParamSpec((*m, "A_log"), (di, n)), ParamSpec((*m, "D"), (di,))]
+            + _dense(m, "out_proj", di, d, bias=False))
+  return []
+
+
+def param_shapes(cfg, task: str = "classify") -> list[ParamSpec]:
+  """Every parameter tensor of `models.build_model(cfg, task)`, from the config alone."""
+  c = cfg
+  enc = ("encoder",)
+  specs = _embedder_specs(c, (*enc, "embedder"))
+  if c.arch == "embedder_conv":
+    specs += _conv(enc, "conv", c.conv_kernel, c.hidden)
+  if c.arch in ("embbert", "bert", "nanobert", "nanobert_efficient", "mamba"):
+    for i in range(c.num_layers):
+      specs += _layer_specs(c, (*enc, f"layer_{i}"))
+  if task == "classify":
+    specs += _dense(("head",), "dense", c.hidden, c.num_labels)
+  else:
+    specs += _dense(("head",), "mlm", c.hidden, c.vocab_size) + _dense(("head",), "nsp", c.hidden, 2)
+  return specs
+
+
+def part_of(path: tuple[str, ...]) -> str:
+  """Groups a parameter path into a report row: embedder, layers, conv, head."""
+  if path[0] == "head":
+    return "head"
+  return "layers" if path[1].startswith("layer_") else path[1]
+
+
+def num_params(cfg, task: str = "classify") -> int:
+  return sum(s.size for s in param_shapes(cfg, task))
+
+
+def params_by_part(cfg, task: str = "classify") -> dict[str, int]:
+  out: dict[str, int] = {}
+  for s in param_shapes(cfg, task):
+    out[part_of(s.path)] = out.get(part_of(s.path), 0) + s.size
+  return out
+
+
+def pytree_specs(params) -> list[ParamSpec]:
+  """The ParamSpecs of an initialised (or abstract) parameter pytree, in the same form as param_shapes."""
+  import jax
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  return [ParamSpec(tuple(k.key for k in path), tuple(leaf.shape)) for path, leaf in leaves]
+
+
+# ------------------------------------------------------------------------------------- activations
+
+
+def stage_activations(cfg) -> dict[str, int]:
+  """Peak live values of each stage at batch 1 and length L (spec section 3; see each line's reason).
+
+  embbert layer, both branches: the spec's rule L^2 + L*d + L*d_i (score map + two L x d tensors, or the
+  conv step), which reproduces the authors' figures. With one branch: attention L^2 + 2Ld (u, q and the
+  score map), conv 2Ld + L*d_i (u, the conv output and the projected output). The identity residual keeps
+  x alive: + Ld.
+  multi-head attention (bert, nanobert): h*L^2 + 4Ld (x, Q, K, V and h score maps); FFN 2Ld + L*ffn.
+  nanobert_efficient: efficient attention L^2 + 2Ld (as EmbBERT's attention; reproduces 1.984 MB); FFN
+  2Ld + L*ffn.
+  mamba (our associative scan): x, z, u, delta (Ld + 3 L*di), B and C (2 L*n) and the scan's decay and
+  drive terms (2 L*di*n).
+  Nano Embedder: the token part (Ld) while the position rows (Lr) are projected to Ld: 2Ld + Lr.
+  Standard embedder: 2Ld. embedder_conv's conv: input and output, 2Ld. Head: d + C.
+  """
+  c = cfg
+  L, d = c.max_len, c.hidden
+  st = {"embedder": 2 * L * d + (L * c.embed_dim if c.embedder == "nano" else 0)}
+  if c.arch == "embedder_conv":
+    st["conv"] = 2 * L * d
+  if c.arch == "embbert":
+    di = configs.conv_inner(c)
+    if c.use_attention and c.use_conv:
+      layer = L * L + L * d + L * di
+    elif c.use_attention:
+      layer = L * L + 2 * L * d
+    else:
+      layer = 2 * L * d + L * di
+    st["layer"] = layer + (L * d if c.residual else 0)
+  elif c.arch in ("bert", "nanobert"):
+    st["layer"] = max(c.num_heads * L * L + 4 * L * d, 2 * L * d + L * c.ffn_dim)
+  elif c.arch == "nanobert_efficient":
+    st["layer"] = max(L * L + 2 * L * d, 2 * L * d + L * c.ffn_dim)
+  elif c.arch == "mamba":
+    di, n = configs.mamba_inner(c), c.d_state
+    st["layer"] = L * d + 3 * L * di + 2 * L * n + 2 * L * di * n
+  st["head"] = d + c.num_labels
+  return st
+
+
+def activation_values(cfg) -> int:
+  return max(stage_activations(cfg).values())
+
+
+# ------------------------------------------------------------------------------------ dtype policies
+
+
+@dataclasses.dataclass(frozen=True)
+class DtypePolicy:
+  """Bytes per stored value of each tensor class, for weights and for activations.
+
+  A class stored in int8 carries one scale per output channel (last axis), `scale_bytes` each.
+  """
+  name: str
+  dense_kernel: float
+  embedding: float
+  conv_kernel: float
+  other: float
+  activation: float
+  scale_bytes: float
+  description: str
+
+  def bytes_for(self, kind: str) -> float:
+    return getattr(self, kind)
+
+
+POLICIES: dict[str, DtypePolicy] = {p.name: p for p in (
+    DtypePolicy("fp32", 4, 4, 4, 4, 4, 0, "every parameter and activation float32 (the spec's rule)"),
+    DtypePolicy("fp16", 2, 2, 2, 2, 2, 0, "every parameter and activation float16"),
+    DtypePolicy("int8", 1, 2, 2, 2, 2, 2,
+                "EmbBERT-Q: Dense kernels int8 (per-output-channel symmetric, fp16 scales), every other "
+                "parameter fp16, activations fp16"),
+    DtypePolicy("int8_full", 1, 1, 1, 2, 1, 2,
+                "microcontroller build: Dense, conv and embedding tables int8 (per-output-channel fp16 "
+                "scales), biases/norms/vectors fp16, activations int8"),
+)}
+
+
+def get_policy(policy: str | DtypePolicy) -> DtypePolicy:
+  if isinstance(policy, DtypePolicy):
+    return policy
+  if policy not in POLICIES:
+    raise ValueError(f"unknown dtype policy {policy!r}; known: {', '.join(POLICIES)}")
+  return POLICIES[policy]
+
+
+def _is_quantized(policy: DtypePolicy, kind: str) -> bool:
+  return kind != OTHER and policy.bytes_for(kind) == 1
+
+
+def weight_bytes_of(specs: Iterable[ParamSpec], policy: str | DtypePolicy) -> dict[str, int]:
+  """Weight bytes per tensor class, plus the quantization scales as their own entry."""
+  pol = get_policy(policy)
+  out = Counter()
+  for s in specs:
+    out[s.kind] += s.size * pol.bytes_for(s.kind)
+    if _is_quantized(pol, s.kind):
+      out["scales"] += s.shape[-1] * pol.scale_bytes
+  return {k: int(v) for k, v in out.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryReport:
+  """Memory of one inference (batch 1, length L) under `policy`."""
+  policy: str
+  params: int
+  params_by_part: dict[str, int]
+  weight_bytes: int
+  weight_bytes_by_class: dict[str, int]
+  activation_values: int
+  activation_bytes: int
+  stage_activations: dict[str, int]
+
+  @property
+  def total_bytes(self) -> int:
+    return self.weight_bytes + self.activation_bytes
+
+  def as_dict(self) -> dict[str, Any]:
+    return {**dataclasses.asdict(self), "total_bytes": self.total_bytes}
+
+
+def estimate(cfg, policy: str | DtypePolicy = "fp32") -> MemoryReport:
+  """Weights + peak activations of the classifier for `cfg`, priced under `policy`."""
+  pol = get_policy(policy)
+  specs = param_shapes(cfg, "classify")
+  by_class = weight_bytes_of(specs, pol)
+  acts = activation_values(cfg)
+  return MemoryReport(policy=pol.name, params=sum(s.size for s in specs), params_by_part=params_by_part(cfg),
+                      weight_bytes=sum(by_class.values()), weight_bytes_by_class=by_class,
+                      activation_values=acts, activation_bytes=int(acts * pol.activation),
+                      stage_activations=stage_activations(cfg))
+
+
+def total_bytes(cfg, policy: str | DtypePolicy = "fp32") -> int:
+  return estimate(cfg, policy).total_bytes
+
+
+# ------------------------------------------------------------------------------------------ budgets
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?\s*([a-z]*)\s*$", re.IGNORECASE)
+BUDGET_FORMS = ("2MB, 2 MB, 781kB, 1.5MiB, 500KiB or 2000000 (bytes); kB/MB/GB are decimal (10^3, 10^6, "
+                "10^9 bytes), KiB/MiB/GiB binary (2^10, 2^20, 2^30)")
+
+
+class BudgetError(ValueError):
+  """An unparsable or non-positive memory budget."""
+
+
+def parse_budget(text: str | int | float) -> int:
+  """Bytes in a budget string such as "2MB", "781kB", "1.5MiB" or "2000000"; raises BudgetError."""
+  if isinstance(text, (int, float)) and not isinstance(text, bool):
+    text = repr(text)
+  m = _BUDGET_RE.match(text or "") if isinstance(text, str) else None
+  unit = m.group(3).lower() if m else None
+  if not m or unit not in _UNITS:
+    raise BudgetError(f"cannot read memory budget {text!r}: use a positive size such as {BUDGET_FORMS}")
+  value = float(m.group(1)) * (10 ** int(m.group(2)) if m.group(2) else 1) * _UNITS[unit]
+  if value < 1:
+    raise BudgetError(f"memory budget {text!r} must be at least one byte; e.g. {BUDGET_FORMS}")
+  return int(round(value))
+
+
+def format_bytes(n: float) -> str:
+  """Decimal units, 4 significant figures: 1954312 -> '1.954 MB'."""
+  for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    if abs(n) >= scale:
+      return f"{n / scale:.4g} {unit}"
+  return f"{int(n)} B"
+
+
+# ------------------------------------------------------------------------------ compiled cross-check
+
+
+def compiled_memory(cfg) -> dict[str, int]:
+  """XLA's memory analysis of the jitted fp32 inference at batch 1, full length (weights are arguments).
+
+  `argument` is the parameters plus the ids, `temp` the scratch XLA allocates for activations; their
+  sum is what the formula estimates. Nothing is executed: the program is lowered from abstract shapes.
+  """
+  import jax
+  import jax.numpy as jnp
+  from embbert_jax import models
+
+  model = models.build_model(cfg)
+  ids = jax.ShapeDtypeStruct((1, cfg.max_len), jnp.int32)
+  params = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
+  compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(params, ids).compile()
+  ma = compiled.memory_analysis()
+  return {"argument": int(ma.argument_size_in_bytes), "temp": int(ma.temp_size_in_bytes),
+          "output": int(ma.output_size_in_bytes),
+          "total": int(ma.argument_size_in_bytes + ma.temp_size_in_bytes)}

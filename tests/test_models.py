@@ -1,0 +1,210 @@
+"""Model behaviour: masks, causality, segments, no NaN, and a gradient step for every architecture."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from embbert_jax import configs, models
+from embbert_jax.configs import CLS_ID, PAD_ID, SEP_ID
+
+# Every architecture shrunk so that compiling all of them stays fast on 2 cores.
+SMALL = dict(vocab_size=64, max_len=16, num_labels=3)
+SMALL_ARCH = {
+    "embbert": dict(hidden=16, embed_dim=4, conv_kernel=4, num_layers=2),
+    "bert": dict(arch="bert", hidden=16, ffn_dim=24, num_heads=2, num_layers=2, embedder="standard"),
+    "mamba": dict(arch="mamba", hidden=8, d_state=3, d_conv=3, dt_rank=2, num_layers=2, embedder="standard"),
+    "embedder": dict(arch="embedder", hidden=16, embed_dim=4, num_layers=0, head="rms_pool"),
+    "embedder_conv": dict(arch="embedder_conv", hidden=16, embed_dim=4, conv_kernel=4, num_layers=0,
+                          head="rms_pool"),
+    "nanobert": dict(arch="nanobert", hidden=16, embed_dim=4, ffn_dim=24, num_heads=2, num_layers=2),
+    "nanobert_efficient": dict(arch="nanobert_efficient", hidden=16, embed_dim=4, ffn_dim=12, num_layers=2),
+    "embbert_e2_shift": dict(hidden=16, embed_dim=4, conv_kernel=4, num_layers=1, conv_expansion=2,
+                             conv_impl="shift"),
+    "embbert_residual_sum": dict(hidden=16, embed_dim=4, conv_kernel=4, num_layers=2, residual=True,
+                                 aggregation="sum"),
+    "embbert_no_attention": dict(hidden=16, embed_dim=4, conv_kernel=4, num_layers=1, use_attention=False),
+    "embbert_no_conv": dict(hidden=16, embed_dim=4, num_layers=1, use_conv=False),
+}
+
+
+def small(name, **kw):
+  return configs.model_config(**{**SMALL, **SMALL_ARCH[name], **kw})
+
+
+def batch(cfg, lengths=(16, 9, 1), seed=0):
+  rng = np.random.RandomState(seed)
+  ids = rng.randint(5, cfg.vocab_size, (len(lengths), cfg.max_len)).astype(np.int32)
+  ids[:, 0] = CLS_ID
+  for i, n in enumerate(lengths):
+    ids[i, n:] = PAD_ID
+  return jnp.asarray(ids)
+
+
+@pytest.mark.parametrize("name", SMALL_ARCH)
+def test_real_positions_ignore_padding_and_no_nan(name):
+  """Outputs at real positions are the same whatever the pad positions hold (given the mask)."""
+  cfg = small(name)
+  clf = models.Classifier(cfg)
+  ids = batch(cfg)
+  mask = ids != PAD_ID
+  params = jax.jit(clf.init)(jax.random.key(0), ids)
+  garbage = jnp.where(mask, ids, jax.random.randint(jax.random.key(1), ids.shape, 5, cfg.vocab_size))
+  enc = jax.jit(lambda x: models.Encoder(cfg).apply({"params": params["params"]["encoder"]}, x, mask))
+  h_clean, h_garbage = enc(ids), enc(garbage)
+  assert not jnp.isnan(h_clean).any() and not jnp.isnan(h_garbage).any()
+  np.testing.assert_allclose(np.where(mask[..., None], h_clean, 0), np.where(mask[..., None], h_garbage, 0),
+                             rtol=1e-5, atol=1e-5)
+  logits = jax.jit(lambda x: clf.apply(params, x, mask))
+  np.testing.assert_allclose(logits(ids), logits(garbage), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["embbert", "bert", "nanobert_efficient"])
+def test_fully_padded_rows_give_no_nan(name):
+  cfg = small(name)
+  ids = jnp.zeros((2, cfg.max_len), jnp.int32)  # every position is [PAD]
+  clf = models.Classifier(cfg)
+  p = jax.jit(clf.init)(jax.random.key(0), ids)
+  out, grads = jax.jit(jax.value_and_grad(lambda p: clf.apply(p, ids).sum()))(p)
+  assert jnp.isfinite(out)
+  assert all(jnp.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_masked_softmax_rows():
+  scores = jax.random.normal(jax.random.key(0), (1, 1, 4, 4))
+  mask = jnp.array([[True, True, False, False]])
+  p = models.masked_softmax(scores, mask)
+  np.testing.assert_allclose(p[0, 0, :2].sum(-1), 1.0, rtol=1e-6)
+  assert (p[0, 0, :, 2:] == 0).all()  # PAD keys get no weight
+  assert (p[0, 0, 2:] == 0).all()  # PAD query rows are all zero
+
+
+@pytest.mark.parametrize("impl", ["xla", "shift"])
+@pytest.mark.parametrize("mult", [1, 2])
+def test_causal_conv_is_causal_through_gradients(impl, mult):
+  k, length, chans = 3, 8, 4
+  kernel = jax.random.normal(jax.random.key(0), (k, 1, chans * mult))
+  bias = jnp.zeros((chans * mult,))
+  x = jax.random.normal(jax.random.key(1), (1, length, chans))
+  for t in range(length):
+    g = jax.grad(lambda x: models.causal_depthwise_conv(x, kernel, bias, impl)[0, t].sum())(x)
+    assert (g[0, t + 1:] == 0).all(), f"output {t} depends on later inputs"
+    assert (g[0, : max(0, t - k + 1)] == 0).all(), f"output {t} sees further back than the kernel"
+    assert (g[0, t] != 0).any()
+
+
+def test_conv_lowerings_agree_and_follow_group_order():
+  k, chans, mult = 5, 3, 2
+  kernel = jax.random.normal(jax.random.key(0), (k, 1, chans * mult))
+  bias = jax.random.normal(jax.random.key(2), (chans * mult,))
+  x = jax.random.normal(jax.random.key(1), (2, 10, chans))
+  a = models.causal_depthwise_conv(x, kernel, bias, "xla")
+  b = models.causal_depthwise_conv(x, kernel, bias, "shift")
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Output channel o reads input channel o // mult (PyTorch grouped conv); check one by hand.
+  o, t = 3, 6
+  by_hand = sum(kernel[j, 0, o] * x[0, t - (k - 1) + j, o // mult] for j in range(k)) + bias[o]
+  np.testing.assert_allclose(a[0, t, o], by_hand, rtol=1e-5)
+
+
+def test_conv_change_after_t_leaves_output_up_to_t():
+  cfg = small("embbert")
+  enc = models.Encoder(cfg.copy_and_resolve_references())
+  with cfg.unlocked():
+    cfg.use_attention = False  # the conv branch alone is causal end to end
+  enc = models.Encoder(cfg)
+  ids = batch(cfg, lengths=(16,))
+  p = enc.init(jax.random.key(0), ids)
+  changed = ids.at[0, 10:].set(7)
+  np.testing.assert_allclose(enc.apply(p, ids)[0, :10], enc.apply(p, changed)[0, :10], rtol=1e-6)
+  assert not np.allclose(enc.apply(p, ids)[0, 10:], enc.apply(p, changed)[0, 10:])
+
+
+def test_segment_ids():
+  ids = jnp.array([[CLS_ID, 7, 8, PAD_ID, PAD_ID],
+                   [CLS_ID, 7, SEP_ID, 9, SEP_ID],
+                   [CLS_ID, SEP_ID, 9, SEP_ID, PAD_ID]])
+  np.testing.assert_array_equal(models.segment_ids(ids), [[1, 1, 1, 0, 0], [1, 1, 2, 2, 2], [1, 2, 2, 2, 0]])
+
+
+def test_init_follows_reference():
+  cfg = small("embbert")
+  p = models.init_params(cfg, jax.random.key(0))
+  emb = p["encoder"]["embedder"]
+  assert (emb["token"]["embedding"][PAD_ID] == 0).all()
+  assert 0.8 < float(emb["token"]["embedding"][5:].std()) < 1.2  # N(0, 1)
+  q = p["encoder"]["layer_0"]["attention"]["q"]["kernel"]
+  assert float(jnp.abs(q).max()) <= 1 / np.sqrt(cfg.hidden)  # U(+-1/sqrt(fan_in))
+  lam = p["encoder"]["layer_0"]["aggregate"]["lambda_q1"]
+  assert float(lam.std()) < 0.3
+  assert (p["encoder"]["layer_0"]["norm"]["scale"] == 1).all()
+
+
+@pytest.mark.parametrize("name", SMALL_ARCH)
+def test_gradient_step_is_finite_and_changes_loss(name):
+  cfg = small(name)
+  clf = models.Classifier(cfg)
+  ids = batch(cfg)
+  labels = jnp.array([0, 1, 2])
+  params = jax.jit(clf.init)(jax.random.key(0), ids)
+
+  @jax.jit
+  def loss_fn(p, rng):
+    logits = clf.apply(p, ids, train=True, rngs={"dropout": rng})
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
+
+  loss0, grads = jax.jit(jax.value_and_grad(loss_fn))(params, jax.random.key(1))
+  leaves = jax.tree_util.tree_leaves(grads)
+  assert all(jnp.isfinite(g).all() for g in leaves)
+  assert any(jnp.abs(g).sum() > 0 for g in leaves)
+  new = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+  assert loss_fn(new, jax.random.key(1)) < loss0
+
+
+def test_pretrainer_shapes():
+  cfg = small("embbert")
+  m = models.build_model(cfg, "pretrain")
+  ids = batch(cfg)
+  p = m.init(jax.random.key(0), ids)
+  mlm, nsp = m.apply(p, ids)
+  assert mlm.shape == (3, cfg.max_len, cfg.vocab_size) and nsp.shape == (3, 2)
+  assert set(p["params"]) == {"encoder", "head"}
+
+
+def test_dropout_only_in_training():
+  cfg = small("embbert", dropout=0.5)
+  clf = models.Classifier(cfg)
+  ids = batch(cfg)
+  p = clf.init(jax.random.key(0), ids)
+  a = clf.apply(p, ids, train=True, rngs={"dropout": jax.random.key(1)})
+  b = clf.apply(p, ids, train=True, rngs={"dropout": jax.random.key(2)})
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(clf.apply(p, ids), clf.apply(p, ids))
+
+
+def test_bf16_compute_runs():
+  cfg = small("embbert", dtype="bfloat16")
+  clf = models.Classifier(cfg)
+  ids = batch(cfg)
+  p = clf.init(jax.random.key(0), ids)
+  assert jax.tree_util.tree_leaves(p)[0].dtype == jnp.float32  # params stay f32
+  out = clf.apply(p, ids)
+  assert out.dtype == jnp.float32 and jnp.isfinite(out).all()
+
+
+@pytest.mark.parametrize("bad", [dict(arch="gpt"), dict(use_attention=False, use_conv=False),
+                                 dict(conv_expansion=1.5), dict(arch="bert", num_heads=3, hidden=16, ffn_dim=4)])
+def test_bad_configs_raise_one_line(bad):
+  with pytest.raises(configs.ConfigError) as e:
+    configs.model_config(**bad)
+  assert "\n" not in str(e.value)
+
+
+def test_overrides_and_unknown_preset():
+  c = configs.apply_overrides(configs.get_preset("embbert"), ["hidden=96", "--config.residual=true",
+                                                              "conv_expansion=2"])
+  assert c.hidden == 96 and c.residual is True and c.conv_expansion == 2.0
+  with pytest.raises(configs.ConfigError, match="known presets"):
+    configs.get_preset("huge")
+  with pytest.raises(configs.ConfigError, match="unknown config field"):
+    configs.apply_overrides(c, ["hiden=3"])
