@@ -245,7 +245,7 @@ def get_policy(policy: str | DtypePolicy) -> DtypePolicy:
   return POLICIES[policy]
 
 
-def _is_quantized(policy: DtypePolicy, kind: str) -> bool:
+def is_quantized(policy: DtypePolicy, kind: str) -> bool:
   return kind != OTHER and policy.bytes_for(kind) == 1
 
 
@@ -255,7 +255,7 @@ def weight_bytes_of(specs: Iterable[ParamSpec], policy: str | DtypePolicy) -> di
   out = Counter()
   for s in specs:
     out[s.kind] += s.size * pol.bytes_for(s.kind)
-    if _is_quantized(pol, s.kind):
+    if is_quantized(pol, s.kind):
       out["scales"] += s.shape[-1] * pol.scale_bytes
   return {k: int(v) for k, v in out.items()}
 

@@ -125,13 +125,15 @@ def make_embedder(cfg, name: str = "embedder") -> nn.Module:
 # ------------------------------------------------------------------------------------------ components
 
 
-def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, impl: str = "xla") -> Array:
+def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, impl: str = "auto") -> Array:
   """Causal depthwise conv with channel multiplier O // C: output t sees inputs t-K+1..t.
 
   Output channel o reads input channel o // (O // C), PyTorch's grouped-conv order. Both lowerings give
   the same numbers: "xla" is one grouped convolution, "shift" is K shifted multiply-adds (cheaper on
   some backends; issue 8 picks per backend by measurement).
   """
+  if impl == "auto":
+    impl = "shift" if jax.default_backend() == "cpu" else "xla"
   k, _, out = kernel_Kx1xO.shape
   chans = x_BxLxC.shape[-1]
   mult = out // chans
