@@ -1,0 +1,81 @@
+"""Train-step throughput and compile time per preset at batch 32 (random ids; no data needed).
+
+    python benchmarks/train_throughput.py                       # every preset, full length L
+    python benchmarks/train_throughput.py --presets embbert nano --seq-len 64 --conv-impl xla shift
+
+For each preset: compile time of the jitted train step, steps/s and tokens/s over --steps timed steps
+(after one warm-up step), and the step's FLOPs from XLA's cost analysis as achieved GFLOP/s. A large
+matmul is timed in the same run, so that each figure can be read as a fraction of this machine's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from embbert_jax import configs, models, train
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  t = time.perf_counter()
+  for _ in range(reps):
+    f(a).block_until_ready()
+  return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str) -> dict:
+  cfg = train.get_config(preset, conv_impl=conv_impl)
+  model = models.build_model(cfg.model)
+  length = seq_len or cfg.model.max_len
+  rng = np.random.RandomState(0)
+  ids = rng.randint(5, cfg.model.vocab_size, (batch, length)).astype(np.int32)
+  b = {"ids": jnp.asarray(ids), "labels": jnp.asarray(rng.randint(0, 2, batch).astype(np.int32))}
+  params = models.init_params(cfg.model, jax.random.key(0))
+  opt = train.make_optimizer(cfg, cfg.learning_rate)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
+  step = jax.jit(train.make_train_step(lambda p, bb, r: train.classify_loss(model, p, bb, r, False), opt),
+                 donate_argnums=0)
+  t = time.perf_counter()
+  compiled = step.lower(state, b, jax.random.key(0)).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+  state, m = compiled(state, b, jax.random.key(0))
+  jax.block_until_ready(m)
+  t = time.perf_counter()
+  for i in range(steps):
+    state, m = compiled(state, b, jax.random.key(i))
+  jax.block_until_ready(m)
+  dt = (time.perf_counter() - t) / steps
+  return {"preset": preset, "conv_impl": conv_impl, "L": length, "compile_s": compile_s, "steps_per_s": 1 / dt,
+          "tokens_per_s": batch * length / dt, "gflop_per_step": flops / 1e9, "gflops": flops / dt / 1e9}
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--presets", nargs="+", default=list(configs.PRESETS))
+  ap.add_argument("--seq-len", type=int, default=0, help="0 = each preset's max_len")
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--steps", type=int, default=10)
+  ap.add_argument("--conv-impl", nargs="+", default=["xla"], choices=["auto", "xla", "shift"])
+  args = ap.parse_args()
+  peak = matmul_gflops()
+  print(f"backend {jax.default_backend()}, {jax.device_count()} device(s); 2048^2 f32 matmul: {peak:.1f} GFLOP/s")
+  print("| preset | conv | L | compile s | steps/s | tokens/s | GFLOP/step | GFLOP/s | % of matmul |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for p in args.presets:
+    for impl in args.conv_impl:
+      r = bench(p, args.seq_len, args.batch, args.steps, impl)
+      print(f"| {p} | {impl} | {r['L']} | {r['compile_s']:.1f} | {r['steps_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
+            f"{r['gflop_per_step']:.2f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % |", flush=True)
+
+
+if __name__ == "__main__":
+  main()

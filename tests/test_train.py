@@ -1,0 +1,216 @@
+"""The trainer end to end on tiny generated data: learning, resume after SIGKILL, NaN, pre-training, mesh."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from embbert_jax import batches, metrics, models, train
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+TINY_MODEL = dict(vocab_size=96, max_len=32, hidden=16, embed_dim=8, conv_kernel=4, num_layers=1)
+
+
+def write_fixture(root: Path, n: int = 320):
+  """A corpus (documents of sentences) and a task whose label is whether 'good' occurs in the text."""
+  rng = np.random.RandomState(0)
+  docs = ["\n".join(" ".join(rng.choice(WORDS, 6)) for _ in range(8)) for _ in range(40)]
+  corpus = root / "corpus.txt"
+  corpus.write_text("\n\n".join(docs) + "\n\ngood bad good bad\n")
+  rows = []
+  for i in range(n):
+    words = list(rng.choice(WORDS, 5))
+    label = i % 2
+    words.insert(rng.randint(0, 5), "good" if label else "bad")
+    rows.append({"text": " ".join(words), "label": label})
+  task = root / "task.jsonl"
+  task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return corpus, task
+
+
+def tiny_config(root: Path, **kw):
+  corpus, task = write_fixture(root)
+  cfg = train.get_config("embbert", **TINY_MODEL)
+  cfg.task, cfg.corpus, cfg.cache_dir = str(task), str(corpus), str(root / "cache")
+  cfg.batch_size, cfg.learning_rate, cfg.log_every = 16, 3e-3, 5
+  cfg.wandb.mode = "disabled"
+  cfg.update(kw)
+  return cfg
+
+
+def test_learns_a_keyword_task_and_writes_everything(tmp_path):
+  cfg = tiny_config(tmp_path, steps=60, eval_every=20)
+  res = train.train_and_evaluate(cfg, tmp_path / "run")
+  assert res["test"]["accuracy"] > 0.8, res  # chance is 0.5
+  assert set(res["test"]) == {"accuracy", "mcc", "macro_f1"} and res["metric"] == "mcc"
+  assert res["best_step"] in (20, 40, 60) and res["seq_len"] == 32
+  wd = Path(res["workdir"])
+  rows = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+  assert any("validation/mcc" in r for r in rows) and any("train/tokens_per_s" in r for r in rows)
+  assert (wd / "model").exists() and (wd / "checkpoints").exists()
+
+
+RUNNER = """
+import sys, json
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_train import tiny_config
+from embbert_jax import train
+root = Path({root!r})
+train.enable_compilation_cache(root / "xla")  # the three runs share compiled programs
+cfg = tiny_config(root, steps=80, eval_every=20, checkpoint_every=10, log_every=10)
+res = train.train_and_evaluate(cfg, root / {name!r})
+print("RESULT" + json.dumps(res))
+"""
+
+
+def _run(tmp_path, name, kill_after_checkpoint=None):
+  script = RUNNER.format(tests=str(Path(__file__).parent), root=str(tmp_path), name=name)
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env=env, text=True)
+  if kill_after_checkpoint is not None:
+    ckpt = tmp_path / name / "finetune" / "checkpoints" / str(kill_after_checkpoint)
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert proc.poll() is None, proc.stdout.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return None
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  return json.loads(out.split("RESULT", 1)[1])
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+  straight = _run(tmp_path, "straight")
+  assert _run(tmp_path, "killed", kill_after_checkpoint=30) is None
+  resumed = _run(tmp_path, "killed")
+  for split in ("validation", "test"):
+    for k, v in straight[split].items():
+      assert resumed[split][k] == pytest.approx(v, abs=1e-6), (split, k)
+  assert resumed["best_step"] == straight["best_step"]
+  steps = [json.loads(l)["step"] for l in (tmp_path / "killed/finetune/metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(steps)  # rows a killed run wrote after its checkpoint were dropped, not duplicated
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+  # An absurd learning rate overflows the weights to inf within a few steps.
+  cfg = tiny_config(tmp_path, steps=40, learning_rate=1e38, log_every=5, checkpoint_every=5, eval_every=5)
+  with pytest.raises(train.TrainingDiverged, match="loss is (nan|inf)") as e:
+    train.train_and_evaluate(cfg, tmp_path / "run")
+  assert "last good checkpoint" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pretrain_then_finetune_carries_the_encoder(tmp_path):
+  cfg = tiny_config(tmp_path, steps=5)
+  cfg.pretrain.steps, cfg.pretrain.batch_size, cfg.pretrain.eval_pairs = 20, 16, 32
+  pre = train.pretrain(cfg, tmp_path / "pre")
+  assert {"mlm_loss", "nsp_accuracy", "mlm_accuracy"} <= set(pre["validation"])
+  enc = train.load_encoder(str(tmp_path / "pre"), cfg.model)
+  saved = jax.tree.leaves(enc)
+  fresh = jax.tree.leaves(models.init_params(cfg.model, jax.random.key(cfg.seed))["encoder"])
+  assert not all(np.allclose(a, b) for a, b in zip(saved, fresh))  # pre-training changed the encoder
+  cfg.init_from = str(tmp_path / "pre")
+  res = train.train_and_evaluate(cfg, tmp_path / "ft")
+  assert np.isfinite(res["test"]["accuracy"])
+
+
+def test_incompatible_encoder_is_refused(tmp_path):
+  cfg = tiny_config(tmp_path, steps=2)
+  cfg.pretrain.steps, cfg.pretrain.batch_size, cfg.pretrain.eval_pairs = 2, 16, 32
+  train.pretrain(cfg, tmp_path / "pre")
+  other = train.get_config("embbert", **{**TINY_MODEL, "hidden": 24})
+  with pytest.raises(ValueError, match="does not match"):
+    train.load_encoder(str(tmp_path / "pre"), other.model)
+
+
+MESH_RUNNER = """
+import os, sys, json
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import jax
+from test_train import tiny_config
+from embbert_jax import train
+root = Path({root!r})
+cfg = tiny_config(root, steps=10, eval_every=10)
+res = train.train_and_evaluate(cfg, root / ("run%d" % jax.device_count()))
+print("RESULT" + json.dumps({{"devices": jax.device_count(), "acc": res["validation"]["accuracy"],
+                              "mcc": res["validation"]["mcc"]}}))
+"""
+
+
+def test_data_parallel_on_8_devices_matches_one_device(tmp_path):
+  script = MESH_RUNNER.format(tests=str(Path(__file__).parent), root=str(tmp_path))
+  results = []
+  for flags in ("", "--xla_force_host_platform_device_count=8"):
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results.append(json.loads(out.stdout.split("RESULT", 1)[1]))
+  assert [r["devices"] for r in results] == [1, 8]
+  assert results[0]["acc"] == pytest.approx(results[1]["acc"], abs=1e-6)
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+  cfg = tiny_config(tmp_path, steps=2)
+  train.train_and_evaluate(cfg, tmp_path / "run")
+  cfg.learning_rate = 1e-4
+  with pytest.raises(ValueError, match="different config"):
+    train.train_and_evaluate(cfg, tmp_path / "run")
+
+
+def test_mask_tokens_follows_bert_recipe():
+  ids = jnp.asarray(np.random.RandomState(0).randint(5, 1000, (64, 256)), jnp.int32)
+  ids = ids.at[:, 0].set(2).at[:, -10:].set(0)
+  inputs, targets, weights = jax.jit(batches.mask_tokens, static_argnums=2)(jax.random.key(0), ids, 1000)
+  real = (ids >= 5)
+  rate = float(weights.sum() / real.sum())
+  assert 0.14 < rate < 0.16
+  assert not (weights.astype(bool) & ~real).any()  # specials and padding are never targets
+  picked = weights.astype(bool)
+  to_mask = float(((inputs == 3) & picked).sum() / picked.sum())
+  unchanged = float(((inputs == ids) & picked).sum() / picked.sum())
+  assert 0.77 < to_mask < 0.83 and 0.08 < unchanged < 0.12
+  assert ((inputs >= 5) | (inputs == 3) | ~picked).all()  # random replacements are real tokens
+  assert (targets == ids).all()
+
+
+def test_nsp_pairs_balanced_and_consecutive():
+  docs = [["a1", "a2", "a3"], ["b1", "b2"]]
+  first, second, labels = batches.nsp_pairs(docs)
+  assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+  assert list(zip(first[:3], second[:3])) == [("a1", "a2"), ("a2", "a3"), ("b1", "b2")]
+  assert second[3:] == second[:3]
+
+
+def test_batches_resume_exactly():
+  arr = batches.Arrays(np.arange(100)[:, None].astype(np.int32), np.zeros(100, np.int32))
+  full = [(s, b["ids"][:, 0].tolist()) for _, (s, b) in zip(range(12), batches.train_batches(arr, 16, seed=3))]
+  later = [(s, b["ids"][:, 0].tolist())
+           for _, (s, b) in zip(range(5), batches.train_batches(arr, 16, seed=3, start_step=7))]
+  assert later == full[7:12]
+  assert len({tuple(ids) for _, ids in full[:6]}) == 6  # 6 batches per epoch, all different
+
+
+def test_metrics_against_hand_computed_values():
+  labels = np.array([0, 0, 1, 1, 1, 0])
+  preds = np.array([0, 1, 1, 1, 0, 0])
+  logits = np.eye(2)[preds]
+  m = metrics.classification_metrics(labels, logits)
+  tp, tn, fp, fn = 2, 2, 1, 1
+  mcc = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+  assert m["accuracy"] == pytest.approx(4 / 6) and m["mcc"] == pytest.approx(mcc)
+  assert m["macro_f1"] == pytest.approx(2 / 3)
+  assert metrics.classification_metrics(labels, np.zeros((6, 2)))["mcc"] == 0.0  # constant prediction
+  r = metrics.regression_metrics(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 45]))
+  assert r["spearman"] == pytest.approx(1.0)
