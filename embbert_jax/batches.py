@@ -9,6 +9,7 @@ only ships ids.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Iterator
 
 import jax
@@ -109,15 +110,34 @@ def pretraining_arrays(documents, tokenizer, max_len: int, seed: int = 0) -> Arr
   return Arrays(tokenizer.encode_batch(a, b, max_len=max_len), labels)
 
 
-def mask_tokens(rng: jax.Array, ids_BxL: jax.Array, vocab_size: int, rate: float = 0.15):
+def max_predictions(seq_len: int, rate: float) -> int:
+  """Masked positions scored per sequence: the expected count plus 4 standard deviations (so the cap,
+  BERT's max_predictions_per_seq, binds for a negligible share of sequences)."""
+  mean = seq_len * rate
+  return int(min(seq_len, math.ceil(mean + 4 * math.sqrt(mean * (1 - rate)) + 1)))
+
+
+def mask_tokens(rng: jax.Array, ids_BxL: jax.Array, vocab_size: int, rate: float = 0.15,
+                max_preds: int | None = None):
   """BERT masking: `rate` of the non-special tokens are targets; of those 80 % -> [MASK], 10 % a random
-  token, 10 % unchanged. Returns (inputs, targets, weights) with weights 1 at the targets."""
-  k_pick, k_kind, k_rand = jax.random.split(rng, 3)
+  token, 10 % unchanged.
+
+  Returns (inputs, positions_BxP, targets_BxP, weights_BxP): the P = max_preds target positions of each
+  sequence (padded with weight 0), so the MLM head runs at those positions only. A sequence with more
+  picks than P keeps P of them at random; the rest stay unmasked inputs and are not scored.
+  """
+  length = ids_BxL.shape[1]
+  max_preds = max_preds or max_predictions(length, rate)
+  k_pick, k_kind, k_rand, k_order = jax.random.split(rng, 4)
   maskable = ids_BxL >= N_SPECIAL
   picked = maskable & (jax.random.uniform(k_pick, ids_BxL.shape) < rate)
+  order = jnp.where(picked, jax.random.uniform(k_order, ids_BxL.shape), -1.0)
+  top, positions = jax.lax.top_k(order, max_preds)
+  weights = (top >= 0).astype(jnp.float32)
+  chosen = jnp.zeros(ids_BxL.shape, bool).at[jnp.arange(ids_BxL.shape[0])[:, None], positions].max(top >= 0)
   kind = jax.random.uniform(k_kind, ids_BxL.shape)
   random_ids = jax.random.randint(k_rand, ids_BxL.shape, N_SPECIAL, vocab_size, dtype=ids_BxL.dtype)
-  inputs = jnp.where(picked & (kind < 0.8), MASK_ID, ids_BxL)
-  inputs = jnp.where(picked & (kind >= 0.8) & (kind < 0.9), random_ids, inputs)
-  return inputs, ids_BxL, picked.astype(jnp.float32)
-
+  inputs = jnp.where(chosen & (kind < 0.8), MASK_ID, ids_BxL)
+  inputs = jnp.where(chosen & (kind >= 0.8) & (kind < 0.9), random_ids, inputs)
+  targets = jnp.take_along_axis(ids_BxL, positions, 1)
+  return inputs, positions, targets, weights

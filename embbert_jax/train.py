@@ -73,7 +73,8 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.corpus = ""  # pre-training/tokenizer corpus file ("" = the offline corpus of data.pretraining_corpus)
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=0,  # MLM + NSP steps before fine-tuning (0 = none)
-      learning_rate=2e-4, batch_size=32, mask_rate=0.15, eval_every=0, eval_pairs=2048))
+      learning_rate=2e-4, batch_size=32, mask_rate=0.15, eval_every=0, eval_pairs=2048,
+      seq_len=128))  # pairs of corpus sentences: 128 holds nearly all; longer ones are truncated
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
 
@@ -112,8 +113,9 @@ def classify_loss(model, params, batch, rng, is_regression: bool):
 
 def pretrain_loss(model, params, batch, rng, vocab_size: int, mask_rate: float):
   k_mask, k_drop = jax.random.split(rng)
-  inputs, targets, weights = batch_lib.mask_tokens(k_mask, batch["ids"], vocab_size, mask_rate)
-  mlm_logits, nsp_logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": k_drop})
+  inputs, positions, targets, weights = batch_lib.mask_tokens(k_mask, batch["ids"], vocab_size, mask_rate)
+  mlm_logits, nsp_logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": k_drop},
+                                       positions_BxP=positions)
   per_tok = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, targets)
   n = jnp.maximum(weights.sum(), 1.0)
   mlm = (per_tok * weights).sum() / n
@@ -413,8 +415,9 @@ def pretrain(cfg, workdir) -> dict:
   wd = _prepare_workdir(cfg, workdir)
   tok = tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None, cache_dir=cache)
   docs = data.read_documents(cfg.corpus) if cfg.corpus else data.pretraining_documents(cache)
-  arrays = batch_lib.pretraining_arrays(docs, tok, cfg.model.max_len, cfg.seed)
-  seq_len = cfg.seq_len or batch_lib.auto_seq_len(arrays.ids, cfg.model.max_len)
+  arrays = batch_lib.pretraining_arrays(docs, tok, min(pc.seq_len or cfg.model.max_len, cfg.model.max_len),
+                                        cfg.seed)
+  seq_len = min(pc.seq_len or cfg.model.max_len, cfg.model.max_len)
   order = np.random.default_rng(cfg.seed + 1).permutation(len(arrays))
   held, train_idx = order[:pc.eval_pairs], order[pc.eval_pairs:]
   train_arr = batch_lib.Arrays(arrays.ids[train_idx, :seq_len], arrays.labels[train_idx])

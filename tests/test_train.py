@@ -172,17 +172,20 @@ def test_workdir_with_another_config_is_refused(tmp_path):
 def test_mask_tokens_follows_bert_recipe():
   ids = jnp.asarray(np.random.RandomState(0).randint(5, 1000, (64, 256)), jnp.int32)
   ids = ids.at[:, 0].set(2).at[:, -10:].set(0)
-  inputs, targets, weights = jax.jit(batches.mask_tokens, static_argnums=2)(jax.random.key(0), ids, 1000)
-  real = (ids >= 5)
-  rate = float(weights.sum() / real.sum())
-  assert 0.14 < rate < 0.16
-  assert not (weights.astype(bool) & ~real).any()  # specials and padding are never targets
-  picked = weights.astype(bool)
-  to_mask = float(((inputs == 3) & picked).sum() / picked.sum())
-  unchanged = float(((inputs == ids) & picked).sum() / picked.sum())
+  inputs, pos, targets, weights = jax.jit(batches.mask_tokens, static_argnums=2)(jax.random.key(0), ids, 1000)
+  real = ids >= 5
+  assert 0.14 < float(weights.sum() / real.sum()) < 0.16
+  rows = jnp.arange(64)[:, None]
+  scored = jnp.zeros(ids.shape, bool).at[rows, pos].max(weights > 0)
+  assert not (scored & ~real).any()  # specials and padding are never targets
+  assert (targets == ids[rows, pos]).all()
+  changed = inputs != ids
+  assert not (changed & ~scored).any()  # only scored positions are altered
+  to_mask = float(((inputs == 3) & scored).sum() / scored.sum())
+  unchanged = float(((inputs == ids) & scored).sum() / scored.sum())
   assert 0.77 < to_mask < 0.83 and 0.08 < unchanged < 0.12
-  assert ((inputs >= 5) | (inputs == 3) | ~picked).all()  # random replacements are real tokens
-  assert (targets == ids).all()
+  assert ((inputs >= 5) | (inputs == 3) | ~scored).all()  # random replacements are real tokens
+  assert len(set(np.asarray(pos[0])[np.asarray(weights[0]) > 0].tolist())) == int(weights[0].sum())
 
 
 def test_nsp_pairs_balanced_and_consecutive():
