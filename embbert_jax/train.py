@@ -132,7 +132,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    aux = {**aux, "grad_norm": optax.global_norm(grads), "update_norm": optax.global_norm(updates)}
+    aux = {**aux, "grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates)}
     return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, aux
   return train_step
 

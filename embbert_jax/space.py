@@ -1,0 +1,310 @@
+"""The sweep's search space: load a `sweeps/*.py` file, enumerate its configs, filter by memory, order them.
+
+A space file's `get_config()` returns a ConfigDict (see sweeps/default.py):
+
+  families.<name>.preset  the model preset whose fields the grid overrides (configs.PRESETS)
+  families.<name>.fixed   further overrides shared by the whole family (optional)
+  families.<name>.grid    field -> tuple of values; the family contributes the product of its grids
+  train                   overrides of the training config (train.get_config()), e.g. learning_rate
+  evals                   validations per trial (the early-stopping rungs)
+  early_stop              enabled, after (fraction of steps), margin, min_better: see sweep.hopeless
+  num_labels              C used for the memory filter when the task is not loaded (tests)
+
+The space is the union over families. Each config is canonicalised before hashing (fields that a config
+does not use are reset to the defaults of configs.model_config(), e.g. conv_kernel when use_conv=False),
+so two grid points that build the same network are one candidate. The memory budget is a hard filter:
+only candidates with min_budget <= memory.estimate(cfg, policy).total_bytes <= budget are ever proposed.
+
+Ledger trials carry a candidate's grid point as Optuna parameters named "<family>.<field>" with a
+categorical distribution over the grid's values, so that samplers (TPE, NSGA-II) see a consistent space.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import heapq
+import importlib.util
+import itertools
+import math
+import types
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from embbert_jax import configs, memory
+
+REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
+FAMILY_PARAM = "family"
+
+
+class SpaceError(ValueError):
+  """A search space that cannot be loaded or enumerated; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Candidate:
+  """One trainable configuration: where it sits in the space, its canonical model config and its memory."""
+  family: str
+  point: tuple[tuple[str, Any], ...]  # (field, value) of the grid, in the family's field order
+  model_fields: dict[str, Any]  # the canonical model config as a plain dict (configs.model_config fields)
+  hash: str  # configs.config_hash of the model config
+  bytes: dict[str, dict[str, int]]  # policy -> {"weight", "activation", "total"}
+  params: int
+
+  @property
+  def model(self) -> ml_collections.ConfigDict:
+    return configs.model_config(**self.model_fields)
+
+  def total(self, policy: str) -> int:
+    return self.bytes[policy]["total"]
+
+  @property
+  def optuna_params(self) -> dict[str, Any]:
+    return {FAMILY_PARAM: self.family, **{f"{self.family}.{k}": v for k, v in self.point}}
+
+  def describe(self) -> str:
+    """Short knob string, e.g. 'embbert V8192 L128 d128 r16 e1 k32 N4'."""
+    return describe_model(types.SimpleNamespace(**self.model_fields), self.family)
+
+
+_SHORT = dict(vocab_size="V", max_len="L", hidden="d", embed_dim="r", conv_expansion="e", conv_kernel="k",
+              num_layers="N", ffn_dim="ffn", num_heads="h")
+
+
+def describe_model(m, family: str = "") -> str:
+  parts = [family or m.arch]
+  for field, short in _SHORT.items():
+    if field in ("embed_dim",) and m.embedder != "nano":
+      continue
+    if field in ("conv_expansion", "conv_kernel") and not (m.arch == "embbert" and m.use_conv):
+      continue
+    if field == "ffn_dim" and m.arch not in ("bert", "nanobert", "nanobert_efficient"):
+      continue
+    if field == "num_heads" and m.arch not in ("bert", "nanobert"):
+      continue
+    v = getattr(m, field)
+    parts.append(f"{short}{int(v) if isinstance(v, float) and v.is_integer() else v}")
+  flags = [f for f, on in (("-attn", not m.use_attention), ("-conv", not m.use_conv), ("+res", m.residual),
+                           ("sum", m.aggregation == "sum")) if on and m.arch == "embbert"]
+  return " ".join(parts + flags)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def resolve(space: str) -> Path:
+  """A space file from a path, or a name looked up in ./sweeps then in the repository's sweeps/."""
+  p = Path(space)
+  if p.suffix == ".py" or "/" in space:
+    if not p.is_file():
+      raise SpaceError(f"search space file not found: {space}")
+    return p
+  for folder in (Path("sweeps"), REPO_SWEEPS):
+    if (folder / f"{space}.py").is_file():
+      return folder / f"{space}.py"
+  known = sorted(f.stem for f in REPO_SWEEPS.glob("*.py") if not f.stem.startswith("_"))
+  raise SpaceError(f"unknown search space {space!r}; known: {', '.join(known)} (or pass a .py file)")
+
+
+def load(space: str) -> ml_collections.ConfigDict:
+  """Runs the space file's get_config(); any failure becomes one SpaceError line."""
+  path = resolve(space)
+  try:
+    spec = importlib.util.spec_from_file_location(f"embbert_sweep_space_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+  except Exception as e:  # a user's file: report it in one line, whatever it raised
+    where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    raise SpaceError(f"cannot load search space {path}{where}: {type(e).__name__}: {e}") from None
+  if not isinstance(cfg, ml_collections.ConfigDict) or "families" not in cfg or not cfg.families:
+    raise SpaceError(f"search space {path}: get_config() must return a ConfigDict with a non-empty "
+                     "'families' field (see sweeps/default.py)")
+  defaults = dict(name=path.stem, train=ml_collections.ConfigDict(), evals=4, num_labels=2,
+                  early_stop=ml_collections.ConfigDict(dict(enabled=True, after=0.5, margin=0.02,
+                                                            min_better=2)))
+  with cfg.unlocked():
+    for key, value in defaults.items():
+      if key not in cfg:
+        cfg[key] = value
+  return cfg
+
+
+# ----------------------------------------------------------------------------------------- enumeration
+
+_DEFAULTS = configs.model_config().to_dict()
+
+
+def _coerce(field: str, value: Any) -> Any:
+  """The value as ConfigDict would store it in `field` (ints widen to floats), else ConfigError."""
+  want = type(_DEFAULTS[field])
+  if want is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if type(value) is not want:
+    raise configs.ConfigError(f"{field} expects {want.__name__}, got {value!r}")
+  return value
+
+
+def model_fields(preset: str, **overrides: Any) -> dict[str, Any]:
+  """configs.get_preset(preset, **overrides).to_dict() without building a ConfigDict (enumerating the
+  default space is 10x faster); validated by configs.validate. tests/test_sweep.py checks the equality."""
+  if preset not in configs.PRESETS:
+    raise configs.ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(configs.PRESETS)}")
+  m = dict(_DEFAULTS)
+  for field, value in {**configs.PRESETS[preset], **overrides}.items():
+    if field not in m:
+      raise configs.ConfigError(f"unknown model field {field!r}")
+    m[field] = _coerce(field, value)
+  configs.validate(types.SimpleNamespace(**m))
+  return m
+
+
+def canonical(m: dict[str, Any]) -> dict[str, Any]:
+  """Resets the fields `m` does not use to configs.model_config()'s defaults (same network, same hash)."""
+  c = types.SimpleNamespace(**m)
+  unused: list[str] = []
+  uses_conv = (c.arch == "embbert" and c.use_conv) or c.arch == "embedder_conv"
+  if not uses_conv:
+    unused += ["conv_kernel", "conv_expansion"]
+  elif c.arch == "embedder_conv":
+    unused += ["conv_expansion"]
+  if c.arch != "embbert" or not (c.use_attention and c.use_conv):
+    unused += ["aggregation"]
+  if c.arch != "embbert":
+    unused += ["use_attention", "use_conv", "residual"]
+  if c.embedder != "nano":
+    unused += ["embed_dim"]
+  if c.arch not in ("bert", "nanobert"):
+    unused += ["num_heads"]
+  if c.arch not in ("bert", "nanobert", "nanobert_efficient"):
+    unused += ["ffn_dim"]
+  if c.arch != "mamba":
+    unused += ["d_state", "d_conv", "dt_rank", "mamba_expand"]
+  if c.arch in ("embedder", "embedder_conv"):
+    unused += ["num_layers", "dropout"]
+  return {**m, **{field: _DEFAULTS[field] for field in unused}}
+
+
+def _bytes(m) -> tuple[dict[str, dict[str, int]], int]:
+  """memory.estimate's weight/activation/total bytes under every policy, shapes computed once.
+
+  The memory functions only read attributes, so they get a plain namespace: ConfigDict attribute access
+  made enumerating the default space 20x slower. tests/test_sweep.py checks equality with estimate().
+  """
+  ns = types.SimpleNamespace(**m)
+  specs = memory.param_shapes(ns)
+  acts = memory.activation_values(ns)
+  # Per tensor class: values, and output channels (one int8 scale each), as memory.weight_bytes_of prices.
+  size, channels = dict.fromkeys(memory.CLASSES, 0), dict.fromkeys(memory.CLASSES, 0)
+  for spec in specs:
+    kind = memory.classify(spec.path, spec.shape)
+    size[kind] += math.prod(spec.shape)
+    channels[kind] += spec.shape[-1]
+  out = {}
+  for name, pol in memory.POLICIES.items():
+    weight = sum(int(size[k] * pol.bytes_for(k)) for k in memory.CLASSES)
+    weight += int(sum(channels[k] * pol.scale_bytes for k in memory.CLASSES
+                      if k != memory.OTHER and pol.bytes_for(k) == 1))
+    act = int(acts * pol.activation)
+    out[name] = {"weight": weight, "activation": act, "total": weight + act}
+  return out, sum(size.values())
+
+
+def build(family: str, fam, point: dict[str, Any], num_labels: int) -> Candidate:
+  """The candidate of one grid point; raises configs.ConfigError for a point no model can be built from."""
+  fixed = dict(fam.get("fixed", {}) or {})
+  m = canonical(model_fields(fam.preset, **{**fixed, **point, "num_labels": num_labels}))
+  by_policy, params = _bytes(m)
+  return Candidate(family, tuple(point.items()), m, configs.config_hash(m), by_policy, params)
+
+
+def enumerate_space(space: ml_collections.ConfigDict, num_labels: int | None = None) -> list[Candidate]:
+  """Every distinct buildable candidate of the space (first occurrence wins), in grid order.
+
+  Grid points that no model can be built from (e.g. conv_expansion that does not divide) are skipped:
+  they are part of a product, not a mistake. Unknown fields and unknown presets are mistakes.
+  """
+  c = num_labels or space.num_labels
+  seen: dict[str, Candidate] = {}
+  for family, fam in space.families.items():
+    if "preset" not in fam or fam.preset not in configs.PRESETS:
+      raise SpaceError(f"family {family!r}: unknown preset {fam.get('preset')!r}; known presets: "
+                       f"{', '.join(configs.PRESETS)}")
+    grid = dict(fam.get("grid", {}) or {})
+    for field, values in [*grid.items(), *dict(fam.get("fixed", {}) or {}).items()]:
+      if field not in _DEFAULTS or field == "num_labels":
+        raise SpaceError(f"family {family!r}: unknown model field {field!r}; fields: "
+                         f"{', '.join(sorted(_DEFAULTS.keys()))}")
+    for field, values in grid.items():
+      if not isinstance(values, (tuple, list)) or not values:
+        raise SpaceError(f"family {family!r}: grid.{field} must be a non-empty tuple of values")
+    fields = list(grid)
+    for values in itertools.product(*(tuple(grid[f]) for f in fields)):
+      try:
+        cand = build(family, fam, dict(zip(fields, values)), c)
+      except (configs.ConfigError, TypeError):
+        continue
+      seen.setdefault(cand.hash, cand)
+  return list(seen.values())
+
+
+def distributions(space) -> dict[str, Any]:
+  """Optuna distributions of every parameter a ledger trial can carry."""
+  from optuna.distributions import CategoricalDistribution
+  out = {FAMILY_PARAM: CategoricalDistribution(tuple(space.families.keys()))}
+  for family, fam in space.families.items():
+    for field, values in dict(fam.get("grid", {}) or {}).items():
+      out[f"{family}.{field}"] = CategoricalDistribution(tuple(values))
+  return out
+
+
+def from_params(space, params: dict[str, Any], num_labels: int) -> Candidate:
+  """The candidate of Optuna parameters (a ledger trial's or a sampler's proposal)."""
+  family = params[FAMILY_PARAM]
+  fam = space.families[family]
+  point = {f: params[f"{family}.{f}"] for f in dict(fam.get("grid", {}) or {})}
+  return build(family, fam, point, num_labels)
+
+
+# ------------------------------------------------------------------------------------ filter and order
+
+
+def fits(cands: list[Candidate], policy: str, budget: int, min_budget: int = 0) -> list[Candidate]:
+  return [c for c in cands if min_budget <= c.total(policy) <= budget]
+
+
+def spread_order(cands: list[Candidate], policy: str) -> list[Candidate]:
+  """Orders candidates so that every prefix spreads along log(memory): the smallest and the largest first,
+  then always the one nearest the middle of the widest remaining gap (1-D farthest-point order).
+
+  A sweep cut short by --max-trials has then sampled the whole memory range evenly, coarse to fine.
+  Candidates of equal memory come in config-hash order; the order is deterministic.
+  """
+  if len(cands) <= 2:
+    return sorted(cands, key=lambda c: (c.total(policy), c.hash))
+  pts = sorted(cands, key=lambda c: (c.total(policy), c.hash))
+  xs = [math.log(c.total(policy)) for c in pts]
+  order = [0, len(pts) - 1]
+  heap: list[tuple[float, int, int]] = []  # (-width, lo, hi): open interval of unchosen indices lo+1..hi-1
+
+  def push(lo: int, hi: int) -> None:
+    if hi - lo > 1:
+      heapq.heappush(heap, (-(xs[hi] - xs[lo]), lo, hi))
+
+  push(0, len(pts) - 1)
+  while heap:
+    _, lo, hi = heapq.heappop(heap)
+    mid = (xs[lo] + xs[hi]) / 2
+    # The unchosen index nearest the gap's middle (ties: the smaller index); xs is sorted.
+    i = min(max(bisect.bisect_left(xs, mid, lo + 1, hi), lo + 1), hi - 1)
+    best = min((j for j in (i - 1, i) if lo < j < hi), key=lambda j: (abs(xs[j] - mid), j))
+    order.append(best)
+    push(lo, best)
+    push(best, hi)
+  return [pts[i] for i in order]
+
+
+def smallest(cands: list[Candidate], policy: str) -> Candidate:
+  return min(cands, key=lambda c: (c.total(policy), c.hash))

@@ -1,0 +1,507 @@
+"""The sweep: space enumeration and the budget filter, Pareto fronts, the shared ledger under concurrent and
+killed workers (SQLite and PostgreSQL), bad input, failed trials, the report command.
+
+Most tests train with a fake trainer (FAKE_TRAINER below, written to a file so that worker subprocesses can
+load it with --trainer): no JAX, a deterministic validation curve from the config, and environment knobs for
+slow steps, NaN losses and a log of every training start. One slow test runs the real trainer.
+"""
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from embbert_jax import configs, memory, pareto, sweep
+from embbert_jax import ledger as ledger_lib
+from embbert_jax import space as space_lib
+
+REPO = Path(__file__).resolve().parent.parent
+
+FAKE_TRAINER = '''
+"""Fake trainer: validation mcc grows with log(params), plus a little config-hash noise."""
+import hashlib, json, math, os, time
+from pathlib import Path
+import ml_collections
+from embbert_jax import memory
+
+NEEDS_DATA = False
+
+
+class Pruned(Exception):
+  pass
+
+
+class TrainingDiverged(RuntimeError):
+  pass
+
+
+def get_config(preset="embbert"):
+  c = ml_collections.ConfigDict()
+  c.preset, c.model, c.task, c.seed = preset, ml_collections.ConfigDict(), "rt_polarity", 0
+  c.batch_size, c.learning_rate, c.steps, c.eval_every, c.log_every = 32, 5e-5, 0, 0, 50
+  c.pretrain = ml_collections.ConfigDict(dict(steps=0))
+  c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
+  return c
+
+
+def final_score(model):
+  h = int(hashlib.sha256(json.dumps(model.to_dict(), sort_keys=True).encode()).hexdigest()[:8], 16)
+  sign = -1.0 if os.environ.get("FAKE_BIGGER_IS_WORSE") else 1.0
+  return 0.3 + sign * 0.05 * math.log10(memory.num_params(model)) + 0.01 * (h % 100) / 100
+
+
+def train_and_evaluate(cfg, workdir, report=None):
+  wd = Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  progress = wd / "progress.txt"
+  start = int(progress.read_text()) if progress.exists() else 0
+  if os.environ.get("FAKE_LOG"):
+    with open(os.environ["FAKE_LOG"], "a") as f:
+      f.write(json.dumps({"name": cfg.wandb.name, "pid": os.getpid(), "start": start}) + "\\n")
+  nan = os.environ.get("FAKE_NAN_HIDDEN")
+  if nan and cfg.model.hidden == int(nan):
+    raise TrainingDiverged("loss is nan at step 3")
+  final, t0 = final_score(cfg.model), time.time()
+  for step in range(start, cfg.steps):
+    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    done = step + 1
+    if done % cfg.eval_every == 0 or done == cfg.steps:
+      progress.write_text(str(done))
+      if report is not None:
+        mcc = final * math.sqrt(done / cfg.steps)
+        report(done, {"accuracy": 0.5 + final / 2, "mcc": mcc, "macro_f1": 0.5})
+  metrics = {"accuracy": 0.5 + final / 2, "mcc": final, "macro_f1": 0.5}
+  return {"validation": metrics, "test": {k: v - 0.01 for k, v in metrics.items()}, "metric": "mcc",
+          "best_step": cfg.steps, "steps": cfg.steps, "train_time_s": time.time() - t0, "steps_per_s": 100.0,
+          "tokens_per_s": 0.0, "num_params": memory.num_params(cfg.model)}
+'''
+
+
+@pytest.fixture
+def fake(tmp_path):
+  path = tmp_path / "fake_trainer.py"
+  path.write_text(FAKE_TRAINER)
+  return path
+
+
+def _settings(tmp_path, fake, **kw):
+  s = sweep.get_config()
+  s.update(dict(budget="2MB", space="tiny", max_trials=100, steps=8, wandb=False, out=str(tmp_path / "out"),
+                trainer=str(fake), heartbeat_interval=1, grace_period=3))
+  s.update(kw)
+  return s
+
+
+def _cli(tmp_path, fake, *extra, study="s", out="out", steps=8):
+  return ["--budget", "2MB", "--space", "tiny", "--steps", str(steps), "--no-wandb", "--trainer", str(fake),
+          "--study", study, "--out", str(tmp_path / out), "--heartbeat-interval", "1", "--grace-period", "3",
+          *extra]
+
+
+def _trials(url, study):
+  storage = ledger_lib.open_storage(url)
+  return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def _worker(args, env_extra=None, **popen):
+  env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+  return subprocess.Popen([sys.executable, "-m", "embbert_jax.sweep", *args], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+# ------------------------------------------------------------------------------------------- the space
+
+
+def test_budget_filter_is_exact_and_matches_memory_estimate():
+  space = space_lib.load("families")
+  cands = space_lib.enumerate_space(space)
+  for c in cands[::5]:
+    m = c.model
+    assert configs.config_hash(m) == c.hash
+    for policy in ("fp32", "int8"):
+      r = memory.estimate(m, policy)
+      assert c.bytes[policy] == {"weight": r.weight_bytes, "activation": r.activation_bytes,
+                                 "total": r.total_bytes}
+    assert c.params == memory.num_params(m)
+  totals = sorted(c.total("fp32") for c in cands)
+  budget = totals[len(totals) // 2]  # a budget exactly at one config's size: it fits, one byte less not
+  fit = space_lib.fits(cands, "fp32", budget)
+  assert {c.hash for c in fit} == {c.hash for c in cands if c.total("fp32") <= budget}
+  assert any(c.total("fp32") == budget for c in fit)
+  assert len(space_lib.fits(cands, "fp32", budget - 1)) < len(fit)
+  lo = space_lib.fits(cands, "fp32", budget, min_budget=totals[3])
+  assert all(totals[3] <= c.total("fp32") <= budget for c in lo)
+
+
+def test_model_fields_equal_configs_presets():
+  for preset in configs.PRESETS:
+    assert space_lib.model_fields(preset, hidden=64 if preset != "bert" else 80) == \
+        configs.get_preset(preset, hidden=64 if preset != "bert" else 80).to_dict()
+  assert space_lib.model_fields("embbert", conv_expansion=2)["conv_expansion"] == 2.0
+
+
+def test_dedupe_by_canonical_config_hash(tmp_path):
+  f = tmp_path / "abl.py"
+  f.write_text("import ml_collections\n"
+               "def get_config():\n"
+               "  s = ml_collections.ConfigDict()\n"
+               "  s.families = dict(a=dict(preset='embbert', grid=dict(use_conv=(True, False),\n"
+               "                                                         conv_kernel=(8, 16))),\n"
+               "                    b=dict(preset='tiny', grid=dict(vocab_size=(8192,), num_layers=(4,), "
+               "conv_kernel=(8, 32))))\n"
+               "  return s\n")
+  cands = space_lib.enumerate_space(space_lib.load(str(f)))
+  # a: k=8, k=16, and conv off (k unused there: the two points are one network). b is tiny widened to the
+  # headline's V and N: its k=8 point is a's k=8 network, its k=32 point is the headline model.
+  hashes = [c.hash for c in cands]
+  assert len(hashes) == len(set(hashes))
+  assert sum(1 for c in cands if not c.model_fields["use_conv"]) == 1
+  assert len(cands) == 4  # a: k8, k16, no-conv; b: k32 (b's k8 is a's k8)
+
+
+def test_spread_order_covers_the_memory_axis_first():
+  cands = space_lib.fits(space_lib.enumerate_space(space_lib.load("default")), "fp32", 2_000_000)
+  order = space_lib.spread_order(cands, "fp32")
+  assert sorted(c.hash for c in order) == sorted(c.hash for c in cands)
+  assert order == space_lib.spread_order(list(reversed(cands)), "fp32")  # deterministic
+  sizes = [c.total("fp32") for c in order]
+  assert sizes[0] == min(sizes) and sizes[1] == max(sizes)
+  logs = sorted(math.log(s) for s in sizes[:9])
+  span = math.log(max(sizes)) - math.log(min(sizes))
+  assert max(b - a for a, b in zip(logs, logs[1:])) <= span / 4  # 9 trials leave no big hole
+
+
+def test_grid_trains_the_spread_prefix_smallest_first():
+  from embbert_jax import propose
+  cands = space_lib.fits(space_lib.enumerate_space(space_lib.load("default")), "fp32", 2_000_000)
+  order = space_lib.spread_order(cands, "fp32")
+  taken, picks = set(), []
+  for _ in range(7):
+    c = propose.next_in_grid(order, taken, 5, "fp32")
+    taken.add(c.hash)
+    picks.append(c)
+  assert {c.hash for c in picks[:5]} == {c.hash for c in order[:5]}
+  assert [c.total("fp32") for c in picks[:5]] == sorted(c.total("fp32") for c in order[:5])
+  assert [c.hash for c in picks[5:]] == [c.hash for c in order[5:7]]  # past the limit: spread order
+
+
+def test_spaces_in_repo_load_and_span_the_range():
+  cands = space_lib.enumerate_space(space_lib.load("default"))
+  sizes = [c.total("fp32") for c in cands]
+  assert min(sizes) < 300_000 and max(sizes) > 20_000_000  # well under 1 MB to tens of MB
+  assert len(space_lib.enumerate_space(space_lib.load("tiny"))) == 8
+
+
+# ------------------------------------------------------------------------------------------------ Pareto
+
+
+def test_pareto_front_on_hand_made_points():
+  pts = [(1.0, 0.5), (2.0, 0.4), (2.0, 0.6), (3.0, 0.6), (4.0, 0.9), (0.5, 0.1), (4.0, 0.9),
+         (5.0, float("nan"))]
+  # (2,0.4) dominated by (1,0.5); (3,0.6) by (2,0.6); identical (4,0.9) points both stay.
+  assert pareto.pareto_front(pts) == [5, 0, 2, 4, 6]
+  assert pareto.pareto_front([]) == []
+
+
+def test_hopeless_needs_enough_smaller_better_peers():
+  es = configs.ml_collections.ConfigDict(dict(margin=0.02, min_better=2))
+  peers = [(100, {10: 0.50}), (200, {10: 0.60}), (900, {10: 0.90}), (300, {5: 0.9})]
+  assert sweep.hopeless(peers, 250, 10, 0.45, es)  # two no-larger peers beat it by > margin
+  assert not sweep.hopeless(peers, 150, 10, 0.45, es)  # only one no-larger peer
+  assert not sweep.hopeless(peers, 250, 10, 0.49, es)  # the 0.50 peer is within the margin
+
+
+# ------------------------------------------------------------------------------------------- the engine
+
+
+def test_sweep_runs_to_the_frontier_and_resumes_without_retraining(tmp_path, fake, monkeypatch, capsys):
+  monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log.jsonl"))
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="s1"), log=lambda m: None)
+  assert out["ran"] == 8 and out["finished"]
+  rows = out["rows"]
+  assert [r["status"] for r in rows] == ["complete"] * 8
+  assert len({r["hash"] for r in rows}) == 8
+  r = rows[0]
+  for key in ("fp32_weight_bytes", "fp32_activation_bytes", "fp32_total_bytes", "int8_total_bytes", "params",
+              "validation_mcc", "test_mcc", "train_time_s", "steps_per_s", "config", "worker"):
+    assert r[key] not in (None, ""), key
+  # The fake scores grow with size, so the frontier is every config whose score beats all smaller ones.
+  front = out["front"]
+  assert front and front == pareto.frontier_rows(rows)
+  for f in ("trials.csv", "trials.jsonl", "frontier.png", "frontier.md", "sweep.json", "ledger.db"):
+    assert (tmp_path / "out" / f).is_file(), f
+  assert "Pareto frontier of sweep s1" in out["table"]
+  lines = (tmp_path / "out" / "trials.jsonl").read_text().splitlines()
+  assert len(lines) == 8 and json.loads(lines[0])["model"]["arch"] == "embbert"
+  again = sweep.run_sweep(_settings(tmp_path, fake, study="s1"), log=lambda m: None)
+  assert again["ran"] == 0 and len(again["rows"]) == 8
+  assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 8  # nothing trained twice
+
+
+def test_max_trials_is_the_study_total(tmp_path, fake):
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="s2", max_trials=3), log=lambda m: None)
+  assert len(out["rows"]) == 3
+  sizes = [r["fp32_total_bytes"] for r in out["rows"]]
+  totals = sorted(c.total("fp32") for c in space_lib.enumerate_space(space_lib.load("tiny")))
+  assert min(sizes) == totals[0] and max(sizes) == totals[-1]  # memory-spread order: both ends first
+  more = sweep.run_sweep(_settings(tmp_path, fake, study="s2", max_trials=5), log=lambda m: None)
+  assert more["ran"] == 2 and len(more["rows"]) == 5  # relaunch with a larger total extends the study
+
+
+def test_nan_trials_are_failed_and_the_sweep_goes_on(tmp_path, fake, monkeypatch):
+  monkeypatch.setenv("FAKE_NAN_HIDDEN", "16")
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="s3"), log=lambda m: None)
+  status = {r["config"]: (r["status"], r["error"]) for r in out["rows"]}
+  assert len(status) == 8
+  failed = [c for c, (st, _) in status.items() if st == "failed"]
+  assert sorted(failed) == sorted(c for c in status if " d16 " in c) and len(failed) == 4
+  assert all("nan" in status[c][1] for c in failed)
+  assert all(st == "complete" for c, (st, _) in status.items() if c not in failed)
+  assert all(r["status"] == "complete" for r in out["front"])
+
+
+def test_early_stopping_prunes_dominated_trials_only(tmp_path, fake, monkeypatch):
+  monkeypatch.setenv("FAKE_BIGGER_IS_WORSE", "1")
+  f = tmp_path / "es.py"
+  f.write_text((REPO / "sweeps" / "tiny.py").read_text().replace("enabled=False", "enabled=True")
+               .replace("margin=0.02", "margin=0.001").replace("min_better=2", "min_better=1"))
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="s4", space=str(f)), log=lambda m: None)
+  rows = sorted(out["rows"], key=lambda r: r["fp32_total_bytes"])
+  assert rows[0]["status"] == "complete"  # the smallest is never stopped by larger ones
+  pruned = [r for r in rows if r["status"] == "pruned"]
+  assert pruned and all(r["pruned_at"] < 8 and "hopeless" in r["error"] for r in pruned)
+  assert {r["trial"] for r in out["front"]}.isdisjoint({r["trial"] for r in pruned})
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
+def test_samplers_propose_only_new_fitting_configs(tmp_path, fake, strategy):
+  s = _settings(tmp_path, fake, study=strategy, strategy=strategy, space="families", budget="1MB",
+                max_trials=10, steps=4)
+  out = sweep.run_sweep(s, log=lambda m: None)
+  rows = out["rows"]
+  assert len(rows) == 10 and len({r["hash"] for r in rows}) == 10
+  assert all(r["fp32_total_bytes"] <= 1_000_000 for r in rows)
+  assert all(r["status"] == "complete" for r in rows)
+
+
+def test_report_redraws_from_the_ledger(tmp_path, fake, capsys):
+  sweep.run_sweep(_settings(tmp_path, fake, study="s5", max_trials=4), log=lambda m: None)
+  folder = tmp_path / "out"
+  for f in ("trials.csv", "frontier.png"):
+    (folder / f).unlink()
+  before = (folder / "ledger.db").stat().st_size
+  capsys.readouterr()
+  assert sweep.main(["report", str(folder)]) == 0
+  text = capsys.readouterr().out
+  assert "Pareto frontier of sweep s5" in text and "| trial |" in text
+  assert (folder / "trials.csv").is_file() and (folder / "frontier.png").is_file()
+  assert len(_trials(f"sqlite:///{folder / 'ledger.db'}", "s5")) == 4
+  assert sweep.main(["report", str(tmp_path / "nowhere")]) == 2
+  del before
+
+
+def test_wandb_summary_run_offline(tmp_path, fake, monkeypatch):
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="s6", max_trials=2, wandb=True), log=lambda m: None)
+  assert out["finished"]
+  runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+  assert len(runs) == 1
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def _space_file(tmp_path, body):
+  f = tmp_path / "space.py"
+  f.write_text(body)
+  return str(f)
+
+
+BAD = {
+    "budget below the smallest config": (["--budget", "1kB"], "the smallest is embbert V512 L32 d16"),
+    "unreadable budget": (["--budget", "lots"], "cannot read memory budget"),
+    "unknown space": (["--space", "nope"], "unknown search space 'nope'"),
+    "malformed space file": (["--space", "SYNTAX"], "cannot load search space"),
+    "space without families": (["--space", "EMPTY"], "non-empty 'families'"),
+    "unknown preset": (["--space", "PRESET"], "unknown preset 'huge'"),
+    "unknown model field": (["--space", "FIELD"], "unknown model field 'hiden'"),
+    "unknown training field": (["--space", "TRAIN"], "no field 'learning_rat'"),
+    "unreachable storage": (["--storage", "postgresql+psycopg2://u:secret@127.0.0.1:9/x"],
+                            "cannot open the ledger postgresql+psycopg2://u:***@127.0.0.1:9/x"),
+    "bad workers": (["--workers", "many"], "--workers must be"),
+}
+_HEAD = "import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict(dict("
+SPACES = {
+    "SYNTAX": "def get_config(:\n",
+    "EMPTY": "import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict()\n",
+    "PRESET": _HEAD + "families=dict(a=dict(preset='huge', grid=dict(hidden=(8,))))))\n",
+    "FIELD": _HEAD + "families=dict(a=dict(preset='nano', grid=dict(hiden=(8,))))))\n",
+    "TRAIN": _HEAD + "families=dict(a=dict(preset='nano', grid=dict(hidden=(8,)))), "
+                     "train=dict(learning_rat=1e-3)))\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, fake, capsys, case):
+  args, expected = BAD[case]
+  args = [SPACES.get(a) and _space_file(tmp_path, SPACES[a]) or a for a in args]
+  base = ["--budget", "2MB", "--space", "tiny", "--no-wandb", "--trainer", str(fake),
+          "--out", str(tmp_path / "o")]
+  rc = sweep.main(base + args)
+  err = capsys.readouterr().err.strip()
+  assert rc == 2
+  assert err.count("\n") == 0 and err.startswith("error: ") and "Traceback" not in err, err
+  assert expected in err, err
+  assert "secret" not in err
+  assert not (tmp_path / "o" / "ledger.db").exists()  # validated before the ledger is touched
+
+
+def test_dataset_that_cannot_be_fetched(tmp_path, capsys):
+  rc = sweep.main(["--budget", "2MB", "--space", "tiny", "--no-wandb", "--task", str(tmp_path / "none.jsonl"),
+                   "--out", str(tmp_path / "o")])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and err.count("\n") == 0 and "file not found" in err, err
+  assert not (tmp_path / "o").exists()
+
+
+def test_changed_settings_do_not_touch_an_existing_study(tmp_path, fake, capsys):
+  assert sweep.main(_cli(tmp_path, fake, "--max-trials", "2", study="s7")) == 0
+  capsys.readouterr()
+  rc = sweep.main(_cli(tmp_path, fake, "--max-trials", "4", study="s7", steps=9))
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and "was started with steps=8 (now 9)" in err and err.count("\n") == 0, err
+  assert len(_trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "s7")) == 2
+
+
+# ---------------------------------------------------------------------------------- workers and ledgers
+
+
+def _wait_for(pred, timeout=60.0):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    got = pred()
+    if got:
+      return got
+    time.sleep(0.2)
+  raise AssertionError("timed out")
+
+
+def _running_mid_trial(db):
+  """Trial numbers that are RUNNING and have validated once (read straight from the SQLite file: fast)."""
+  try:
+    with sqlite3.connect(db, timeout=30) as conn:
+      return [n for (n,) in conn.execute(
+          "SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+          "WHERE t.state = 'RUNNING' AND a.key = 'curve'")]
+  except sqlite3.Error:  # the ledger may not exist yet
+    return []
+
+
+def _check_complete(trials, n):
+  assert len(trials) == n
+  assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+  assert len({t.user_attrs["hash"] for t in trials}) == n
+
+
+def test_two_concurrent_workers_share_one_sqlite_ledger(tmp_path, fake):
+  log = tmp_path / "log.jsonl"
+  env = {"FAKE_STEP_S": "0.1", "FAKE_LOG": str(log)}
+  procs = [_worker(_cli(tmp_path, fake, "--no-summary"), env) for _ in range(2)]
+  outs = [p.communicate(timeout=240) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  trials = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "s")
+  _check_complete(trials, len(space_lib.enumerate_space(space_lib.load("tiny"))))
+  assert len({t.system_attrs["embbert:worker"] for t in trials}) == 2  # both took part
+  starts = [json.loads(line)["name"] for line in log.read_text().splitlines()]
+  assert len(starts) == len(set(starts)) == 8  # no config trained twice
+
+
+def test_killed_worker_trial_is_retried_and_resumed(tmp_path, fake):
+  db, log = tmp_path / "out" / "ledger.db", tmp_path / "log.jsonl"
+  url = f"sqlite:///{db}"
+  env = {"FAKE_STEP_S": "0.1", "FAKE_LOG": str(log)}
+  # 20 steps, validated at 10 and 20: killed after step 10, a trial has at least a second to go.
+  args = _cli(tmp_path, fake, "--max-trials", "3", "--no-summary", steps=20)
+  a = _worker(args, env)
+  victim = _wait_for(lambda: _running_mid_trial(db))[0]
+  a.send_signal(signal.SIGKILL)
+  a.wait(timeout=30)
+  assert _trials(url, "s")[victim].state == TrialState.RUNNING  # what SIGKILL leaves behind
+  b = _worker(args, env)
+  out, err = b.communicate(timeout=240)
+  assert b.returncode == 0, err
+  trials = _trials(url, "s")
+  _check_complete(trials, 3)
+  t = trials[victim]
+  assert t.system_attrs["embbert:attempts"] == 2 and len(t.system_attrs["embbert:preempted"]) == 1
+  assert "heartbeats" in err
+  starts = [json.loads(line) for line in log.read_text().splitlines()]
+  mine = [s for s in starts if s["name"].endswith(f"t{victim:04d}-{t.user_attrs['hash'][:6]}")]
+  assert len(mine) == 2 and mine[1]["start"] > 0  # retried once, from its checkpoint
+
+
+def test_sigterm_requeues_the_trial_instead_of_failing_it(tmp_path, fake):
+  db = tmp_path / "out" / "ledger.db"
+  url = f"sqlite:///{db}"
+  args = _cli(tmp_path, fake, "--max-trials", "2", "--no-summary", steps=20)
+  a = _worker(args, {"FAKE_STEP_S": "0.1"})
+  victim = _wait_for(lambda: _running_mid_trial(db))[0]
+  a.send_signal(signal.SIGTERM)
+  _, err = a.communicate(timeout=60)
+  assert a.returncode == 130 and "back in the queue" in err, err
+  t = _trials(url, "s")[victim]
+  assert t.state == TrialState.WAITING  # a preemption, not a failure
+  assert t.system_attrs["embbert:preempted"][0]["reason"].startswith("worker stopped")
+  b = _worker(args, {"FAKE_STEP_S": "0.01"})
+  assert b.wait(timeout=120) == 0
+  _check_complete(_trials(url, "s"), 2)
+
+
+def test_workers_flag_launches_several_workers(tmp_path, fake):
+  p = _worker(_cli(tmp_path, fake, "--workers", "2"), {"FAKE_STEP_S": "0.05"})
+  out, err = p.communicate(timeout=240)
+  assert p.returncode == 0, err
+  assert "2 workers started" in err and "Pareto frontier of sweep s" in out
+  trials = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "s")
+  _check_complete(trials, 8)
+
+
+def test_postgres_ledger_with_two_workers(tmp_path, fake):
+  url = os.environ.get("EMBBERT_TEST_POSTGRES_URL")
+  if not url:
+    pytest.skip("no PostgreSQL server: set EMBBERT_TEST_POSTGRES_URL (.ci/services.sh starts one)")
+  pytest.importorskip("psycopg2", reason="the PostgreSQL driver psycopg2-binary is not installed")
+  study = f"pg-{os.getpid()}-{int(time.time())}"
+  args = _cli(tmp_path, fake, "--storage", url, "--no-summary", study=study)
+  procs = [_worker(args, {"FAKE_STEP_S": "0.1"}) for _ in range(2)]
+  outs = [p.communicate(timeout=240) for p in procs]
+  try:
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = _trials(url, study)
+    _check_complete(trials, 8)
+    assert len({t.system_attrs["embbert:worker"] for t in trials}) == 2
+    assert sweep.main(["report", study, "--storage", url, "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "frontier.png").is_file()
+  finally:
+    optuna.delete_study(study_name=study, storage=url)
+
+
+@pytest.mark.slow
+def test_real_trainer_end_to_end(tmp_path):
+  """Two tiny configs trained for real on rt_polarity (data from the cache or PyPI)."""
+  s = sweep.get_config()
+  s.update(dict(budget="2MB", space="tiny", max_trials=2, steps=16, wandb=False, out=str(tmp_path / "out")))
+  out = sweep.run_sweep(s, log=lambda m: None)
+  assert [r["status"] for r in out["rows"]] == ["complete", "complete"], out["rows"]
+  for r in out["rows"]:
+    assert -1 <= r["validation_mcc"] <= 1 and r["steps_per_s"] > 0 and r["train_time_s"] > 0
+  assert (tmp_path / "out" / "frontier.png").is_file() and out["front"]
