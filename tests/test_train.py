@@ -217,3 +217,12 @@ def test_metrics_against_hand_computed_values():
   assert metrics.classification_metrics(labels, np.zeros((6, 2)))["mcc"] == 0.0  # constant prediction
   r = metrics.regression_metrics(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 45]))
   assert r["spearman"] == pytest.approx(1.0)
+
+
+def test_several_seeds_report_mean_and_std(tmp_path):
+  cfg = tiny_config(tmp_path, steps=4, eval_every=4)
+  out = train.run_seeds(cfg, tmp_path / "seeds", seeds=2)
+  accs = [r["test"]["accuracy"] for r in out["runs"]]
+  assert [Path(r["workdir"]).parent.name for r in out["runs"]] == ["seed_0", "seed_1"]
+  mean, std = out["summary"]["test/accuracy"]
+  assert mean == pytest.approx(np.mean(accs)) and std == pytest.approx(np.std(accs))
