@@ -186,6 +186,17 @@ def apply_overrides(cfg: ml_collections.ConfigDict, assignments: Iterable[str]) 
   return cfg
 
 
+def flatten_dict(d: dict, sep: str = ".", prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1} (with `sep` between the keys)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten_dict(v, sep, f"{prefix}{k}{sep}"))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 # Fields that change no array shape and no traced graph: trials that differ only here share compiled code.
 NON_SHAPE_FIELDS = ("dropout",)
 

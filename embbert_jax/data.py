@@ -290,7 +290,8 @@ class ArchiveSource:
     return " ".join(cmd)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+  """Hex sha256 of a file, read in 1 MiB blocks."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -349,7 +350,7 @@ def ensure_archive(
     record_path.unlink(missing_ok=True)
   _say(f"fetching {source.filename} into {downloads}: {source.command_line(downloads)}")
   produced = fetch(source, downloads)
-  digest = _sha256_file(produced)
+  digest = sha256_file(produced)
   if source.sha256 is not None and digest != source.sha256:
     produced.unlink(missing_ok=True)
     _remove_fetch_dir(produced.parent, downloads)
@@ -371,7 +372,7 @@ def _remove_fetch_dir(folder: Path, downloads: Path) -> None:
 
 
 def _archive_ok(path: Path, record_path: Path, source: ArchiveSource) -> bool:
-  digest = _sha256_file(path)
+  digest = sha256_file(path)
   if source.sha256 is not None and digest != source.sha256:
     return False
   try:
@@ -952,7 +953,7 @@ def pretraining_corpus(
       _say(f"skipping optional corpus source {src.name}: {err}")
   key = hashlib.sha256(json.dumps({
       "version": _CORPUS_VERSION,
-      "sources": [(src.name, _sha256_file(path)) for src, path in used],
+      "sources": [(src.name, sha256_file(path)) for src, path in used],
       "excluded": hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest(),
   }, sort_keys=True).encode()).hexdigest()[:16]
   out = root / "pretrain" / f"corpus-{'+'.join(src.name for src, _ in used)}-{key}.txt"

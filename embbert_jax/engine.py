@@ -140,16 +140,6 @@ def _set_dotted(cfg, key: str, value: Any) -> None:
   node[parts[-1]] = value
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Callable = say) -> Sweep:
   """Validates every input (budget, space, task, trainer config) before the ledger is touched."""
   s = settings
@@ -209,7 +199,7 @@ def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, has
   fields = {"task": str(s.task), "seed": s.seed, "steps": s.steps, "eval_every": eval_every,
             "pretrain.steps": s.pretrain_steps, "wandb.group": s.study,
             "wandb.name": f"{s.study}-t{number:04d}-{hash_[:6]}",
-            "wandb.mode": ("auto" if s.wandb else "disabled"), **_flatten(sw.space.train.to_dict())}
+            "wandb.mode": ("auto" if s.wandb else "disabled"), **configs.flatten_dict(sw.space.train.to_dict())}
   if "log_every" in cfg:
     fields["log_every"] = min(cfg.log_every, eval_every)
   if "wandb" in cfg and "project" in cfg.wandb:

@@ -16,7 +16,6 @@ Trained models are cached under ``<cache>/tokenizers/`` by (corpus sha256, vocab
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from .data import normalize_text, pretraining_corpus, resolve_cache_dir
+from .data import normalize_text, pretraining_corpus, resolve_cache_dir, sha256_file
 
 __all__ = [
     "PAD_ID",
@@ -157,14 +156,6 @@ def _truncate_longest_first(len_a: np.ndarray, len_b: np.ndarray,
   return np.where(over, take_a, len_a), np.where(over, take_b, len_b)
 
 
-def _sha256_file(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def train_tokenizer(corpus_path: str | os.PathLike, vocab_size: int, model_prefix: str | os.PathLike) -> Path:
   """Train a BPE model on the normalised lines of ``corpus_path``; returns ``<model_prefix>.model``."""
   prefix = Path(model_prefix)
@@ -199,7 +190,7 @@ def get_tokenizer(
   ``corpus_path=None`` uses ``data.pretraining_corpus`` (fetched and cached on first use).
   """
   corpus = Path(corpus_path) if corpus_path is not None else pretraining_corpus(cache_dir)
-  digest = _sha256_file(corpus)
+  digest = sha256_file(corpus)
   folder = resolve_cache_dir(cache_dir) / "tokenizers" / f"bpe{vocab_size}-r{_RECIPE_VERSION}-{digest[:16]}"
   model = folder / "spm.model"
   if model.exists():

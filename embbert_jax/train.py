@@ -164,22 +164,12 @@ class Logger:
   def close(self, summary: dict | None = None) -> None:
     if self.run is not None:
       if summary:
-        self.run.summary.update(_flatten(summary))
+        self.run.summary.update(configs.flatten_dict(summary, "/"))
       self.run.finish()
 
 
 def _py(v):
   return float(v) if isinstance(v, (np.floating, np.integer, jax.Array, float)) else v
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def wandb_mode(mode: str) -> str:
