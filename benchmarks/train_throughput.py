@@ -64,7 +64,7 @@ def main() -> None:
   ap.add_argument("--seq-len", type=int, default=0, help="0 = each preset's max_len")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--steps", type=int, default=10)
-  ap.add_argument("--conv-impl", nargs="+", default=["xla"], choices=["auto", "xla", "shift"])
+  ap.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "shift"])
   args = ap.parse_args()
   peak = matmul_gflops()
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s); 2048^2 f32 matmul: {peak:.1f} GFLOP/s")
