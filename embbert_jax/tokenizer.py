@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from .configs import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 from .data import normalize_text, pretraining_corpus, resolve_cache_dir, sha256_file
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "normalize_text",
 ]
 
-PAD_ID, UNK_ID, CLS_ID, MASK_ID, SEP_ID = 0, 1, 2, 3, 4
 SPECIAL_IDS = (PAD_ID, UNK_ID, CLS_ID, MASK_ID, SEP_ID)
 _CONTROL_SYMBOLS = ("[CLS]", "[MASK]", "[SEP]")  # land at ids 2, 3, 4 after [PAD], [UNK]
 # Bump when the training recipe or normaliser changes, so cached models are retrained.

@@ -194,7 +194,7 @@ def _wandb_run(workdir: Path, cfg):
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def fit(*, model, loss_fn, optimizer, train_arrays: batch_lib.Arrays, total_steps: int, eval_every: int,
+def fit(*, loss_fn, optimizer, train_arrays: batch_lib.Arrays, total_steps: int, eval_every: int,
         evaluate: Callable[[Any], dict], select: str | None, workdir: Path, cfg, batch_size: int,
         init_params: Any, report: Callable | None = None, log_every: int = 50,
         checkpoint_every: int = 0, desc: str = "train") -> dict:
@@ -362,7 +362,7 @@ def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
   select = task.metric
   eval_fn = _make_classify_eval(model, cfg, enc, task.is_regression)
   t0 = time.perf_counter()
-  out = fit(model=model, optimizer=make_optimizer(cfg, cfg.learning_rate), train_arrays=enc["train"],
+  out = fit(optimizer=make_optimizer(cfg, cfg.learning_rate), train_arrays=enc["train"],
             loss_fn=lambda p, b, r: classify_loss(model, p, b, r, task.is_regression), total_steps=total,
             eval_every=min(eval_every, total), evaluate=eval_fn, select=select, workdir=wd, cfg=cfg,
             batch_size=cfg.batch_size, init_params=params, report=report, log_every=cfg.log_every,
@@ -425,7 +425,7 @@ def pretrain(cfg, workdir) -> dict:
     return {"validation": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
 
   eval_every = pc.eval_every or max(pc.steps // 5, 1)
-  out = fit(model=model, optimizer=make_optimizer(cfg, pc.learning_rate), train_arrays=train_arr,
+  out = fit(optimizer=make_optimizer(cfg, pc.learning_rate), train_arrays=train_arr,
             loss_fn=loss, total_steps=pc.steps, eval_every=eval_every, evaluate=evaluate, select=None,
             workdir=wd, cfg=cfg, batch_size=pc.batch_size, init_params=params, log_every=cfg.log_every,
             desc=f"pretrain {cfg.preset}")
