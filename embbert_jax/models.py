@@ -128,13 +128,16 @@ def make_embedder(cfg, name: str = "embedder") -> nn.Module:
 def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, impl: str = "auto") -> Array:
   """Causal depthwise conv with channel multiplier O // C: output t sees inputs t-K+1..t.
 
-  Output channel o reads input channel o // (O // C), PyTorch's grouped-conv order. Both lowerings give
-  the same numbers: "xla" is one grouped convolution, "shift" is K shifted multiply-adds (cheaper on
-  some backends; issue 8 picks per backend by measurement).
+  Output channel o reads input channel o // (O // C), PyTorch's grouped-conv order. The lowerings give the
+  same numbers (to float rounding): "xla" is one grouped convolution, "shift" is K shifted multiply-adds,
+  "toeplitz" is one batched matmul per block of positions (`_toeplitz_conv`). "auto" picks per backend
+  by measurement (benchmarks/pipeline.py, forward + backward at batch 32, d = 128, L = 96 and 256 on a
+  2-core CPU): on CPU toeplitz for K >= 8 (about 2x shift and 6-9x xla at K = 32), shift below (K = 4:
+  shift 3x toeplitz); xla on GPU/TPU (not yet measured there).
   """
-  if impl == "auto":
-    impl = "shift" if jax.default_backend() == "cpu" else "xla"
   k, _, out = kernel_Kx1xO.shape
+  if impl == "auto":
+    impl = ("toeplitz" if k >= 8 else "shift") if jax.default_backend() == "cpu" else "xla"
   chans = x_BxLxC.shape[-1]
   mult = out // chans
   x = jnp.repeat(x_BxLxC, mult, axis=-1) if mult > 1 else x_BxLxC
@@ -143,10 +146,37 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
     length = x.shape[1]
     xp = jnp.pad(x, ((0, 0), (k - 1, 0), (0, 0)))
     y = sum(xp[:, j:j + length, :] * kernel_Kx1xO[j, 0][None, None] for j in range(k))
-  else:
+  elif impl == "toeplitz":
+    y = _toeplitz_conv(x, kernel_Kx1xO[:, 0, :], block=max(16, k // 2))
+  elif impl == "xla":
     y = lax.conv_general_dilated(x, kernel_Kx1xO, window_strides=(1,), padding=[(k - 1, 0)],
                                  dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=out)
+  else:
+    raise ValueError(f"unknown conv lowering {impl!r}: 'auto', 'xla', 'shift' or 'toeplitz'")
   return y + bias_O[None, None]
+
+
+def _toeplitz_conv(x_BxLxC: Array, kernel_KxC: Array, block: int) -> Array:
+  """Causal depthwise conv (no bias) as block-Toeplitz matmuls.
+
+  Positions are cut into blocks of `block`; output block n reads input blocks n-P..n (P = ceil((K-1) /
+  block) earlier blocks hold the receptive field), so each channel's conv is one (block x (P+1) block)
+  Toeplitz matrix T_c applied to every window: an einsum batched over channels, i.e. matmuls instead of K
+  memory-bound passes over the activations. T_c[t, s] = kernel[K-1-lag, c] for lag = t + P*block - s in
+  [0, K), else 0; its gradient folds back onto the kernel.
+  """
+  k, _ = kernel_KxC.shape
+  batch, length, chans = x_BxLxC.shape
+  prev = -(-(k - 1) // block)
+  n = -(-length // block)
+  xp_BxMxC = jnp.pad(x_BxLxC, ((0, 0), (prev * block, n * block - length), (0, 0)))
+  blocks_CxBxMxb = xp_BxMxC.reshape(batch, n + prev, block, chans).transpose(3, 0, 1, 2)
+  windows_CxBxNxW = jnp.concatenate([blocks_CxBxMxb[:, :, q:q + n] for q in range(prev + 1)], axis=-1)
+  lag_bxW = jnp.arange(block)[:, None] + prev * block - jnp.arange((prev + 1) * block)[None, :]
+  inside = (lag_bxW >= 0) & (lag_bxW < k)
+  toeplitz_CxbxW = jnp.where(inside[None], kernel_KxC.T[:, jnp.where(inside, k - 1 - lag_bxW, 0)], 0)
+  y_CxBxNxb = jnp.einsum("cbnw,ctw->cbnt", windows_CxBxNxW, toeplitz_CxbxW)
+  return y_CxBxNxb.transpose(1, 2, 3, 0).reshape(batch, n * block, chans)[:, :length]
 
 
 class CausalDepthwiseConv(nn.Module):

@@ -79,7 +79,10 @@ def test_masked_softmax_rows():
   assert (p[0, 0, 2:] == 0).all()  # PAD query rows are all zero
 
 
-@pytest.mark.parametrize("impl", ["xla", "shift"])
+CONV_IMPLS = ["xla", "shift", "toeplitz"]
+
+
+@pytest.mark.parametrize("impl", CONV_IMPLS)
 @pytest.mark.parametrize("mult", [1, 2])
 def test_causal_conv_is_causal_through_gradients(impl, mult):
   k, length, chans = 3, 8, 4
@@ -99,12 +102,64 @@ def test_conv_lowerings_agree_and_follow_group_order():
   bias = jax.random.normal(jax.random.key(2), (chans * mult,))
   x = jax.random.normal(jax.random.key(1), (2, 10, chans))
   a = models.causal_depthwise_conv(x, kernel, bias, "xla")
-  b = models.causal_depthwise_conv(x, kernel, bias, "shift")
-  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  for impl in CONV_IMPLS[1:]:
+    np.testing.assert_allclose(a, models.causal_depthwise_conv(x, kernel, bias, impl), rtol=1e-5, atol=1e-5)
   # Output channel o reads input channel o // mult (PyTorch grouped conv); check one by hand.
   o, t = 3, 6
   by_hand = sum(kernel[j, 0, o] * x[0, t - (k - 1) + j, o // mult] for j in range(k)) + bias[o]
   np.testing.assert_allclose(a[0, t, o], by_hand, rtol=1e-5)
+
+
+# (K, L, mult): K = 1; L shorter than K; L not a multiple of the Toeplitz block; K - 1 spanning two and
+# three earlier blocks; the headline K = 32 with the auto block.
+@pytest.mark.parametrize("k,length,mult", [(1, 7, 1), (8, 5, 1), (4, 37, 2), (20, 37, 1), (40, 50, 1),
+                                           (32, 96, 1)])
+def test_conv_lowerings_agree_in_outputs_and_gradients(k, length, mult):
+  chans = 3
+  kernel = jax.random.normal(jax.random.key(0), (k, 1, chans * mult))
+  bias = jax.random.normal(jax.random.key(2), (chans * mult,))
+  x = jax.random.normal(jax.random.key(1), (2, length, chans))
+  probe = jax.random.normal(jax.random.key(3), (2, length, chans * mult))
+
+  def value_and_grads(impl):
+    loss = lambda x, w, b: (models.causal_depthwise_conv(x, w, b, impl) * probe).sum()
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, kernel, bias)
+
+  ref = value_and_grads("xla")
+  for impl in CONV_IMPLS[1:]:
+    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(value_and_grads(impl))):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=impl)
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 16])
+def test_toeplitz_any_block_size_matches_shift(block):
+  k, chans = 9, 4
+  kernel = jax.random.normal(jax.random.key(0), (k, 1, chans))
+  x = jax.random.normal(jax.random.key(1), (2, 23, chans))
+  zero = jnp.zeros((chans,))
+  np.testing.assert_allclose(models._toeplitz_conv(x, kernel[:, 0], block),
+                             models.causal_depthwise_conv(x, kernel, zero, "shift"), rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_gives_the_same_outputs_and_gradients_with_every_lowering():
+  """The EmbBERT encoder with K = 9: "auto" (toeplitz on CPU, xla elsewhere) agrees with xla and shift."""
+  ids = batch(small("embbert"))
+  mask = ids != PAD_ID
+  out = {}
+  for impl in ("xla", "shift", "auto"):
+    cfg = small("embbert", conv_kernel=9, num_layers=1, conv_impl=impl)
+    enc = models.Encoder(cfg)
+    p = enc.init(jax.random.key(0), ids)
+    loss = lambda p: (jnp.where(mask[..., None], enc.apply(p, ids, mask), 0) ** 2).sum()
+    out[impl] = jax.jit(jax.value_and_grad(loss))(p)
+  for impl in ("shift", "auto"):
+    for a, b in zip(jax.tree_util.tree_leaves(out["xla"]), jax.tree_util.tree_leaves(out[impl])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=impl)
+
+
+def test_unknown_conv_lowering_raises():
+  with pytest.raises(ValueError, match="toeplitz"):
+    models.causal_depthwise_conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 1, 2)), jnp.zeros((2,)), "fft")
 
 
 def test_conv_change_after_t_leaves_output_up_to_t():
