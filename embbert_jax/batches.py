@@ -4,13 +4,19 @@ Everything is pre-tokenized into int32 arrays once, so a batch is a NumPy gather
 a pure function of (seed, epoch), which is what lets a resumed run see exactly the batches an
 uninterrupted one would have seen. MLM masking runs inside the jitted step (`mask_tokens`), so the host
 only ships ids.
+
+Length bucketing (`train_batches(..., bucket_window=64)`) groups examples of similar length into a batch
+and trims it to its longest example rounded up to 32, so short sentences do not pay for the longest one;
+`prefetch` assembles and transfers the next batches on a background thread while the device computes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+import queue
+import threading
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +43,8 @@ def auto_seq_len(ids: np.ndarray, max_len: int, multiple: int = 32) -> int:
   Outputs at real positions do not depend on padding (tests check this), so training at this length
   gives the same numbers as at L, without paying for the empty tail.
   """
-  longest = int((ids != PAD_ID).sum(axis=1).max()) if len(ids) else 1
-  return int(min(max_len, -(-longest // multiple) * multiple))
+  longest = max(int(example_lengths(ids).max()), 1) if len(ids) else 1
+  return min(max_len, round_up(longest, multiple))
 
 
 def encode_task(task, tokenizer, max_len: int, add_cls: bool = True) -> dict[str, Arrays]:
@@ -54,23 +60,128 @@ def trim(splits: dict[str, Arrays], seq_len: int) -> dict[str, Arrays]:
   return {k: Arrays(v.ids[:, :seq_len], v.labels) for k, v in splits.items()}
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(n)
+def example_lengths(ids_NxL: np.ndarray) -> np.ndarray:
+  """Per example, the position after its last non-[PAD] token (0 for an all-[PAD] row)."""
+  real = ids_NxL != PAD_ID
+  return np.where(real.any(axis=1), ids_NxL.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
 
 
-def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 0) -> Iterator[tuple[int, dict]]:
-  """(step, batch) from `start_step` on, forever; full batches only (one compiled shape)."""
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window: int = 0,
+                  lengths: np.ndarray | None = None) -> list[np.ndarray]:
+  """The epoch's batches as index arrays, a pure function of (seed, epoch).
+
+  Both modes use the same examples: the first n // batch_size * batch_size of the seeded permutation
+  (the n % batch_size others sit this epoch out). bucket_window = 0 cuts that permutation into batches.
+  bucket_window = W sorts each window of W batches by `lengths` (stably, so ties keep the random order),
+  cuts it into batches of similar lengths, and shuffles the order of all the epoch's batches with the
+  same generator, so the buckets are not visited shortest first.
+  """
+  rng = np.random.default_rng([seed, epoch])
+  per_epoch = n // batch_size
+  order = rng.permutation(n)[:per_epoch * batch_size]
+  if bucket_window:
+    span = bucket_window * batch_size
+    order = np.concatenate([w[np.argsort(lengths[w], kind="stable")]
+                            for w in np.split(order, range(span, len(order), span))])
+  batches = np.split(order, per_epoch)
+  if bucket_window:
+    batches = [batches[i] for i in rng.permutation(per_epoch)]
+  return batches
+
+
+def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 0, bucket_window: int = 0,
+                  multiple: int = 32) -> Iterator[tuple[int, dict]]:
+  """(step, batch) from `start_step` on, forever; full batches only.
+
+  Without bucketing every batch has the arrays' length (one compiled shape). With bucket_window > 0
+  (batches per length-sorted window, e.g. 64), examples of similar length share a batch and each batch's
+  ids are trimmed to its longest example rounded up to `multiple` (never cutting a real token), so a few
+  distinct lengths get compiled. Either way step k is the same batch whether or not the run was resumed.
+  """
   per_epoch = len(arrays) // batch_size
   if per_epoch == 0:
     raise ValueError(f"only {len(arrays)} training examples for batch size {batch_size}")
+  lengths = example_lengths(arrays.ids) if bucket_window else None
+  full = arrays.ids.shape[1]
   step = start_step
   while True:
     epoch, offset = divmod(step, per_epoch)
-    order = epoch_order(len(arrays), seed, epoch)
-    for i in range(offset, per_epoch):
-      idx = order[i * batch_size:(i + 1) * batch_size]
-      yield step, {"ids": arrays.ids[idx], "labels": arrays.labels[idx]}
+    for idx in epoch_batches(len(arrays), batch_size, seed, epoch, bucket_window, lengths)[offset:]:
+      ids = arrays.ids[idx]
+      if bucket_window:
+        ids = ids[:, :min(full, round_up(max(int(lengths[idx].max()), 1), multiple))]
+      yield step, {"ids": ids, "labels": arrays.labels[idx]}
       step += 1
+
+
+def stack_batches(batches: list[dict]) -> dict:
+  """Stacks G batches into one with a leading G axis (one per vmapped group member); ids are padded with
+  [PAD] to the longest member's length. Every other entry must have equal shapes across members."""
+  length = max(b["ids"].shape[1] for b in batches)
+  padded = [{**b, "ids": np.pad(b["ids"], ((0, 0), (0, length - b["ids"].shape[1])),
+                                constant_values=PAD_ID)} for b in batches]
+  return {k: np.stack([b[k] for b in padded]) for k in batches[0]}
+
+
+def to_device(item: Any, sharding: Any = None) -> Any:
+  """jax.device_put of every NumPy array in a pytree; Python scalars (a step number) stay on the host."""
+  return jax.tree.map(lambda x: jax.device_put(x, sharding) if isinstance(x, np.ndarray) else x, item)
+
+
+_DONE = object()
+
+
+def prefetch(iterator: Iterable, size: int = 2, put: Callable[[Any], Any] = to_device) -> Iterator:
+  """Yields put(item) for each item of `iterator`, produced up to `size` items ahead by a thread.
+
+  The thread assembles the next batches and starts their transfer (put) while the device computes the
+  current step. An exception in the producer is re-raised at the consumer, at the item where it
+  happened. When the consumer stops early (break, close(), or drops the generator) the thread stops
+  within about 0.1 s, closing the source iterator; it is a daemon, so it never holds up exit.
+  """
+  buf: queue.Queue = queue.Queue(maxsize=size)
+  stop = threading.Event()
+
+  def offer(entry) -> bool:
+    while not stop.is_set():
+      try:
+        buf.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def produce():
+    source = iter(iterator)
+    try:
+      for item in source:
+        if not offer((put(item), None)):
+          break
+      else:
+        offer((_DONE, None))
+    except BaseException as e:  # noqa: BLE001 -- handed to the consumer, which re-raises it
+      offer((_DONE, e))
+    finally:
+      if hasattr(source, "close"):
+        source.close()
+
+  thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+  thread.start()
+  try:
+    while True:
+      item, error = buf.get()
+      if error is not None:
+        raise error
+      if item is _DONE:
+        return
+      yield item
+  finally:
+    stop.set()
+    thread.join(timeout=1.0)
 
 
 def eval_batches(arrays: Arrays, batch_size: int) -> Iterator[dict]:

@@ -1,0 +1,177 @@
+"""Batch assembly: length bucketing, resume-exact batch order, stacking group members' batches, prefetch."""
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from embbert_jax import batches
+from embbert_jax.configs import CLS_ID, PAD_ID
+
+
+def arrays(n=1000, max_len=256, seed=0):
+  """Example i has a distinctive label i and a skewed length (many short, a few up to max_len)."""
+  rng = np.random.default_rng(seed)
+  lengths = np.clip(rng.geometric(1 / 30, n), 2, max_len)
+  ids = rng.integers(5, 100, (n, max_len)).astype(np.int32)
+  ids[:, 0] = CLS_ID
+  ids[np.arange(max_len)[None, :] >= lengths[:, None]] = PAD_ID
+  return batches.Arrays(ids, np.arange(n, dtype=np.int32)), lengths
+
+
+def take(it, k):
+  return list(itertools.islice(it, k))
+
+
+def test_example_lengths_and_auto_seq_len():
+  ids = np.array([[CLS_ID, 7, 8, PAD_ID], [CLS_ID, PAD_ID, PAD_ID, PAD_ID], [PAD_ID] * 4, [CLS_ID, 5, 6, 7]])
+  np.testing.assert_array_equal(batches.example_lengths(ids), [3, 1, 0, 4])
+  assert batches.auto_seq_len(ids, max_len=256, multiple=3) == 6
+  assert batches.auto_seq_len(ids, max_len=5, multiple=32) == 5
+
+
+@pytest.mark.parametrize("window", [0, 4, 64])
+def test_an_epoch_sees_the_unbucketed_epochs_examples_once(window):
+  arr, _ = arrays()
+  per_epoch = len(arr) // 32
+  for start in (0, per_epoch):
+    got = [b["labels"] for _, b in take(batches.train_batches(arr, 32, 5, start, window), per_epoch)]
+    plain = [b["labels"] for _, b in take(batches.train_batches(arr, 32, 5, start), per_epoch)]
+    seen = np.concatenate(got)
+    assert len(np.unique(seen)) == len(seen) == per_epoch * 32  # each example at most once ...
+    np.testing.assert_array_equal(np.sort(seen), np.sort(np.concatenate(plain)))  # ... the same ones
+    assert all(len(b) == 32 for b in got)
+
+
+def test_buckets_group_similar_lengths_and_trim_without_cutting_tokens():
+  arr, lengths = arrays()
+  got = take(batches.train_batches(arr, 32, 0, bucket_window=8), 2 * (len(arr) // 32))
+  spreads, plain_spreads = [], []
+  for _, b in got:
+    n = lengths[b["labels"]]
+    width = b["ids"].shape[1]
+    assert width % 32 == 0 or width == 256
+    assert width == min(256, -(-n.max() // 32) * 32)  # trimmed to the longest, rounded up to 32
+    np.testing.assert_array_equal(b["ids"], arr.ids[b["labels"], :width])
+    assert (arr.ids[b["labels"], width:] == PAD_ID).all()  # nothing real was cut
+    spreads.append(n.max() - n.min())
+  for _, b in take(batches.train_batches(arr, 32, 0), len(got)):
+    assert b["ids"].shape[1] == 256
+    n = lengths[b["labels"]]
+    plain_spreads.append(n.max() - n.min())
+  assert np.median(spreads) * 5 < np.median(plain_spreads)
+  assert len({b["ids"].shape for _, b in got}) <= 256 // 32  # few shapes, few compilations
+  # Bucketed batches are not visited in length order.
+  widths = [b["ids"].shape[1] for _, b in got[:len(arr) // 32]]
+  assert widths != sorted(widths)
+
+
+@pytest.mark.parametrize("window", [0, 8])
+@pytest.mark.parametrize("start", [1, 30, 31, 45])
+def test_resumed_steps_equal_uninterrupted_ones(window, start):
+  arr, _ = arrays(n=1000)  # 31 batches per epoch: resumes inside the first and second epoch
+  full = take(batches.train_batches(arr, 32, 7, 0, window), 70)
+  resumed = take(batches.train_batches(arr, 32, 7, start, window), 70 - start)
+  for (s, a), (t, b) in zip(full[start:], resumed, strict=True):
+    assert s == t
+    np.testing.assert_array_equal(a["ids"], b["ids"])
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_order_is_deterministic_per_seed_and_changes_across_seeds_and_epochs():
+  arr, _ = arrays()
+  labels = lambda seed, start=0: np.concatenate([b["labels"] for _, b in
+                                                  take(batches.train_batches(arr, 32, seed, start, 8), 10)])
+  np.testing.assert_array_equal(labels(1), labels(1))
+  assert not np.array_equal(labels(1), labels(2))
+  assert not np.array_equal(labels(1), labels(1, start=len(arr) // 32))  # the next epoch reshuffles
+
+
+def test_stack_batches_pads_ids_to_the_longest_member():
+  arr, _ = arrays(n=256)
+  members = [next(batches.train_batches(arr, 16, seed, bucket_window=4))[1] for seed in range(5)]
+  widths = [m["ids"].shape[1] for m in members]
+  assert len(set(widths)) > 1
+  stacked = batches.stack_batches(members)
+  assert stacked["ids"].shape == (5, 16, max(widths)) and stacked["labels"].shape == (5, 16)
+  for g, m in enumerate(members):
+    np.testing.assert_array_equal(stacked["ids"][g, :, :widths[g]], m["ids"])
+    assert (stacked["ids"][g, :, widths[g]:] == PAD_ID).all()
+    np.testing.assert_array_equal(stacked["labels"][g], m["labels"])
+
+
+def test_prefetch_yields_the_same_sequence_on_device():
+  arr, _ = arrays(n=200)
+  want = take(batches.train_batches(arr, 16, 3, bucket_window=4), 20)
+  got = take(batches.prefetch(batches.train_batches(arr, 16, 3, bucket_window=4), size=3), 20)
+  for (s, a), (t, b) in zip(want, got, strict=True):
+    assert s == t and isinstance(t, int)  # Python scalars stay on the host
+    assert not isinstance(b["ids"], np.ndarray)  # arrays went to the device
+    np.testing.assert_array_equal(a["ids"], np.asarray(b["ids"]))
+  assert list(batches.prefetch(iter(range(5)), put=lambda x: x * 2)) == [0, 2, 4, 6, 8]
+
+
+def test_prefetch_reraises_producer_errors_in_order():
+  def source():
+    yield 1
+    yield 2
+    raise KeyError("bad example")
+
+  it = batches.prefetch(source(), size=1, put=lambda x: x)
+  assert next(it) == 1 and next(it) == 2
+  with pytest.raises(KeyError, match="bad example"):
+    next(it)
+
+
+def _prefetch_threads():
+  return [t for t in threading.enumerate() if t.name == "prefetch" and t.is_alive()]
+
+
+@pytest.mark.parametrize("how", ["break", "close", "drop"])
+def test_abandoned_prefetch_stops_its_thread_and_closes_the_source(how):
+  closed = threading.Event()
+
+  def forever():
+    try:
+      for i in itertools.count():
+        yield i
+    finally:
+      closed.set()
+
+  def first_items():
+    for i in batches.prefetch(forever(), size=2, put=lambda x: x):
+      if i == 3:
+        return i  # the generator is dropped here
+
+  before = len(_prefetch_threads())
+  if how == "break":
+    assert first_items() == 3
+  else:
+    it = batches.prefetch(forever(), size=2, put=lambda x: x)
+    next(it)
+    if how == "close":
+      it.close()
+    else:
+      del it  # collected by refcounting: the generator's finally runs
+  assert closed.wait(5.0), "the source iterator was not closed"
+  deadline = time.monotonic() + 5.0
+  while len(_prefetch_threads()) > before and time.monotonic() < deadline:
+    time.sleep(0.01)
+  assert len(_prefetch_threads()) == before
+
+
+def test_slow_consumer_bounds_the_queue():
+  produced = []
+
+  def source():
+    for i in range(100):
+      produced.append(i)
+      yield i
+
+  it = batches.prefetch(source(), size=2, put=lambda x: x)
+  next(it)
+  time.sleep(0.3)
+  assert len(produced) <= 1 + 2 + 1  # the consumed item, the queue, one waiting to be put
+  it.close()
