@@ -19,8 +19,9 @@ runs MLM + NSP and saves the encoder. Both go through `fit`, the single loop:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
-import math
 import os
 import secrets
 import sys
@@ -95,10 +96,16 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
 # ------------------------------------------------------------------------------------------- the step
 
 
-def make_optimizer(cfg, learning_rate: float) -> optax.GradientTransformation:
+def make_optimizer(cfg, learning_rate: float | None = None,
+                   weight_decay: float | None = None) -> optax.GradientTransformation:
+  """Clip + AdamW, its hyperparameters held in the optimiser state (`optax.inject_hyperparams`), so the
+  members of a group share one update program and each carries its own learning rate and weight decay."""
+  lr = cfg.learning_rate if learning_rate is None else learning_rate
+  wd = cfg.weight_decay if weight_decay is None else weight_decay
   return optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip),
-      optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
+      optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                            weight_decay=wd))
 
 
 def classify_loss(model, params, batch, rng, is_regression: bool):
@@ -137,8 +144,101 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
   return train_step
 
 
+def _where_members(mask_G, new, old):
+  """Per member (leading axis G): `new` where mask_G, else `old`."""
+  return jax.tree.map(lambda n, o: jnp.where(mask_G.reshape(mask_G.shape + (1,) * (n.ndim - 1)), n, o),
+                      new, old)
+
+
+def make_group_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
+  """The step of G members at once: `make_train_step` vmapped over stacked params, optimiser states
+  (each with its own learning rate and weight decay), batches (G, B, L) and dropout keys.
+
+  A member whose loss or gradient is not finite keeps its last finite params and is marked dead
+  (`alive` False, `failed_at` = the step); the others go on. Dropout keys are fold_in(key(seed), step)
+  per member, computed inside the program: exactly what a one-member run of that seed uses.
+  """
+  single = make_train_step(loss_fn, optimizer)
+
+  def member(params, opt_state, batch, rng):
+    new, aux = single({"step": 0, "params": params, "opt_state": opt_state}, batch, rng)
+    return new["params"], new["opt_state"], aux
+
+  def group_step(state, batch_G):
+    rngs = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), state["step"]))(state["seed"])
+    params, opt_state, aux = jax.vmap(member)(state["params"], state["opt_state"], batch_G, rngs)
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(aux["grad_norm"]) & jnp.isfinite(aux["update_norm"])
+    ok = state["alive"] & finite
+    died = state["alive"] & ~finite
+    return {**state, "step": state["step"] + 1,
+            "params": _where_members(ok, params, state["params"]),
+            "opt_state": _where_members(ok, opt_state, state["opt_state"]),
+            "alive": ok, "failed_at": jnp.where(died, state["step"] + 1, state["failed_at"])}, aux
+  return group_step
+
+
 def make_mesh() -> Mesh:
   return Mesh(np.array(jax.devices()), ("data",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """The jitted programs of one (model, loss, optimiser) shape, shared by every trial that has it."""
+  init: Callable  # (seeds_G, lrs_G, wds_G, params_G, zero metrics_G) -> state
+  step: Callable  # (state, batch_G) -> (state, aux_G); the state is donated
+  keep_best: Callable  # (state, improved_G, score_G, metrics_G, step) -> state
+  apply: Callable  # (params_G, *inputs) -> per-member outputs (the evaluation forward pass)
+  model: Any
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devices: tuple) -> Programs:
+  """Built once per process for each distinct key, so trials of equal shapes (a sweep's, the seeds of
+  run_seeds, a resumed run) reuse the traced and compiled programs in memory; across processes the
+  persistent compilation cache does the same (enable_compilation_cache)."""
+  model_cfg = ml_collections.ConfigDict(json.loads(model_json))
+  opt_cfg = ml_collections.ConfigDict(json.loads(opt_json))  # learning rate / weight decay: per member
+  model = models.build_model(model_cfg, "pretrain" if kind == "pretrain" else "classify")
+  if kind == "pretrain":
+    vocab, rate = loss_args
+    loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
+    apply = jax.jit(jax.vmap(lambda p, b, r: loss_fn(p, b, r)[1], in_axes=(0, None, None)))
+  else:
+    (is_regression,) = loss_args
+    loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression)
+    apply = jax.jit(jax.vmap(lambda p, ids: model.apply({"params": p}, ids), in_axes=(0, None)))
+  optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
+  mesh = Mesh(np.array(devices), ("data",))
+  repl, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
+
+  def init(seeds_G, lrs_G, wds_G, params_G, metrics_G):
+    opt_state = jax.vmap(lambda p, lr, wd: make_optimizer(opt_cfg, lr, wd).init(p))(params_G, lrs_G, wds_G)
+    g = seeds_G.shape[0]
+    return {"step": jnp.zeros((), jnp.int32), "seed": seeds_G, "params": params_G, "opt_state": opt_state,
+            "alive": jnp.ones((g,), bool), "failed_at": jnp.zeros((g,), jnp.int32),
+            "pruned_at": jnp.zeros((g,), jnp.int32),
+            "best": {"score": jnp.full((g,), -jnp.inf), "step": jnp.zeros((g,), jnp.int32),
+                     "params": jax.tree.map(jnp.copy, params_G), "metrics": metrics_G}}
+
+  def keep_best(state, improved_G, score_G, metrics_G, step):
+    b = state["best"]
+    best = {"score": jnp.where(improved_G, score_G, b["score"]),
+            "step": jnp.where(improved_G, step, b["step"]),
+            "params": _where_members(improved_G, state["params"], b["params"]),
+            "metrics": _where_members(improved_G, metrics_G, b["metrics"])}
+    return {**state, "best": best}
+
+  return Programs(
+      init=jax.jit(init, out_shardings=repl),
+      step=jax.jit(make_group_step(loss_fn, optimizer), in_shardings=(repl, shard),
+                   out_shardings=(repl, repl), donate_argnums=0),
+      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply, model=model)
+
+
+def programs_for(cfg, kind: str = "classify", is_regression: bool = False) -> Programs:
+  opt = {k: cfg[k] for k in ("grad_clip", "b1", "b2", "eps")}  # lr and weight decay live in the state
+  loss_args = (cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain" else (is_regression,)
+  return _programs(kind, cfg.model.to_json(), json.dumps(opt), loss_args, tuple(jax.devices()))
 
 
 # ------------------------------------------------------------------------------------------- logging
@@ -194,110 +294,151 @@ def _wandb_run(workdir: Path, cfg):
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def fit(*, loss_fn, optimizer, train_arrays: batch_lib.Arrays, total_steps: int, eval_every: int,
-        evaluate: Callable[[Any], dict], select: str | None, workdir: Path, cfg, batch_size: int,
-        init_params: Any, report: Callable | None = None, log_every: int = 50,
-        checkpoint_every: int = 0, desc: str = "train") -> dict:
-  """Trains `total_steps` steps, evaluating every `eval_every`; keeps the params of the best `select`.
+@dataclasses.dataclass
+class Member:
+  """One training of a group: its config (seed, learning rate, weight decay, wandb name) and the folder
+  of its metrics.jsonl and wandb run."""
+  cfg: Any
+  workdir: Path
 
-  Resumes from the latest checkpoint in `workdir/checkpoints`. Returns {"state", "best", "history"}.
+
+def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_arrays: batch_lib.Arrays,
+        total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
+        group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
+        checkpoint_every: int = 0, desc: str = "train") -> dict:
+  """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
+
+  `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
+  per member (`evaluate(None)` names the metrics); with `select`, each member keeps the params of its best
+  validation `select`. `report(i, step, validation)` may raise Pruned to stop member i. A member whose
+  loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`.
+  Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from"}.
   """
   from tqdm.auto import tqdm
 
   mesh = make_mesh()
   if batch_size % mesh.size:
     raise ValueError(f"batch size {batch_size} is not divisible by the {mesh.size} devices")
-  repl, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  eval_keys = sorted(evaluate(None)) if select else []  # evaluate(None) names the metrics it returns
-
-  def init_state(params):
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params),
-            "best": {"score": jnp.full((), -jnp.inf), "step": jnp.zeros((), jnp.int32),
-                     "params": jax.tree.map(jnp.copy, params),
-                     "metrics": {k: jnp.zeros(()) for k in eval_keys}}}
-
-  state = jax.jit(init_state, out_shardings=repl)(init_params)
+  repl = NamedSharding(mesh, P())
+  g = len(members)
+  eval_keys = sorted(evaluate(None)) if select else []
+  hp = lambda name, dtype: np.array([m.cfg[name] for m in members], dtype)
+  state = programs.init(hp("seed", np.int32), hp("learning_rate", np.float32),
+                        hp("weight_decay", np.float32), init_params_G,
+                        {k: np.zeros(g, np.float32) for k in eval_keys})
+  ckpt_dir, outcomes_file = group_dir / "checkpoints", group_dir / "members.json"
   ckpt_every = checkpoint_every or eval_every
-  mgr = ocp.CheckpointManager(workdir / "checkpoints", options=ocp.CheckpointManagerOptions(
-      max_to_keep=2, create=True))
-  start = 0
+  mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  start, outcomes = 0, {}
   if mgr.latest_step() is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     try:
       state = mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # a corrupt or incompatible checkpoint must not be silently overwritten
-      raise RuntimeError(f"cannot resume from {workdir / 'checkpoints'} (step {mgr.latest_step()}): "
+      raise RuntimeError(f"cannot resume from {ckpt_dir} (step {mgr.latest_step()}): "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}; use a fresh --workdir") from None
     start = int(state["step"])
-    print(f"resuming {desc} from step {start} ({workdir / 'checkpoints'})", file=sys.stderr)
-  logger = Logger(workdir, cfg, start)
-
-  step_fn = jax.jit(make_train_step(loss_fn, optimizer), in_shardings=(repl, shard, repl),
-                    out_shardings=(repl, repl), donate_argnums=0)
-  base_key = jax.random.key(cfg.seed)
+    alive = np.asarray(state["alive"])
+    saved = json.loads(outcomes_file.read_text()) if outcomes_file.exists() else {}
+    outcomes = {int(i): o for i, o in saved.items() if not alive[int(i)]}  # later ones replay
+    print(f"resuming {desc} from step {start} ({ckpt_dir})", file=sys.stderr)
+  loggers = [Logger(m.workdir, m.cfg, start) for m in members]
+  alive = np.asarray(jax.device_get(state["alive"])).copy()
   pending: list[tuple[int, dict]] = []
-  tokens, t_last, t0 = 0, time.perf_counter(), time.perf_counter()
-  bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", dynamic_ncols=True,
-             disable=None if sys.stderr.isatty() else True)
+  tokens, t_last, t0 = np.zeros(g), time.perf_counter(), time.perf_counter()
+  bar = tqdm(total=total_steps, initial=start, desc=desc + (f" x{g}" if g > 1 else ""), unit="step",
+             dynamic_ncols=True, disable=None if sys.stderr.isatty() else True)
 
   def flush(step):
-    """Host sync: checks the pending losses for NaN, logs their mean."""
+    """Host sync: records members that died since the last one, logs each live member's mean metrics."""
     nonlocal tokens, t_last
     if not pending:
       return
     host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host):
-      if not math.isfinite(float(m["loss"])):
-        raise TrainingDiverged(f"loss is {float(m['loss'])} at step {s + 1}; the last good checkpoint "
-                               f"is step {mgr.latest_step()} in {workdir / 'checkpoints'}")
+    now_alive, failed_at = (np.asarray(x) for x in jax.device_get((state["alive"], state["failed_at"])))
     now = time.perf_counter()
     rate = len(pending) / max(now - t_last, 1e-9)
-    mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-    mean.update(steps_per_s=rate, tokens_per_s=tokens / max(now - t_last, 1e-9))
-    logger.log(step, {f"train/{k}": v for k, v in mean.items()})
-    bar.set_postfix(loss=f"{mean['loss']:.4f}", steps_s=f"{rate:.1f}", tok_s=f"{mean['tokens_per_s']:.0f}")
+    for i in np.flatnonzero(alive):
+      rows = [m for (s, _), m in zip(pending, host) if now_alive[i] or s + 1 < failed_at[i]]
+      if not now_alive[i] and int(failed_at[i]):
+        bad = next((float(m["loss"][i]) for m in host if not np.isfinite(m["loss"][i])), float("nan"))
+        outcomes[int(i)] = {"status": "failed", "error": f"loss is {bad} at step {int(failed_at[i])}; the "
+                            f"last good checkpoint is step {mgr.latest_step()} in {ckpt_dir}"}
+      if rows:
+        mean = {f"train/{k}": float(np.mean([m[k][i] for m in rows])) for k in rows[0]}
+        mean.update({"train/steps_per_s": rate, "train/tokens_per_s": tokens[i] / max(now - t_last, 1e-9)})
+        loggers[i].log(step, mean)
+    alive[:] = now_alive & alive
+    live = host[-1]["loss"][alive]
+    bar.set_postfix(loss=f"{float(np.mean(live)) if live.size else float('nan'):.4f}", steps_s=f"{rate:.1f}",
+                    tok_s=f"{tokens.sum() / max(now - t_last, 1e-9):.0f}", live=f"{alive.sum()}/{g}")
     pending.clear()
-    tokens, t_last = 0, now
+    tokens, t_last = np.zeros(g), now
+
+  def save(step):
+    mgr.save(step, args=ocp.args.StandardSave(state))
+    outcomes_file.write_text(json.dumps(outcomes, indent=2))
 
   try:
-    batches = batch_lib.train_batches(train_arrays, batch_size, cfg.seed, start)
-    for step, batch in batches:
-      if step >= total_steps:
+    for step, batch in _group_batches(train_arrays, batch_size, members, start):
+      if step >= total_steps or not alive.any():
         break
-      tokens += int((batch["ids"] != 0).sum())
-      state, m = step_fn(state, batch, jax.random.fold_in(base_key, step))
+      tokens += (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2))
+      state, m = programs.step(state, batch)
       pending.append((step, m))
       bar.update(1)
       done = step + 1
       if done % log_every == 0 or done % eval_every == 0 or done == total_steps:
         flush(done)
-      if done % eval_every == 0 or done == total_steps:
-        state = _evaluate_and_keep_best(state, evaluate, select, done, logger, report, repl)
-      if done % ckpt_every == 0 or done == total_steps:
-        mgr.save(done, args=ocp.args.StandardSave(state))
+      if (done % eval_every == 0 or done == total_steps) and alive.any():
+        state = _evaluate_members(state, programs, evaluate, select, eval_keys, done, alive, loggers,
+                                  report, outcomes, repl)
+      if done % ckpt_every == 0 or done == total_steps or not alive.any():
+        save(done)
+    flush(int(jax.device_get(state["step"])))
     mgr.wait_until_finished()
   finally:
     bar.close()
     mgr.close()
-  elapsed = time.perf_counter() - t0
-  return {"state": state, "logger": logger, "elapsed_s": elapsed, "resumed_from": start}
+  return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": time.perf_counter() - t0,
+          "resumed_from": start}
 
 
-def _evaluate_and_keep_best(state, evaluate, select, step, logger, report, sharding):
-  """Logs an evaluation; with `select`, keeps params and metrics of the best validation score."""
-  result = evaluate(state["params"])
-  logger.log(step, _eval_flat(result))
+def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int):
+  """(step, batch (G, B, L)): member i's batch is the one a lone run with its seed would see."""
+  streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start) for m in members]
+  for parts in zip(*streams):
+    yield parts[0][0], {k: np.stack([b[k] for _, b in parts]) for k in parts[0][1]}
+
+
+def _evaluate_members(state, programs, evaluate, select, eval_keys, step, alive, loggers, report, outcomes,
+                      sharding):
+  """Logs each live member's evaluation; keeps each one's best; lets `report` prune members."""
+  results = evaluate(state["params"])
+  for i in np.flatnonzero(alive):
+    loggers[i].log(step, _eval_flat(results[i]))
   if select is None:
     return state
-  score = result["validation"][select]
-  if score > float(state["best"]["score"]):  # strictly better: ties keep the earlier evaluation
-    # A copy: the step donates state["params"], and one buffer must not be donated twice.
-    best = {"score": score, "step": step, "params": jax.tree.map(jnp.copy, state["params"]),
-            "metrics": _eval_flat(result)}
-    best = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), best, state["best"])
-    state = {**state, "best": jax.device_put(best, sharding)}
-  if report is not None:
-    report(step, result["validation"])
+  scores = np.array([r["validation"][select] for r in results], np.float32)
+  # Strictly better: ties keep the earlier evaluation; a NaN score never wins.
+  improved = alive & (scores > np.asarray(jax.device_get(state["best"]["score"])))
+  flat = [_eval_flat(r) for r in results]
+  metrics_G = {k: np.array([f[k] for f in flat], np.float32) for k in eval_keys}
+  state = programs.keep_best(state, improved, scores, metrics_G, np.int32(step))
+  if report is None:
+    return state
+  pruned = np.zeros_like(alive)
+  for i in np.flatnonzero(alive):
+    try:
+      report(int(i), step, results[i]["validation"])
+    except Pruned as e:
+      pruned[i] = True
+      outcomes[int(i)] = {"status": "pruned", "error": str(e), "pruned_at": step}
+  if pruned.any():
+    alive &= ~pruned
+    pruned_at = np.where(pruned, step, np.asarray(jax.device_get(state["pruned_at"]))).astype(np.int32)
+    state = {**state, "alive": jax.device_put(alive.copy(), sharding),
+             "pruned_at": jax.device_put(pruned_at, sharding)}
   return state
 
 
@@ -326,74 +467,180 @@ def prepare_task(cfg):
   return task, tok, batch_lib.trim(enc, seq_len)
 
 
-def _prepare_workdir(cfg, workdir) -> Path:
+def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
+  """Creates the folder and records its config; refuses a folder that holds a run of another config."""
   wd = Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   cfg_file = wd / "config.json"
+  want = record if record is not None else json.loads(cfg.to_json())
   if cfg_file.exists():
-    saved = json.loads(cfg_file.read_text())
-    if saved != json.loads(cfg.to_json()):
+    if json.loads(cfg_file.read_text()) != want:
       raise ValueError(f"{wd} holds a run with a different config; use another --workdir to start afresh")
   else:
-    cfg_file.write_text(cfg.to_json(indent=2))
+    cfg_file.write_text(json.dumps(want, indent=2))
   return wd
 
 
-def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
-  """Fine-tunes a classifier on cfg.task; returns metrics of the best validation evaluation."""
-  cfg = cfg.copy_and_resolve_references()  # num_labels follows the task; the caller's config stays
-  configs.validate(cfg.model)
-  workdir = Path(workdir)
-  if cfg.pretrain.steps > 0 and not cfg.init_from:
-    pretrain(cfg, workdir / "pretrain")
-  task, tok, enc = prepare_task(cfg)
-  if task.num_labels != cfg.model.num_labels:
-    with cfg.model.unlocked():
-      cfg.model.num_labels = task.num_labels
-  wd = _prepare_workdir(cfg, workdir / "finetune")
-  model = models.build_model(cfg.model)
-  params = models.init_params(cfg.model, jax.random.key(cfg.seed))
-  init_from = cfg.init_from or (str(workdir / "pretrain") if cfg.pretrain.steps > 0 else "")
-  if init_from:
-    params = {**params, "encoder": load_encoder(init_from, cfg.model)}
-  per_epoch = len(enc["train"]) // cfg.batch_size
-  total = cfg.steps or cfg.epochs * per_epoch
-  eval_every = cfg.eval_every or per_epoch
-  select = task.metric
-  eval_fn = _make_classify_eval(model, cfg, enc, task.is_regression)
+# Config fields in which the members of one group may differ (everything else, shapes included, is shared).
+GROUP_KNOBS = ("seed", "learning_rate", "weight_decay", "init_from", "wandb.name", "wandb.group")
+
+
+def group_key(cfg) -> str:
+  """Equal keys: the trainings can run as one vmapped program (train_group)."""
+  flat = configs.flatten_dict(cfg.to_dict())
+  return configs.config_hash({k: v for k, v in flat.items() if k not in GROUP_KNOBS})
+
+
+def train_bytes_per_member(cfg) -> int:
+  """A conservative estimate of one member's training memory: params, gradients, AdamW moments, the best
+  copy and the update (6 x fp32 params) plus every layer's activations of a batch kept for the backward
+  pass (the inference live set x layers x 3, at the training batch and full length)."""
+  m = cfg.model
+  acts = sum(memory.stage_activations(m).values()) * (m.num_layers + 2) * 3 * cfg.batch_size
+  return 4 * (6 * memory.num_params(m) + acts)
+
+
+def device_memory_bytes() -> int:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # CPU: host memory
+
+
+def max_group_size(cfg, limit: int = 256) -> int:
+  """How many members of this config train together: half the device memory over the per-member
+  estimate, at most `limit` (>= 1)."""
+  return int(max(1, min(limit, device_memory_bytes() // 2 // train_bytes_per_member(cfg))))
+
+
+@functools.lru_cache(maxsize=32)
+def _init_program(model_json: str, task: str):
+  model_cfg = ml_collections.ConfigDict(json.loads(model_json))
+  one = lambda seed: models.init_params(model_cfg, jax.random.key(seed), task)
+  return jax.jit(jax.vmap(one))
+
+
+def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None):
+  """Stacked initial params (leading axis G): member i from key(seeds[i]), its encoder replaced by the
+  saved encoder init_from[i] where that is set."""
+  params = jax.device_get(_init_program(model_cfg.to_json(), task)(np.asarray(seeds, np.int32)))
+  for i, path in enumerate(init_from or []):
+    if path:
+      enc = jax.device_get(load_encoder(path, model_cfg))
+      params["encoder"] = jax.tree.map(lambda stack, e: _set_row(stack, i, e), params["encoder"], enc)
+  return params
+
+
+def _set_row(stack: np.ndarray, i: int, row) -> np.ndarray:
+  stack = np.array(stack)
+  stack[i] = row
+  return stack
+
+
+def member_params(tree, i: int):
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
+                group_dir: str | os.PathLike | None = None) -> list[dict]:
+  """Fine-tunes G configs that differ only in GROUP_KNOBS as one vmapped program over stacked params.
+
+  Each member writes what train_and_evaluate writes to workdirs[i]/finetune; the group's checkpoints go
+  to `group_dir` (default: beside the members). `report(i, step, validation)` may raise Pruned to stop
+  member i. Returns per member train_and_evaluate's result plus "status": "complete", or
+  {"status": "failed", "error"} (non-finite loss) or {"status": "pruned", "error", "pruned_at"}.
+  """
+  if not cfgs or len(cfgs) != len(workdirs):
+    raise ValueError("train_group needs one workdir per config, and at least one config")
+  cfgs = [c.copy_and_resolve_references() for c in cfgs]  # num_labels follows the task; callers' stay
+  if len({group_key(c) for c in cfgs}) > 1:
+    raise ValueError(f"the configs of a group may differ only in {', '.join(GROUP_KNOBS)}")
+  configs.validate(cfgs[0].model)
+  workdirs = [Path(w) for w in workdirs]
+  init_from = []
+  for c, wd in zip(cfgs, workdirs):
+    if c.pretrain.steps > 0 and not c.init_from:
+      pretrain(c, wd / "pretrain")
+    init_from.append(c.init_from or (str(wd / "pretrain") if c.pretrain.steps > 0 else ""))
+  first = cfgs[0]
+  task, tok, enc = prepare_task(first)
+  for c in cfgs:
+    if task.num_labels != c.model.num_labels:
+      with c.model.unlocked():
+        c.model.num_labels = task.num_labels
+  member_dirs = [_prepare_workdir(c, wd / "finetune") for c, wd in zip(cfgs, workdirs)]
+  if len(cfgs) == 1:
+    gdir = member_dirs[0]
+  else:
+    gdir = Path(group_dir) if group_dir else _default_group_dir(member_dirs)
+    _prepare_workdir(first, gdir, {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
+  progs = programs_for(first, "classify", task.is_regression)
+  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
+  per_epoch = len(enc["train"]) // first.batch_size
+  total = first.steps or first.epochs * per_epoch
+  eval_every = min(first.eval_every or per_epoch, total)
   t0 = time.perf_counter()
-  out = fit(optimizer=make_optimizer(cfg, cfg.learning_rate), train_arrays=enc["train"],
-            loss_fn=lambda p, b, r: classify_loss(model, p, b, r, task.is_regression), total_steps=total,
-            eval_every=min(eval_every, total), evaluate=eval_fn, select=select, workdir=wd, cfg=cfg,
-            batch_size=cfg.batch_size, init_params=params, report=report, log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every, desc=f"finetune {cfg.preset}")
-  state = out["state"]
-  best = jax.device_get(state["best"])
-  result = {**_unflatten(best["metrics"]), "metric": select, "best_step": int(best["step"]), "steps": total,
-            "train_time_s": time.perf_counter() - t0, "seq_len": int(enc["train"].ids.shape[1]),
-            "num_params": memory.num_params(cfg.model), "workdir": str(wd)}
-  steps_run = total - out["resumed_from"]
-  result["steps_per_s"] = steps_run / max(out["elapsed_s"], 1e-9)
-  result["tokens_per_s"] = result["steps_per_s"] * cfg.batch_size * result["seq_len"]
-  save_params(wd / "model", best["params"], cfg.model, tok.model_path)
-  (wd / "result.json").write_text(json.dumps(result, indent=2))
-  out["logger"].close({"best": result})
-  return result
+  out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,
+            train_arrays=enc["train"], total_steps=total, eval_every=eval_every,
+            evaluate=_make_classify_eval(progs, first, enc, task.is_regression), select=task.metric,
+            group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
+            checkpoint_every=first.checkpoint_every,
+            desc=f"finetune {first.preset}")
+  best = jax.device_get(out["state"]["best"])
+  seq_len = int(enc["train"].ids.shape[1])
+  steps_per_s = (total - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
+  results = []
+  for i, (c, wd) in enumerate(zip(cfgs, member_dirs)):
+    if i in out["outcomes"]:
+      results.append(out["outcomes"][i])
+      out["loggers"][i].close({"outcome": out["outcomes"][i]})
+      continue
+    b = member_params(best, i)
+    result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]), "steps": total,
+              "train_time_s": time.perf_counter() - t0, "seq_len": seq_len,
+              "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
+              "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
+    save_params(wd / "model", b["params"], c.model, tok.model_path)
+    (wd / "result.json").write_text(json.dumps(result, indent=2))
+    out["loggers"][i].close({"best": result})
+    results.append({**result, "status": "complete"})
+  return results
 
 
-def _make_classify_eval(model, cfg, enc, is_regression):
-  apply = jax.jit(lambda p, ids: model.apply({"params": p}, ids))
+def _default_group_dir(member_dirs: list[Path]) -> Path:
+  names = "|".join(str(d) for d in member_dirs)
+  return Path(os.path.commonpath([str(d.parent.resolve()) for d in member_dirs])) / (
+      "group-" + configs.config_hash({"members": names})[:10])
+
+
+def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
+  """Fine-tunes a classifier on cfg.task; returns metrics of the best validation evaluation.
+
+  Raises TrainingDiverged on a non-finite loss and Pruned when `report(step, validation)` raised it."""
+  member_report = (lambda i, step, validation: report(step, validation)) if report else None
+  [res] = train_group([cfg], [workdir], member_report)
+  status = res.pop("status")
+  if status == "failed":
+    raise TrainingDiverged(res["error"])
+  if status == "pruned":
+    raise Pruned(res["error"])
+  return res
+
+
+def _make_classify_eval(progs: Programs, cfg, enc, is_regression):
   names = (["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1"])
 
-  def evaluate(params):
-    if params is None:
+  def evaluate(params_G):
+    if params_G is None:
       return [f"{s}/{n}" for s in ("validation", "test") for n in names]
-    out = {}
+    g = jax.tree.leaves(params_G)[0].shape[0]
+    out = [{} for _ in range(g)]
     for split in ("validation", "test"):
       arr = enc[split]
-      logits = [np.asarray(apply(params, b["ids"]))[b["weights"] > 0]
-                for b in batch_lib.eval_batches(arr, cfg.batch_size)]
-      out[split] = metrics.task_metrics(arr.labels, np.concatenate(logits), is_regression)
+      logits_G = np.concatenate([np.asarray(progs.apply(params_G, b["ids"]))[:, b["weights"] > 0]
+                                 for b in batch_lib.eval_batches(arr, cfg.batch_size)], axis=1)
+      for i in range(g):
+        out[i][split] = metrics.task_metrics(arr.labels, logits_G[i], is_regression)
     return out
   return evaluate
 
@@ -405,36 +652,39 @@ def pretrain(cfg, workdir) -> dict:
   wd = _prepare_workdir(cfg, workdir)
   tok = tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None, cache_dir=cache)
   docs = data.read_documents(cfg.corpus) if cfg.corpus else data.pretraining_documents(cache)
-  arrays = batch_lib.pretraining_arrays(docs, tok, min(pc.seq_len or cfg.model.max_len, cfg.model.max_len),
-                                        cfg.seed)
   seq_len = min(pc.seq_len or cfg.model.max_len, cfg.model.max_len)
+  arrays = batch_lib.pretraining_arrays(docs, tok, seq_len, cfg.seed)
   order = np.random.default_rng(cfg.seed + 1).permutation(len(arrays))
   held, train_idx = order[:pc.eval_pairs], order[pc.eval_pairs:]
   train_arr = batch_lib.Arrays(arrays.ids[train_idx, :seq_len], arrays.labels[train_idx])
   eval_arr = batch_lib.Arrays(arrays.ids[held, :seq_len], arrays.labels[held])
-  model = models.build_model(cfg.model, "pretrain")
-  params = models.init_params(cfg.model, jax.random.key(cfg.seed), "pretrain")
-  loss = lambda p, b, r: pretrain_loss(model, p, b, r, cfg.model.vocab_size, pc.mask_rate)
-  eval_loss = jax.jit(lambda p, b, r: pretrain_loss(model, p, b, r, cfg.model.vocab_size, pc.mask_rate)[1])
+  progs = programs_for(cfg, "pretrain")
+  pcfg = cfg.copy_and_resolve_references()
+  pcfg.learning_rate = pc.learning_rate
 
-  def evaluate(params):
-    if params is None:
+  def evaluate(params_G):
+    if params_G is None:
       return ["validation/mlm_loss"]
-    rows = [jax.device_get(eval_loss(params, b, jax.random.key(i)))
+    rows = [jax.device_get(progs.apply(params_G, b, jax.random.key(i)))
             for i, b in enumerate(batch_lib.eval_batches(eval_arr, pc.batch_size)) if b["weights"].all()]
-    return {"validation": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
+    g = len(rows[0]["loss"])
+    return [{"validation": {k: float(np.mean([r[k][i] for r in rows])) for k in rows[0]}} for i in range(g)]
 
-  eval_every = pc.eval_every or max(pc.steps // 5, 1)
-  out = fit(optimizer=make_optimizer(cfg, pc.learning_rate), train_arrays=train_arr,
-            loss_fn=loss, total_steps=pc.steps, eval_every=eval_every, evaluate=evaluate, select=None,
-            workdir=wd, cfg=cfg, batch_size=pc.batch_size, init_params=params, log_every=cfg.log_every,
+  out = fit(programs=progs, members=[Member(pcfg, wd)], init_params_G=init_members(cfg.model, [cfg.seed],
+                                                                                  "pretrain"),
+            train_arrays=train_arr, total_steps=pc.steps, eval_every=pc.eval_every or max(pc.steps // 5, 1),
+            evaluate=evaluate, select=None, group_dir=wd, batch_size=pc.batch_size, log_every=cfg.log_every,
             desc=f"pretrain {cfg.preset}")
-  final = jax.device_get(out["state"]["params"])
-  result = {**evaluate(final), "steps": pc.steps, "train_time_s": out["elapsed_s"], "seq_len": seq_len}
-  out["logger"].log(pc.steps, _eval_flat({k: v for k, v in result.items() if k == "validation"}))
+  if 0 in out["outcomes"]:
+    out["loggers"][0].close()
+    raise TrainingDiverged(out["outcomes"][0]["error"])
+  final = member_params(jax.device_get(out["state"]["params"]), 0)
+  result = {**evaluate(jax.tree.map(lambda x: x[None], final))[0], "steps": pc.steps,
+            "train_time_s": out["elapsed_s"], "seq_len": seq_len}
+  out["loggers"][0].log(pc.steps, _eval_flat({k: v for k, v in result.items() if k == "validation"}))
   save_params(wd / "model", final, cfg.model, tok.model_path)
   (wd / "result.json").write_text(json.dumps(result, indent=2))
-  out["logger"].close({"pretrain": result})
+  out["loggers"][0].close({"pretrain": result})
   return result
 
 
@@ -463,20 +713,38 @@ def load_encoder(path: str, model_cfg):
 
 
 def run_seeds(cfg, workdir: Path, seeds: int) -> dict:
-  """Fine-tunes with seeds cfg.seed .. cfg.seed + seeds - 1; returns per-seed results and mean/std."""
-  runs = []
+  """Fine-tunes seeds cfg.seed .. cfg.seed + seeds - 1 as vmapped groups (train_group, as many per group
+  as fit the device); returns the per-seed results, the failed seeds and mean/std over the others."""
+  workdir = Path(workdir)
+  cfgs = []
   for i in range(seeds):
     c = cfg.copy_and_resolve_references()
     c.seed = cfg.seed + i
     if c.wandb.name:
       c.wandb.name = f"{cfg.wandb.name}-seed{c.seed}"
-    runs.append(train_and_evaluate(c, workdir / f"seed_{c.seed}" if seeds > 1 else workdir))
+    cfgs.append(c)
+  if seeds == 1:
+    return _seed_summary([{**train_and_evaluate(cfgs[0], workdir), "status": "complete"}])
+  size = max_group_size(cfg)
+  outcomes = []
+  for lo in range(0, seeds, size):
+    part = cfgs[lo:lo + size]
+    outcomes += train_group(part, [workdir / f"seed_{c.seed}" for c in part],
+                            group_dir=workdir / f"group_seeds_{part[0].seed}-{part[-1].seed}")
+  return _seed_summary(outcomes)
+
+
+def _seed_summary(outcomes: list[dict]) -> dict:
+  runs = [o for o in outcomes if o["status"] == "complete"]
+  failed = [o for o in outcomes if o["status"] != "complete"]
+  if not runs:
+    raise TrainingDiverged(f"every seed failed; the first: {failed[0]['error']}")
   summary = {}
   for split in ("validation", "test"):
     for k in runs[0][split]:
       vals = np.array([r[split][k] for r in runs])
       summary[f"{split}/{k}"] = (float(vals.mean()), float(vals.std()))
-  return {"runs": runs, "summary": summary}
+  return {"runs": runs, "failed": failed, "summary": summary}
 
 
 def add_common_flags(ap: argparse.ArgumentParser) -> None:

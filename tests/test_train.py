@@ -226,3 +226,66 @@ def test_several_seeds_report_mean_and_std(tmp_path):
   assert [Path(r["workdir"]).parent.name for r in out["runs"]] == ["seed_0", "seed_1"]
   mean, std = out["summary"]["test/accuracy"]
   assert mean == pytest.approx(np.mean(accs)) and std == pytest.approx(np.std(accs))
+
+
+def _solo_and_grouped(tmp_path, variants, report=None):
+  base = tiny_config(tmp_path, steps=20, eval_every=10)
+  cfgs = []
+  for v in variants:
+    c = base.copy_and_resolve_references()
+    c.update(v)
+    cfgs.append(c)
+  grouped = train.train_group(cfgs, [tmp_path / f"g{i}" for i in range(len(cfgs))], report=report)
+  return cfgs, grouped
+
+
+def test_grouped_members_match_training_each_alone(tmp_path):
+  variants = [dict(seed=0), dict(seed=1), dict(seed=0, learning_rate=1e-2, weight_decay=0.0)]
+  cfgs, grouped = _solo_and_grouped(tmp_path, variants)
+  assert [g["status"] for g in grouped] == ["complete"] * 3 and grouped[0]["group_size"] == 3
+  for i, c in enumerate(cfgs):
+    solo = train.train_and_evaluate(c, tmp_path / f"solo{i}")
+    assert solo["best_step"] == grouped[i]["best_step"]
+    for split in ("validation", "test"):
+      for k, v in solo[split].items():
+        assert grouped[i][split][k] == pytest.approx(v, abs=1e-5), (i, split, k)
+    from embbert_jax import export
+    p_solo = jax.tree.leaves(export.load_model(Path(solo["workdir"]) / "model")[0])
+    p_group = jax.tree.leaves(export.load_model(Path(grouped[i]["workdir"]) / "model")[0])
+    for a, b in zip(p_solo, p_group):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # The members really differ (seeds and learning rates reach the program).
+  assert grouped[0]["validation"] != grouped[2]["validation"] or grouped[0]["validation"] != grouped[1]["validation"]
+
+
+def test_a_diverging_member_fails_alone_and_a_pruned_one_stops(tmp_path):
+  def report(i, step, validation):
+    if i == 2 and step >= 10:
+      raise train.Pruned("member 2 is hopeless")
+
+  variants = [dict(seed=0), dict(seed=0, learning_rate=1e38), dict(seed=1)]
+  cfgs, grouped = _solo_and_grouped(tmp_path, variants, report)
+  assert grouped[0]["status"] == "complete"
+  assert grouped[1]["status"] == "failed" and "loss is" in grouped[1]["error"]
+  assert grouped[2] == {"status": "pruned", "error": "member 2 is hopeless", "pruned_at": 10}
+  solo = train.train_and_evaluate(cfgs[0], tmp_path / "solo")
+  assert grouped[0]["validation"]["accuracy"] == pytest.approx(solo["validation"]["accuracy"], abs=1e-6)
+  assert not (tmp_path / "g1" / "finetune" / "result.json").exists()
+
+
+def test_group_members_must_share_shapes(tmp_path):
+  a = tiny_config(tmp_path, steps=2)
+  b = a.copy_and_resolve_references()
+  b.model.hidden = 24
+  with pytest.raises(ValueError, match="may differ only in"):
+    train.train_group([a, b], [tmp_path / "a", tmp_path / "b"])
+  assert train.group_key(a) != train.group_key(b)
+  c = a.copy_and_resolve_references()
+  c.seed, c.learning_rate = 5, 0.1
+  assert train.group_key(a) == train.group_key(c)
+
+
+def test_group_size_follows_memory():
+  small, big = train.get_config("nano"), train.get_config("big")
+  assert train.max_group_size(small) >= train.max_group_size(big) >= 1
+  assert train.train_bytes_per_member(big) > 10 * train.train_bytes_per_member(small)
