@@ -1,0 +1,35 @@
+"""Accuracy against total memory for the EmbBERT family nano .. big, plus a sweep's frontier configs.
+
+    python -m embbert_jax.experiment experiments/scaling.py [--quick] [--frontier SWEEP/frontier.csv]
+
+The presets of spec section 2, pre-trained as in the paper, at fp32 and at the paper's int8 policy
+(memory.estimate), with the paper's GLUE points (spec section 5) drawn on a secondary axis for the shape
+of the curve only: GLUE is a different set of tasks and a different score. --frontier adds the Pareto
+configs of a sweep (pareto.write_files' frontier.csv / trials.jsonl), trained the same way.
+"""
+
+import ml_collections
+
+from embbert_jax.experiment import PAPER_PRETRAIN_STEPS, QUICK_TRAIN
+
+
+def glue(value):
+  return dict(value=value, metric="GLUE")
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.name = "scaling"
+  c.description = "Paper column: the authors' GLUE score (spec section 5), other tasks."
+  c.tasks = ("rt_polarity", "sms_spam")
+  c.seeds = 5
+  c.pretrain_steps = PAPER_PRETRAIN_STEPS
+  c.train = ml_collections.ConfigDict()
+  c.arms = [dict(name=n, preset=n, pretrain=True, paper=glue(g))
+            for n, g in (("nano", 55.3), ("tiny", 57.1), ("embbert", 63.5), ("med", 64.4), ("big", 65.5))]
+  c.figure = "scaling"
+  c.frontier = ""
+  # --quick: from scratch, and without big (7.3 M parameters; its 200 steps alone would take longer than
+  # the rest of the quick study on a 2-core CPU).
+  c.quick = dict(seeds=1, pretrain_steps=0, train=QUICK_TRAIN, arms=c.arms[:4])
+  return c

@@ -1,0 +1,182 @@
+"""Studies (embbert_jax.experiment): a tiny study end to end, resume, failed arms, tables, frontier input."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from embbert_jax import configs, experiment, train
+from test_train import TINY_MODEL, write_fixture
+
+PAPER = dict(value=87.19, metric="TinyNLP acc")
+
+
+def write_study(root: Path, arms: list[dict], **fields) -> Path:
+  """A study file over the tiny generated task and corpus of test_train."""
+  corpus, task = write_fixture(root)
+  model = {f"model.{k}": v for k, v in TINY_MODEL.items()}
+  study = dict(
+      name="tiny_study", tasks=(str(task),), seeds=1, pretrain_steps=4, wandb="disabled",
+      train=dict(steps=6, eval_every=3, log_every=3, batch_size=16, learning_rate=3e-3, corpus=str(corpus),
+                 cache_dir=str(root / "cache"), pretrain=dict(batch_size=16, eval_pairs=32, seq_len=32, eval_every=4)),
+      arms=[{**a, "overrides": {**model, **a.get("overrides", {})}} for a in arms], **fields)
+  path = root / "tiny_study.py"
+  path.write_text("import ml_collections\n\n\ndef get_config():\n"
+                  f"  return ml_collections.ConfigDict({study!r})\n")
+  return path
+
+
+TWO_ARMS = [dict(name="plain", preset="nano"),
+            dict(name="pretrained", preset="nano", pretrain=True, paper=PAPER)]
+
+
+def read_csv(path: Path) -> list[dict]:
+  return list(csv.DictReader(path.open()))
+
+
+def test_tiny_study_end_to_end_then_resume_skips_finished_arms(tmp_path, monkeypatch):
+  study, out = write_study(tmp_path, TWO_ARMS), tmp_path / "out"
+  assert experiment.main([str(study), "--out", str(out)]) == 0
+  rows = read_csv(out / "results.csv")
+  assert [r["arm"] for r in rows] == ["plain", "pretrained"] and {r["status"] for r in rows} == {"ok"}
+  assert all(0 <= float(r["test_accuracy_mean"]) <= 1 for r in rows)
+  assert rows[1]["paper_value"] == "87.19" and rows[0]["paper_value"] == ""
+  assert int(rows[0]["params"]) > 0 and int(rows[0]["int8_total_bytes"]) < int(rows[0]["fp32_total_bytes"])
+  md = (out / "results.md").read_text()
+  assert "| plain |" in md and "| pretrained |" in md and "87.19 (TinyNLP acc)" in md
+  assert (out / "tiny_study.png").stat().st_size > 10_000
+  assert len(list((out / "pretrain").iterdir())) == 1  # pre-trained once for the arm
+  ft = json.loads((out / "runs" / "task" / "pretrained" / "finetune" / "config.json").read_text())
+  assert ft["init_from"].startswith(str(out / "pretrain"))
+
+  def boom(*a, **k):
+    raise AssertionError("a finished arm was trained again")
+  monkeypatch.setattr(train, "run_seeds", boom)
+  monkeypatch.setattr(train, "pretrain", boom)
+  assert experiment.main([str(study), "--out", str(out)]) == 0
+  assert read_csv(out / "results.csv") == rows
+
+
+def fake_result(acc: float) -> dict:
+  metrics = {"accuracy": acc, "mcc": acc - 0.5, "macro_f1": acc}
+  run = {"validation": metrics, "test": metrics, "steps": 6}
+  return {"runs": [run], "summary": {f"{s}/{k}": (v, 0.0) for s in ("validation", "test")
+                                     for k, v in metrics.items()}}
+
+
+def test_a_failing_arm_is_recorded_and_the_study_goes_on_then_retried(tmp_path, monkeypatch):
+  arms = [dict(name="nan_arm", preset="nano"), dict(name="good", preset="nano")]
+  study, out = write_study(tmp_path, arms), tmp_path / "out"
+
+  def run_seeds(cfg, workdir, seeds):
+    if Path(workdir).name == "nan_arm":
+      raise train.TrainingDiverged("loss is nan at step 3; the last good checkpoint is step 0")
+    return fake_result(0.75)
+  monkeypatch.setattr(train, "run_seeds", run_seeds)
+  assert experiment.main([str(study), "--out", str(out)]) == 1
+  rows = {r["arm"]: r for r in read_csv(out / "results.csv")}
+  assert rows["nan_arm"]["status"] == "failed" and "TrainingDiverged: loss is nan" in rows["nan_arm"]["error"]
+  assert rows["good"]["status"] == "ok" and float(rows["good"]["test_accuracy_mean"]) == 0.75
+  assert "| nan_arm |" in (out / "results.md").read_text() and "failed" in (out / "results.md").read_text()
+  assert (out / "tiny_study.png").is_file()
+  monkeypatch.setattr(train, "run_seeds", lambda cfg, workdir, seeds: fake_result(0.6))
+  assert experiment.main([str(study), "--out", str(out)]) == 0  # failed arms run again, finished ones not
+  rows = {r["arm"]: r for r in read_csv(out / "results.csv")}
+  assert float(rows["nan_arm"]["test_accuracy_mean"]) == 0.6 and float(rows["good"]["test_accuracy_mean"]) == 0.75
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+  assert experiment.main([str(tmp_path / "nope.py")]) == 2
+  assert "study file not found" in capsys.readouterr().err
+  assert experiment.main(["no_such_study"]) == 2
+  err = capsys.readouterr().err
+  assert "unknown study 'no_such_study'" in err and "ablation" in err
+  study = write_study(tmp_path, [dict(name="x", preset="gigabert")])
+  assert experiment.main([str(study)]) == 2
+  assert "unknown preset 'gigabert'" in capsys.readouterr().err
+  study = write_study(tmp_path, TWO_ARMS)
+  for bad in ("seedz=3", "seeds", "train.learning_rat=1"):
+    assert experiment.main([str(study), "--set", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_quick_and_set_overrides():
+  study = experiment.load_study("ablation", quick=True, overrides=["seeds=2", "train.learning_rate=1e-3"])
+  assert study.seeds == 2 and study.quick_mode and study.pretrain_steps == 100
+  arms = experiment.arm_list(study)
+  assert [a["name"] for a in arms][:2] == ["headline", "no_attention"]
+  cfg = experiment.arm_config(study, arms[1], "sms_spam")
+  assert cfg.model.use_attention is False and cfg.learning_rate == 1e-3 and cfg.steps == 200
+  assert cfg.pretrain.steps == 100 and cfg.pretrain.mask_rate == 0.15  # merged, not replaced
+  assert cfg.wandb.group == "ablation" and cfg.wandb.name == "no_attention-sms_spam"
+  full = experiment.load_study("baselines_2mb")
+  cfg = experiment.arm_config(full, experiment.arm_list(full)[0], "rt_polarity")
+  assert cfg.learning_rate == 5e-5 and cfg.epochs == 10 and full.seeds == 5  # the paper's recipe
+  assert cfg.pretrain.steps == experiment.PAPER_PRETRAIN_STEPS
+
+
+def test_table_cells_and_paper_numbers():
+  assert experiment.paper_cell({}) == "-"
+  assert experiment.paper_cell(PAPER) == "87.19 (TinyNLP acc)"
+  assert experiment.paper_cell(dict(value=63.5)) == "63.5"
+  rec = {"status": "ok", "seeds": 5, "summary": {"test/accuracy": (0.8123, 0.004)}}
+  assert experiment.mean_std(rec, "test/accuracy") == "81.2 ± 0.4"
+  assert experiment.mean_std({**rec, "seeds": 1}, "test/accuracy") == "81.2"
+  assert experiment.mean_std({"status": "failed"}, "test/accuracy") == "failed"
+  assert experiment.mean_std(rec, "test/mcc") == "-"
+  study = experiment.load_study("baselines_2mb", overrides=["seeds=2"])
+  m = configs.get_preset("embbert")
+  base = dict(study="baselines_2mb", preset="embbert", config="c", pretrain_steps=0, seeds=2, steps=10,
+              params=357_506, fp32_total_bytes=1_954_312, int8_total_bytes=779_800)
+  recs = [dict(base, arm="embbert", task="rt_polarity", paper=PAPER, status="ok",
+               summary={"test/accuracy": (0.7, 0.01), "test/mcc": (0.4, 0.02)}),
+          dict(base, arm="embbert", task="sms_spam", paper=PAPER, status="failed", error="E: x"),
+          dict(base, arm="bert", task="rt_polarity", paper={}, status="ok",
+               summary={"test/accuracy": (0.6, 0.0), "test/mcc": (0.2, 0.0)})]
+  md = experiment.format_markdown(study, recs).splitlines()
+  assert md[2].split(" | ")[-5:] == ["rt_polarity acc", "rt_polarity MCC", "sms_spam acc", "sms_spam MCC",
+                                    "paper |"]
+  assert md[4] == ("| embbert | c | no | 357,506 | 1.954 MB | 779.8 kB | 70.0 ± 1.0 | 40.0 ± 2.0 | failed | "
+                   "failed | 87.19 (TinyNLP acc) |")
+  assert md[5].endswith("| 60.0 ± 0.0 | 20.0 ± 0.0 | - | - | - |")
+  assert experiment.memory.total_bytes(m) == 1_954_312
+
+
+def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
+  def model(d):
+    return configs.get_preset("nano", hidden=d).to_dict()
+  rows = [dict(trial=0, status="complete", value=0.3, memory_bytes=100, hash="a", config="small", model=model(16)),
+          dict(trial=1, status="complete", value=0.2, memory_bytes=200, hash="b", config="dominated",
+               model=model(32)),
+          dict(trial=2, status="complete", value=0.5, memory_bytes=300, hash="c", config="big", model=model(64)),
+          dict(trial=3, status="failed", value=None, memory_bytes=50, hash="d", config="failed", model=model(8))]
+  (tmp_path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with (tmp_path / "frontier.csv").open("w") as f:
+    w = csv.DictWriter(f, fieldnames=["trial", "status", "value", "memory_bytes", "hash", "config"],
+                       extrasaction="ignore")
+    w.writeheader()
+    w.writerows([rows[0], rows[2]])
+  for name in ("trials.jsonl", "frontier.csv"):
+    arms = experiment.frontier_arms(str(tmp_path / name), {"pretrain": True})
+    assert [a["name"] for a in arms] == ["frontier-t0", "frontier-t2"]
+    assert arms[1]["model"]["hidden"] == 64 and arms[1]["pretrain"] and arms[1]["sweep_config"] == "big"
+  study = experiment.load_study("scaling", quick=True, overrides=[f"frontier={tmp_path / 'frontier.csv'}"])
+  names = [a["name"] for a, t in experiment.plan(study) if t == "rt_polarity"]
+  assert names == ["nano", "tiny", "embbert", "med", "frontier-t0", "frontier-t2"]  # quick: no big
+  with pytest.raises(experiment.StudyError, match="not found"):
+    experiment.frontier_arms(str(tmp_path / "missing.csv"))
+
+
+def test_scaling_figure_from_records(tmp_path):
+  study = experiment.load_study("scaling", quick=True)
+  recs = []
+  for i, name in enumerate(("nano", "embbert", "frontier-t3")):
+    m = configs.get_preset("nano" if i != 1 else "embbert")
+    recs.append(dict(arm=name, task="rt_polarity", status="ok", seeds=1,
+                     fp32_total_bytes=experiment.memory.total_bytes(m),
+                     int8_total_bytes=experiment.memory.total_bytes(m, "int8"),
+                     summary={"test/accuracy": (0.6 + 0.05 * i, 0.0)}))
+  path = experiment.figure(study, recs, tmp_path / "scaling.png")
+  assert path.stat().st_size > 10_000
