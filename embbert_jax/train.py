@@ -68,6 +68,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.log_every = 50  # steps between host syncs (loss check, logging)
   c.checkpoint_every = 0  # steps; 0 = at every evaluation
   c.seq_len = 0  # training/eval length; 0 = auto (longest example rounded up to 32, at most model.max_len)
+  c.bucket_window = 0  # > 0: length bucketing over windows of this many batches (batches.train_batches)
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
   c.cache_dir = ""  # data/tokenizer cache ("" = default)
@@ -305,13 +306,15 @@ class Member:
 def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_arrays: batch_lib.Arrays,
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
-        checkpoint_every: int = 0, desc: str = "train") -> dict:
+        checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train") -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
   per member (`evaluate(None)` names the metrics); with `select`, each member keeps the params of its best
   validation `select`. `report(i, step, validation)` may raise Pruned to stop member i. A member whose
-  loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`.
+  loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`. Batches
+  are assembled and sent to the device by a thread two steps ahead (batches.prefetch); `bucket_window`
+  > 0 groups examples of similar length (batches.train_batches).
   Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from"}.
   """
   from tqdm.auto import tqdm
@@ -379,11 +382,14 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     mgr.save(step, args=ocp.args.StandardSave(state))
     outcomes_file.write_text(json.dumps(outcomes, indent=2))
 
+  shard = NamedSharding(mesh, P(None, "data"))
+  stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window),
+                              size=2, put=lambda item: batch_lib.to_device(item, shard))
   try:
-    for step, batch in _group_batches(train_arrays, batch_size, members, start):
+    for step, batch, batch_tokens in stream:
       if step >= total_steps or not alive.any():
         break
-      tokens += (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2))
+      tokens += np.asarray(batch_tokens)
       state, m = programs.step(state, batch)
       pending.append((step, m))
       bar.update(1)
@@ -398,17 +404,21 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     flush(int(jax.device_get(state["step"])))
     mgr.wait_until_finished()
   finally:
+    stream.close()
     bar.close()
     mgr.close()
   return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": time.perf_counter() - t0,
           "resumed_from": start}
 
 
-def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int):
-  """(step, batch (G, B, L)): member i's batch is the one a lone run with its seed would see."""
-  streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start) for m in members]
+def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
+                   bucket_window: int = 0):
+  """(step, batch (G, B, L), real tokens per member): member i's batch is the one a lone run with its
+  seed would see (with bucketing, padded to the longest member's length: outputs do not change)."""
+  streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window) for m in members]
   for parts in zip(*streams):
-    yield parts[0][0], {k: np.stack([b[k] for _, b in parts]) for k in parts[0][1]}
+    batch = batch_lib.stack_batches([b for _, b in parts])
+    yield parts[0][0], batch, (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2)).tolist()  # stays on host
 
 
 def _evaluate_members(state, programs, evaluate, select, eval_keys, step, alive, loggers, report, outcomes,
@@ -584,7 +594,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             train_arrays=enc["train"], total_steps=total, eval_every=eval_every,
             evaluate=_make_classify_eval(progs, first, enc, task.is_regression), select=task.metric,
             group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
-            checkpoint_every=first.checkpoint_every,
+            checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
             desc=f"finetune {first.preset}")
   best = jax.device_get(out["state"]["best"])
   seq_len = int(enc["train"].ids.shape[1])

@@ -289,3 +289,25 @@ def test_group_size_follows_memory():
   small, big = train.get_config("nano"), train.get_config("big")
   assert train.max_group_size(small) >= train.max_group_size(big) >= 1
   assert train.train_bytes_per_member(big) > 10 * train.train_bytes_per_member(small)
+
+
+def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
+  # Bucketed batches have per-batch lengths (32 or 64 here); members' batches are padded to a common
+  # one, which must not change anything a member computes.
+  rng = np.random.RandomState(1)
+  rows = [{"text": " ".join(rng.choice(WORDS, int(n)) + (" good" if i % 2 else " bad")), "label": i % 2}
+          for i, n in enumerate(rng.choice([3, 4, 40], 320))]
+  (tmp_path / "varied.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cfgs = []
+  for seed in (0, 3):
+    c = tiny_config(tmp_path, steps=12, eval_every=6, seed=seed, bucket_window=4)
+    c.task, c.model.max_len = str(tmp_path / "varied.jsonl"), 64
+    cfgs.append(c)
+  enc = train.prepare_task(cfgs[0])[2]
+  lengths = {b["ids"].shape[1] for _, (_, b) in zip(range(20), batches.train_batches(enc["train"], 16, 0, 0, 4))}
+  assert lengths == {32, 64}  # the windows do produce batches of both lengths
+  grouped = train.train_group(cfgs, [tmp_path / "g0", tmp_path / "g1"])
+  solo = train.train_and_evaluate(cfgs[1], tmp_path / "solo")
+  assert grouped[1]["seq_len"] == 64
+  for k, v in solo["validation"].items():
+    assert grouped[1]["validation"][k] == pytest.approx(v, abs=1e-5), k
