@@ -9,18 +9,32 @@ writes the frontier table, trials.csv/.jsonl and frontier.png to --out and, once
 wandb summary run. Which configuration comes next is propose.py's business; the memory budget is a hard
 filter applied before anything trains (space.py).
 
+Grouped training: a space with a train grid (space.train_grid, e.g. seeds and learning rates) gives every
+config several member trials, each its own ledger trial (own hash, config, workdir and trials.csv row).
+A worker claims the waiting members of one config together, up to trainer.max_group_size(cfg) of those
+with equal trainer.group_key(cfg), under the study lock, and trains them with one trainer.train_group
+call (one vmapped program), then records each member's outcome: complete, pruned, or failed (a NaN
+member fails alone). --max-trials counts member trials. A trainer without train_group, --no-group, or a
+lone trial trains with train_and_evaluate, one at a time. If the group program itself raises (not one
+member), its members go back to the queue marked to train alone. pareto.py says how the frontier
+scores a config with several trials (mean over seeds, best over the other knobs).
+
 Early stopping (Pareto-aware successive halving): each trial validates `evals` times; from `after` x
 steps on, a trial is stopped (PRUNED) when at least `min_better` other trials that need no more memory
 scored at least `margin` higher at the same step. A trial that smaller models already beat cannot reach
 the frontier, while the smallest models, which the frontier needs however weak, are never stopped by
 larger ones. Optuna's pruners cannot do this: they rank a single objective, and multi-objective studies
-have no trial.report.
+have no trial.report. The last validation (step == --steps) never stops a trial: one that ran all its
+steps is complete. With a train grid the comparison is between settings (a config with its tuning knobs,
+pareto.setting_key): the repeats (seeds) of a setting count as one peer, by their mean curve, and a
+member is judged by its setting's mean, so seeds never stop each other.
 
 Every trial records its config, parameters, weight/activation/total bytes under every dtype policy,
 validation and test metrics, train time, steps/s, status (complete/pruned/failed, with the error of a
 failed one) and its validation curve. A NaN loss (train.TrainingDiverged) or any other exception of one
 config fails that trial and the sweep goes on; SIGTERM/Ctrl-C and a dead worker's stale heartbeat put the
-trial back in the queue (a preemption is not a failure); a dataset that cannot be fetched stops the worker.
+trial (every unfinished member of a group) back in the queue (a preemption is not a failure); a dataset
+that cannot be fetched stops the worker.
 
 Compiled programs are reused through JAX's persistent compilation cache: a retried or resumed trial, and
 any trial whose shapes were compiled before (by any worker on the machine), loads instead of compiling.
@@ -72,6 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.grace_period = 120  # a RUNNING trial silent this long is requeued
   c.max_attempts = 3  # worker deaths during one trial before the trial counts as failed
   c.trainer = "embbert_jax.train"  # module (or .py file) with get_config and train_and_evaluate
+  c.group = True  # train the member trials of one config together (trainer.train_group) when possible
   return c
 
 
@@ -103,6 +118,7 @@ class Sweep:
   storage_url: str
   identity: dict[str, Any]
   log: Callable[[str], None]
+  members: list[dict[str, Any]]  # the training knobs of each member trial of a config (space.members)
 
   @property
   def fitting(self) -> dict[str, space_lib.Candidate]:
@@ -183,15 +199,20 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   with s.unlocked():
     s.study, s.storage = study, storage
   # What must not change when a study is resumed: it would make its trials incomparable.
-  identity = dict(space=space_cfg.name, space_digest=_digest(space_cfg.to_dict()), task=str(s.task),
+  # An empty train grid leaves the digest of a space as it was before train grids existed.
+  space_dict = {k: v for k, v in space_cfg.to_dict().items() if k != "train_grid" or v}
+  identity = dict(space=space_cfg.name, space_digest=_digest(space_dict), task=str(s.task),
                   policy=s.policy, steps=s.steps, pretrain_steps=s.pretrain_steps, seed=s.seed)
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
-             num_labels, metric, out, storage, identity, log)
-  trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12)  # a bad `train` override fails here
+             num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg))
+  for knobs in sw.members:  # a bad `train` override or train_grid field fails here
+    trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
   return sw
 
 
-def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, hash_: str):
+def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, hash_: str,
+                   knobs: dict[str, Any] | None = None):
+  """The trainer's config of one trial: the sweep's settings, then space.train, then the trial's knobs."""
   s = sw.settings
   cfg = sw.trainer.get_config()
   cfg.model = model
@@ -199,7 +220,8 @@ def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, has
   fields = {"task": str(s.task), "seed": s.seed, "steps": s.steps, "eval_every": eval_every,
             "pretrain.steps": s.pretrain_steps, "wandb.group": s.study,
             "wandb.name": f"{s.study}-t{number:04d}-{hash_[:6]}",
-            "wandb.mode": ("auto" if s.wandb else "disabled"), **configs.flatten_dict(sw.space.train.to_dict())}
+            "wandb.mode": ("auto" if s.wandb else "disabled"), **configs.flatten_dict(sw.space.train.to_dict()),
+            **(knobs or {})}
   if "log_every" in cfg:
     fields["log_every"] = min(cfg.log_every, eval_every)
   if "wandb" in cfg and "project" in cfg.wandb:
@@ -209,7 +231,7 @@ def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, has
       _set_dotted(cfg, key, value)
     except (KeyError, AttributeError):
       raise SweepError(f"the trainer's config has no field {key!r} "
-                       f"(space {sw.space.name!r}, train.*)") from None
+                       f"(space {sw.space.name!r}, train.* or train_grid.*)") from None
     except TypeError as e:
       raise SweepError(f"bad value for training field {key!r}: {e}") from None
   return cfg
@@ -238,40 +260,94 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
   return led
 
 
-def _candidate_attrs(c: space_lib.Candidate) -> dict[str, Any]:
-  return {"family": c.family, "config": dict(c.point), "describe": c.describe(), "hash": c.hash,
-          "model": c.model_fields, "params": c.params, "bytes": c.bytes}
+def member_hash(shape: str, knobs: dict[str, Any]) -> str:
+  """A member trial's hash: its config's hash, with the training knobs of a train grid mixed in."""
+  return shape if not knobs else _digest({"shape": shape, "train": knobs})
 
 
-def next_trial(sw: Sweep, led: ledger_lib.Ledger) -> FrozenTrial | None:
-  """Under the study lock: requeue stale trials, then take a WAITING one or add the next proposal."""
+def _member_attrs(c: space_lib.Candidate, knobs: dict[str, Any]) -> dict[str, Any]:
+  return {"family": c.family, "config": dict(c.point), "describe": c.describe(),
+          "hash": member_hash(c.hash, knobs), "shape": c.hash, "train": dict(knobs), "model": c.model_fields,
+          "params": c.params, "bytes": c.bytes}
+
+
+def _trial_config(sw: Sweep, trial: FrozenTrial):
+  a = trial.user_attrs
+  return trainer_config(sw, configs.model_config(**a["model"]), trial.number, a["hash"], a.get("train"))
+
+
+def group_limit(sw: Sweep, cfg) -> int:
+  """How many member trials one program trains: 1 without train_group (or with --no-group)."""
+  t = sw.trainer
+  if not (sw.settings.group and hasattr(t, "train_group")):
+    return 1
+  return max(1, int(t.max_group_size(cfg))) if hasattr(t, "max_group_size") else len(sw.members)
+
+
+def _claim_group(sw: Sweep, led: ledger_lib.Ledger, waiting: list[FrozenTrial]) -> list[FrozenTrial]:
+  """Claims the lowest-numbered waiting trial and the waiting members of its config that can train with it
+  (equal trainer.group_key), up to group_limit (call with the lock held)."""
+  first = waiting[0]
+  cfg = _trial_config(sw, first)
+  limit = 1 if first.system_attrs.get(ledger_lib.SOLO) else group_limit(sw, cfg)
+  key = getattr(sw.trainer, "group_key", None)
+  group = [first]
+  for t in waiting[1:]:
+    if len(group) >= limit:
+      break
+    if (pareto.shape_of(t.user_attrs) == pareto.shape_of(first.user_attrs)
+        and not t.system_attrs.get(ledger_lib.SOLO)
+        and (key is None or key(_trial_config(sw, t)) == key(cfg))):
+      group.append(t)
+  claimed = [led.claim(t._trial_id) for t in group]
+  return [t for t in claimed if t is not None]
+
+
+def _propose(sw: Sweep, trials: list[FrozenTrial], taken: set[str]) -> tuple[space_lib.Candidate | None, dict]:
+  """The next config to train (propose.py), as a candidate and the sampler's attrs for its trials."""
+  s = sw.settings
+  limit = math.ceil(s.max_trials / len(sw.members))  # the grid's prefix, in configs
+  if s.strategy == "grid":
+    return propose.next_in_grid(sw.ordered, taken, limit, s.policy), {}
+  cand, attrs = propose.from_sampler(s.strategy, sw.space, trials, sw.fitting, taken, sw.num_labels, s.seed,
+                                     limit)
+  if cand is None:
+    cand = propose.next_in_grid(sw.ordered, taken, limit, s.policy)
+    if cand is not None:
+      sw.log(f"the {s.strategy} sampler kept proposing configs that are taken or do not fit; "
+             "using the next grid config")
+  return cand, attrs
+
+
+def next_trials(sw: Sweep, led: ledger_lib.Ledger) -> list[FrozenTrial]:
+  """Under the study lock: requeue stale trials, then claim waiting trials or add the next config's member
+  trials and claim them; [] when there is nothing to train now."""
   s = sw.settings
   with led.lock():
     for number, outcome in led.requeue_stale(s.max_attempts):
       sw.log(f"trial {number}: its worker stopped sending heartbeats; {outcome}")
-    trial = led.pop()
-    if trial is not None:
-      return trial
+    waiting = sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number)
+    if waiting:
+      return _claim_group(sw, led, waiting)
     trials = led.trials()
     if len(trials) >= s.max_trials:
-      return None
-    taken = {t.user_attrs.get("hash") for t in trials}
+      return []
+    present: dict[str, set[str]] = {}  # config hash -> its member hashes in the ledger
+    for t in trials:
+      present.setdefault(pareto.shape_of(t.user_attrs), set()).add(t.user_attrs.get("hash"))
+    taken = {h for h, got in present.items() if len(got) >= len(sw.members)}
+    # A config whose members were cut short by --max-trials is completed before a new one is proposed.
+    cand = next((sw.fitting[h] for h in present if h not in taken and h in sw.fitting), None)
     attrs: dict[str, Any] = {}
-    if s.strategy == "grid":
-      cand = propose.next_in_grid(sw.ordered, taken, s.max_trials, s.policy)
-    else:
-      cand, attrs = propose.from_sampler(s.strategy, sw.space, trials, sw.fitting, taken, sw.num_labels,
-                                         s.seed, s.max_trials)
-      if cand is None:
-        cand = propose.next_in_grid(sw.ordered, taken, s.max_trials, s.policy)
-        if cand is not None:
-          sw.log(f"the {s.strategy} sampler kept proposing configs that are taken or do not fit; "
-                 "using the next grid config")
     if cand is None:
-      return None
-    trial_id = led.add_waiting(cand.optuna_params, space_lib.distributions(sw.space), _candidate_attrs(cand),
-                               {**attrs, ledger_lib.HASH: cand.hash})
-    return led.claim(trial_id)
+      cand, attrs = _propose(sw, trials, taken)
+    if cand is None:
+      return []
+    new = [k for k in sw.members if member_hash(cand.hash, k) not in present.get(cand.hash, set())]
+    for knobs in new[:s.max_trials - len(trials)]:  # --max-trials counts member trials
+      led.add_waiting(cand.optuna_params, space_lib.distributions(sw.space), _member_attrs(cand, knobs),
+                      {**attrs, ledger_lib.HASH: member_hash(cand.hash, knobs)})
+    return _claim_group(sw, led, sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number))
 
 
 def hopeless(peers: list[tuple[int, dict[int, float]]], mine: int, step: int, value: float, es) -> bool:
@@ -285,84 +361,172 @@ def _one_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
 
 
-def run_trial(sw: Sweep, led: ledger_lib.Ledger, trial: FrozenTrial) -> str:
-  """Trains one claimed trial and records its outcome; returns the final status."""
-  s, a, tid = sw.settings, trial.user_attrs, trial._trial_id
-  model = configs.model_config(**a["model"])
-  mem = a["bytes"][s.policy]["total"]
-  cfg = trainer_config(sw, model, trial.number, a["hash"])
+@dataclasses.dataclass
+class Member:
+  """One claimed trial being trained (alone or in a group)."""
+  trial: FrozenTrial
+  cfg: Any
+  workdir: Path
+  mem: int
+  curve: dict[int, float]  # step -> validation metric, earlier attempts included
+  recorded: bool = False
+
+  @property
+  def tid(self) -> int:
+    return self.trial._trial_id
+
+
+def _member(sw: Sweep, trial: FrozenTrial) -> Member:
+  a, cfg = trial.user_attrs, _trial_config(sw, trial)
   # Absolute: orbax refuses relative checkpoint paths.
   workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{_digest(cfg.to_dict())[:6]}").resolve()
-  es, steps = sw.space.early_stop, s.steps
-  pruned_exc = getattr(sw.trainer, "Pruned", None) or PrunedTrial
   # A resumed trial keeps the validations of its earlier attempts (the trainer reports only new ones).
-  curve: dict[int, float] = {int(k): v for k, v in a.get("curve", [])}
-  attempt = trial.system_attrs.get(ledger_lib.ATTEMPTS, 1)
-  sw.log(f"trial {trial.number} start: {a['describe']}, {memory.format_bytes(mem)} {s.policy}, "
-         f"{a['params']:,} params" + (f" (attempt {attempt})" if attempt > 1 else ""))
+  return Member(trial, cfg, workdir, a["bytes"][sw.settings.policy]["total"],
+                {int(k): v for k, v in a.get("curve", [])})
+
+
+def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, step: int, value: float):
+  """(peers, my value) for hopeless(): every other setting (pareto.setting_key: the repeats of one config
+  and tuning knobs) as one peer whose curve is the mean of its trials' curves, and my setting's mean at
+  `step` over the repeats that reached it. Without a train grid a setting is one trial."""
+  own = pareto.setting_key(m.trial.user_attrs)
+  settings: dict[str, tuple[int, list[dict[int, float]]]] = {}
+  for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+    if t._trial_id != m.tid and t.user_attrs.get("curve"):
+      size = t.user_attrs["bytes"][sw.settings.policy]["total"]
+      curve = {int(k): v for k, v in t.user_attrs["curve"]}
+      settings.setdefault(pareto.setting_key(t.user_attrs), (size, []))[1].append(curve)
+  mine = [value] + [c[step] for c in settings.pop(own, (0, []))[1] if step in c]
+  peers = [(size, {k: sum(c[k] for c in curves if k in c) / sum(1 for c in curves if k in c)
+                   for k in set().union(*curves)}) for size, curves in settings.values()]
+  return peers, sum(mine) / len(mine)
+
+
+def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, t0: float, pruned_exc) -> Callable:
+  """The trainer's report callback of one member: records its curve, stops it when hopeless.
+
+  A stopped trial is recorded PRUNED here, before the trainer unwinds. The last validation (step ==
+  --steps) never stops a trial: one that ran all its steps is complete, however it compares.
+  """
+  es, steps = sw.space.early_stop, sw.settings.steps
 
   def report(step: int, metrics: dict) -> None:
     value = float(metrics.get(sw.metric, metrics.get("mcc", math.nan)))
-    curve[int(step)] = value
-    led.set_user_attr(tid, "curve", sorted(curve.items()))
-    if es.enabled and step >= es.after * steps and step < steps and math.isfinite(value):
-      peers = [(t.user_attrs["bytes"][s.policy]["total"], {int(k): v for k, v in t.user_attrs["curve"]})
-               for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-               if t._trial_id != tid and t.user_attrs.get("curve")]
-      if hopeless(peers, mem, int(step), value, es):
-        raise pruned_exc(f"hopeless at step {step}: {es.min_better}+ no-larger trials beat {value:.4f} "
-                         f"by {es.margin}")
+    m.curve[int(step)] = value
+    led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
+    if es.enabled and es.after * steps <= step < steps and math.isfinite(value):
+      peers, mine = _standing(sw, led, m, int(step), value)
+      if hopeless(peers, m.mem, int(step), mine, es):
+        msg = f"hopeless at step {step}: {es.min_better}+ no-larger trials beat {mine:.4f} by {es.margin}"
+        _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": int(step)})], t0)
+        raise pruned_exc(msg)
+  return report
 
-  t0 = time.time()
-  state, values, attrs = TrialState.COMPLETE, None, {}
+
+def _train_one(sw: Sweep, m: Member, report: Callable, pruned_exc) -> dict:
+  """train_and_evaluate as one member's train_group outcome (statuses complete/pruned/failed)."""
   try:
-    with led.heartbeat(tid):
-      result = sw.trainer.train_and_evaluate(cfg, workdir, report=report)
-    metric = result.get("metric", sw.metric)
-    value = float(result["validation"][metric])
-    attrs = {k: result.get(k) for k in ("validation", "test", "metric", "best_step", "steps", "train_time_s",
-                                          "steps_per_s", "tokens_per_s", "seq_len")}
-    if not math.isfinite(value):
-      state, attrs["error"] = TrialState.FAIL, f"validation {metric} is {value}"
-    else:
-      values = [value, float(mem)]
+    return {**sw.trainer.train_and_evaluate(m.cfg, m.workdir, report=report), "status": "complete"}
   except (pruned_exc, PrunedTrial) as e:
-    state, attrs = TrialState.PRUNED, {"pruned_at": max(curve) if curve else None, "error": str(e),
-                                       "train_time_s": time.time() - t0}
-  except (Preempted, KeyboardInterrupt):
-    with led.lock():
-      led.requeue(tid, "worker stopped (SIGTERM/SIGINT)")
-    sw.log(f"trial {trial.number}: stopped; back in the queue for the next worker")
-    raise
+    return {"status": "pruned", "error": str(e), "pruned_at": max(m.curve) if m.curve else None}
   except data.DataError:
-    with led.lock():
-      led.requeue(tid, "data unavailable")
     raise
   except Exception as e:  # NaN loss (TrainingDiverged) or any bug in one config: record it, go on
-    state, attrs = TrialState.FAIL, {"error": _one_line(e), "train_time_s": time.time() - t0}
-  attrs["worker"] = led.worker
+    return {"status": "failed", "error": _one_line(e)}
+
+
+_STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
+_RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_time_s", "steps_per_s",
+                "tokens_per_s", "seq_len")
+
+
+def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], t0: float) -> None:
+  """Writes the members' outcomes (train_group's dicts) to the ledger, under one lock, and logs them."""
+  lines = []
   with led.lock():
-    recorded = led.finish(tid, state, values, attrs)
-  status = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}[state]
-  if not recorded:
-    sw.log(f"trial {trial.number}: another worker took it over meanwhile; this result is dropped")
-  elif state == TrialState.COMPLETE:
-    test = (attrs.get("test") or {}).get(attrs.get("metric") or sw.metric)
-    sw.log(f"trial {trial.number} complete: validation {attrs['metric']} {values[0]:.4f}, test "
-           f"{test if test is None else round(test, 4)}, {attrs.get('train_time_s') or 0:.0f} s")
-  else:
-    sw.log(f"trial {trial.number} {status}: {attrs.get('error')}")
-  return status
+    for m, out in outcomes:
+      if m.recorded:
+        continue  # pruned from its report callback
+      m.recorded = True
+      status = out.get("status", "complete")
+      values, attrs = None, {"train_time_s": time.time() - t0, "error": out.get("error") or status}
+      if status == "complete":
+        metric = out.get("metric", sw.metric)
+        value = float(out["validation"][metric])
+        attrs = {k: out.get(k) for k in _RESULT_KEYS}
+        if math.isfinite(value):
+          values = [value, float(m.mem)]
+        else:
+          status, attrs["error"] = "failed", f"validation {metric} is {value}"
+      elif status == "pruned":
+        attrs["pruned_at"] = out.get("pruned_at") or (max(m.curve) if m.curve else None)
+      attrs["worker"] = led.worker
+      if not led.finish(m.tid, _STATES.get(status, TrialState.FAIL), values, attrs):
+        lines.append(f"trial {m.trial.number}: another worker took it over meanwhile; this result is dropped")
+      elif values is not None:
+        test = (attrs.get("test") or {}).get(attrs.get("metric") or sw.metric)
+        lines.append(f"trial {m.trial.number} complete: validation {attrs['metric']} {values[0]:.4f}, test "
+                     f"{test if test is None else round(test, 4)}, {attrs.get('train_time_s') or 0:.0f} s")
+      else:
+        lines.append(f"trial {m.trial.number} {status}: {attrs['error']}")
+  for line in lines:
+    sw.log(line)
+
+
+def _requeue(sw: Sweep, led: ledger_lib.Ledger, members: list[Member], reason: str, solo: bool = False):
+  with led.lock():
+    for m in members:
+      if not m.recorded:
+        if solo:
+          led.set_system_attr(m.tid, ledger_lib.SOLO, True)
+        led.requeue(m.tid, reason)
+
+
+def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> None:
+  """Trains claimed member trials of one config (one program: trainer.train_group; or one trial:
+  train_and_evaluate) and records every member's outcome."""
+  s = sw.settings
+  members = [_member(sw, t) for t in trials]
+  pruned_exc = getattr(sw.trainer, "Pruned", None) or PrunedTrial
+  t0 = time.time()
+  reports = [_reporter(sw, led, m, t0, pruned_exc) for m in members]
+  a = trials[0].user_attrs
+  attempt = max(t.system_attrs.get(ledger_lib.ATTEMPTS, 1) for t in trials)
+  who = (f"trial {trials[0].number}" if len(trials) == 1 else
+         f"trials {', '.join(str(t.number) for t in trials)} together")
+  knobs = "; ".join(", ".join(f"{k}={v}" for k, v in t.user_attrs.get("train", {}).items()) for t in trials)
+  sw.log(f"{who} start: {a['describe']}, {memory.format_bytes(members[0].mem)} {s.policy}, "
+         f"{a['params']:,} params" + (f" ({knobs})" if knobs.strip("; ") else "") +
+         (f" (attempt {attempt})" if attempt > 1 else ""))
+  try:
+    with led.heartbeat([m.tid for m in members]):
+      if len(members) == 1:
+        outcomes = [_train_one(sw, members[0], reports[0], pruned_exc)]
+      else:
+        outcomes = sw.trainer.train_group([m.cfg for m in members], [m.workdir for m in members],
+                                          report=lambda i, step, metrics: reports[i](step, metrics))
+  except (Preempted, KeyboardInterrupt):
+    _requeue(sw, led, members, "worker stopped (SIGTERM/SIGINT)")
+    sw.log(f"{who}: stopped; back in the queue for the next worker")
+    raise
+  except data.DataError:
+    _requeue(sw, led, members, "data unavailable")
+    raise
+  except Exception as e:  # the group program itself broke (not one member): each member retries alone
+    _requeue(sw, led, members, f"group training failed: {_one_line(e)}", solo=True)
+    sw.log(f"{who}: group training failed ({_one_line(e)}); the trials go back to the queue, to train alone")
+    return
+  _record(sw, led, list(zip(members, outcomes)), t0)
 
 
 def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
   """The worker loop; returns the number of trials this worker ran."""
   ran = 0
   while True:
-    trial = next_trial(sw, led)
-    if trial is not None:
-      run_trial(sw, led, trial)
-      ran += 1
+    trials = next_trials(sw, led)
+    if trials:
+      run_group(sw, led, trials)
+      ran += len(trials)
       continue
     if led.trials((TrialState.RUNNING, TrialState.WAITING)):
       # Others are still training: wait, so that a trial whose worker dies is still retried.

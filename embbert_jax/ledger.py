@@ -51,6 +51,7 @@ _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "lust
 
 # System attributes of a trial (ours are prefixed to stay apart from the samplers').
 WORKER, ATTEMPTS, PREEMPTED, HASH = "embbert:worker", "embbert:attempts", "embbert:preempted", "embbert:hash"
+SOLO = "embbert:solo"  # its group program failed: the trial trains alone from now on
 
 STALE = "heartbeat stopped"
 
@@ -327,20 +328,25 @@ class Ledger:
   def set_user_attr(self, trial_id: int, key: str, value: Any) -> None:
     retry(self.storage.set_trial_user_attr, trial_id, key, value)
 
+  def set_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+    retry(self.storage.set_trial_system_attr, trial_id, key, value)
+
   @contextlib.contextmanager
-  def heartbeat(self, trial_id: int) -> Iterator[None]:
-    """Records the trial's heartbeat every heartbeat_interval seconds while the body runs."""
+  def heartbeat(self, trial_ids: Sequence[int]) -> Iterator[None]:
+    """Records the trials' heartbeats every heartbeat_interval seconds while the body runs (one thread for
+    all the trials a worker trains together)."""
     stop = threading.Event()
     interval = self.storage.heartbeat_interval or 20
 
     def beat():
       while not stop.wait(interval):
-        try:
-          retry(self.storage.record_heartbeat, trial_id)
-        except Exception as e:  # keep beating; a missed beat only risks a needless requeue
-          print(f"[sweep] heartbeat of trial {trial_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        for trial_id in trial_ids:
+          try:
+            retry(self.storage.record_heartbeat, trial_id)
+          except Exception as e:  # keep beating; a missed beat only risks a needless requeue
+            print(f"[sweep] heartbeat of trial {trial_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_ids[0]}", daemon=True)
     thread.start()
     try:
       yield

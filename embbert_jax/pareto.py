@@ -1,9 +1,24 @@
 """Sweep results: ledger trials as flat rows, the Pareto frontier, and its table, files and wandb summary.
 
-The frontier is the set of completed trials that no other completed trial dominates, where a dominates b
-when a needs no more memory and scores at least as well on the validation metric, and is strictly
-better in one of the two. Memory is weights + activations under the sweep's dtype policy. Test metrics
-are reported beside it but never used to choose.
+The frontier is the set of points that no other point dominates, where a dominates b when a needs no more
+memory and scores at least as well on the validation metric, and is strictly better in one of the two.
+Memory is weights + activations under the sweep's dtype policy. Test metrics are reported beside it but
+never used to choose.
+
+A point is one model config (a shape). Without a train grid a shape has one trial and its point is that
+completed trial. With one (space.train_grid), a shape has several member trials, and the two kinds of
+axis mean different things to a user:
+
+* repeat axes (`seed`, or a field named `*_seed`) are noise: the members of a *setting* (the same shape
+  and the same other knobs) are repeats, so the setting scores the mean over them (the max over seeds
+  would reward luck; the table shows the spread). A setting with a failed (NaN) or pruned member has no
+  point: a recipe that diverges on some seed is not one to pick, and a pruned member's setting was judged
+  hopeless (engine.py's early stopping compares settings by the same mean);
+* every other axis (learning rate, weight decay, ...) is tuning: the shape's point is its best setting,
+  i.e. what the shape reaches with its tuned hyperparameters, as a user would report it.
+
+trials.csv keeps every member trial as its own row (with train.<knob> columns); the `pareto` column marks
+the members of the settings on the frontier.
 """
 
 from __future__ import annotations
@@ -21,6 +36,28 @@ from embbert_jax import memory
 METRICS = ("accuracy", "mcc", "macro_f1")
 _STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
            "WAITING": "waiting"}
+TRAIN_PREFIX = "train."
+
+
+def is_repeat_knob(knob: str) -> bool:
+  """Whether a train_grid field only repeats a setting (a seed) rather than tuning it."""
+  last = knob.rsplit(".", 1)[-1]
+  return last == "seed" or last.endswith("_seed")
+
+
+def shape_of(attrs: dict[str, Any]) -> str:
+  """The model-config hash of a ledger trial's user attrs (trials from before train grids: their hash)."""
+  return attrs.get("shape") or attrs.get("hash", "")
+
+
+def setting_label(train: dict[str, Any]) -> str:
+  """The tuning knobs of a member trial, e.g. 'learning_rate=0.003' ('' without any)."""
+  return ", ".join(f"{k}={v}" for k, v in sorted(train.items()) if not is_repeat_knob(k))
+
+
+def setting_key(attrs: dict[str, Any]) -> str:
+  """Trials with equal keys are repeats of one setting: the same shape and tuning knobs."""
+  return f"{shape_of(attrs)}|{setting_label(attrs.get('train') or {})}"
 
 
 def trial_row(t, policy: str) -> dict[str, Any]:
@@ -29,6 +66,7 @@ def trial_row(t, policy: str) -> dict[str, Any]:
   row: dict[str, Any] = {
       "trial": t.number, "status": _STATUS.get(t.state.name, t.state.name.lower()),
       "family": a.get("family", ""), "config": a.get("describe", ""), "hash": a.get("hash", ""),
+      "shape": shape_of(a), "setting": setting_label(a.get("train") or {}),
       "params": a.get("params"), "policy": policy,
       "memory_bytes": (a.get("bytes") or {}).get(policy, {}).get("total"),
       "metric": a.get("metric", ""), "value": None,
@@ -46,6 +84,8 @@ def trial_row(t, policy: str) -> dict[str, Any]:
   for k in ("best_step", "steps", "train_time_s", "steps_per_s", "tokens_per_s", "seq_len", "pruned_at",
             "error"):
     row[k] = a.get(k)
+  for k, v in (a.get("train") or {}).items():
+    row[TRAIN_PREFIX + k] = v
   row["attempts"] = t.system_attrs.get("embbert:attempts", 0)
   row["preempted"] = len(t.system_attrs.get("embbert:preempted", []))
   row["worker"] = t.system_attrs.get("embbert:worker", "")
@@ -74,11 +114,51 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
   return sorted(front, key=lambda i: (points[i][0], -points[i][1], i))
 
 
-def frontier_rows(rows: list[dict]) -> list[dict]:
-  """The completed rows on the frontier, by memory."""
-  done = [r for r in rows if r["status"] == "complete" and r["value"] is not None
+_MEANS = ("value", *(f"{split}_{m}" for split in ("validation", "test") for m in METRICS), "train_time_s")
+
+
+def setting_point(members: list[dict]) -> dict | None:
+  """The point of one setting's member rows (see the module docstring), or None if it has none.
+
+  A lone complete trial is its own point (the row itself); repeats give a row of means with `members`
+  (their trial numbers), `repeats` and `value_std`.
+  """
+  if any(r["status"] in ("failed", "pruned") for r in members):
+    return None
+  done = [r for r in members if r["status"] == "complete" and r["value"] is not None
           and r["memory_bytes"] is not None]
-  return [done[i] for i in pareto_front([(r["memory_bytes"], r["value"]) for r in done])]
+  if len(done) <= 1:
+    return done[0] if done else None
+  point = {**done[0], "members": [r["trial"] for r in done], "repeats": len(done)}
+  for k in _MEANS:
+    got = [r[k] for r in done if r.get(k) is not None]
+    point[k] = sum(got) / len(got) if got else None
+  point["value_std"] = math.sqrt(sum((r["value"] - point["value"]) ** 2 for r in done) / (len(done) - 1))
+  return point
+
+
+def shape_points(rows: list[dict]) -> list[dict]:
+  """One point per shape that has one: its best setting (module docstring), in first-trial order."""
+  settings: dict[str, list[dict]] = {}
+  for r in rows:
+    settings.setdefault(f"{r.get('shape') or r['hash']}|{r.get('setting', '')}", []).append(r)
+  best: dict[str, dict] = {}
+  for members in settings.values():
+    point = setting_point(members)
+    shape = members[0].get("shape") or members[0]["hash"]
+    if point is not None and (shape not in best or point["value"] > best[shape]["value"]):
+      best[shape] = point
+  return list(best.values())
+
+
+def frontier_rows(rows: list[dict]) -> list[dict]:
+  """The points on the frontier, by memory (a trial's row, or a setting's mean row with `members`)."""
+  points = shape_points(rows)
+  return [points[i] for i in pareto_front([(r["memory_bytes"], r["value"]) for r in points])]
+
+
+def members_of(point: dict) -> list[int]:
+  return point.get("members") or [point["trial"]]
 
 
 def counts(rows: list[dict]) -> dict[str, int]:
@@ -105,8 +185,11 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
           "train s"]
   lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
   for r in front:
-    cells = [str(r["trial"]), memory.format_bytes(r["memory_bytes"]), f"{r['params']:,}", _fmt(r["value"]),
-             _fmt(r.get(f"test_{metric}")), _fmt(r.get("test_accuracy")), r["config"],
+    config = r["config"] + (f" [{r['setting']}]" if r.get("setting") else "")
+    if r.get("repeats"):
+      config += f" (mean of {r['repeats']} seeds, sd {r['value_std']:.4f})"
+    cells = [",".join(map(str, members_of(r))), memory.format_bytes(r["memory_bytes"]), f"{r['params']:,}",
+             _fmt(r["value"]), _fmt(r.get(f"test_{metric}")), _fmt(r.get("test_accuracy")), config,
              "-" if r["train_time_s"] is None else f"{r['train_time_s']:.0f}"]
     lines.append("| " + " | ".join(cells) + " |")
   if not front:
@@ -119,18 +202,22 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
 _CSV_SKIP = ("point", "model")
 
 
+def columns(rows: list[dict]) -> list[str]:
+  """The flat columns of the rows, in first-seen order (train.<knob> columns exist only with a grid)."""
+  return list(dict.fromkeys(k for r in rows for k in r if k not in _CSV_SKIP))
+
+
 def write_files(rows: list[dict], front: list[dict], settings: dict[str, Any], out: Path) -> dict[str, Path]:
   """trials.csv, trials.jsonl, frontier.csv, frontier.md and frontier.png in `out`."""
   from embbert_jax import plotting
   out.mkdir(parents=True, exist_ok=True)
-  on_front = {r["trial"] for r in front}
+  on_front = {n for r in front for n in members_of(r)}
   files = {"trials_csv": out / "trials.csv", "trials_jsonl": out / "trials.jsonl",
            "frontier_csv": out / "frontier.csv", "frontier_md": out / "frontier.md",
            "plot": out / "frontier.png"}
-  cols = [k for k in rows[0] if k not in _CSV_SKIP] + ["pareto"] if rows else ["trial"]
   for key, subset in (("trials_csv", rows), ("frontier_csv", front)):
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=columns(subset or rows) + ["pareto"], extrasaction="ignore")
     w.writeheader()
     for r in subset:
       w.writerow({**r, "pareto": r["trial"] in on_front})
@@ -158,15 +245,15 @@ def log_wandb_summary(rows: list[dict], front: list[dict], files: dict[str, Path
   """One wandb run per sweep (job_type sweep-summary, grouped with the trials): the trials table, the
   frontier table and the frontier plot. Returns the run's local folder."""
   import wandb
-  cols = [k for k in rows[0] if k not in _CSV_SKIP] if rows else []
+  cols = columns(rows)
   run = wandb.init(project=settings.get("wandb_project", "embbert_jax"), group=settings.get("study"),
                    name=f"{settings.get('study')}-summary", job_type="sweep-summary", mode=mode,
                    dir=str(out), config={k: v for k, v in settings.items() if not isinstance(v, dict)},
                    reinit="create_new")
   try:
     as_cell = lambda v: v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v)
-    run.log({"trials": wandb.Table(columns=cols, data=[[as_cell(r[c]) for c in cols] for r in rows]),
-             "frontier": wandb.Table(columns=cols, data=[[as_cell(r[c]) for c in cols] for r in front]),
+    run.log({"trials": wandb.Table(columns=cols, data=[[as_cell(r.get(c)) for c in cols] for r in rows]),
+             "frontier": wandb.Table(columns=cols, data=[[as_cell(r.get(c)) for c in cols] for r in front]),
              "frontier_plot": wandb.Image(str(files["plot"]))})
     c = counts(rows)
     run.summary.update({"trials": len(rows), "complete": c.get("complete", 0), "pruned": c.get("pruned", 0),

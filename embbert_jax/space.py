@@ -6,6 +6,10 @@ A space file's `get_config()` returns a ConfigDict (see sweeps/default.py):
   families.<name>.fixed   further overrides shared by the whole family (optional)
   families.<name>.grid    field -> tuple of values; the family contributes the product of its grids
   train                   overrides of the training config (train.get_config()), e.g. learning_rate
+  train_grid              training field -> tuple of values (optional): every model config trains once
+                          per point of their product, e.g. dict(learning_rate=(1e-3, 3e-3), seed=(0, 1, 2))
+                          gives 6 member trials per config (see `members`); the sweep trains the members
+                          of one config together in one program when the trainer can (engine.py)
   evals                   validations per trial (the early-stopping rungs)
   early_stop              enabled, after (fraction of steps), margin, min_better: see sweep.hopeless
   num_labels              C used for the memory filter when the task is not loaded (tests)
@@ -122,14 +126,29 @@ def load(space: str) -> ml_collections.ConfigDict:
   if not isinstance(cfg, ml_collections.ConfigDict) or "families" not in cfg or not cfg.families:
     raise SpaceError(f"search space {path}: get_config() must return a ConfigDict with a non-empty "
                      "'families' field (see sweeps/default.py)")
-  defaults = dict(name=path.stem, train=ml_collections.ConfigDict(), evals=4, num_labels=2,
+  defaults = dict(name=path.stem, train=ml_collections.ConfigDict(), train_grid=ml_collections.ConfigDict(),
+                  evals=4, num_labels=2,
                   early_stop=ml_collections.ConfigDict(dict(enabled=True, after=0.5, margin=0.02,
                                                             min_better=2)))
   with cfg.unlocked():
     for key, value in defaults.items():
       if key not in cfg:
         cfg[key] = value
+  members(cfg)  # a malformed train_grid fails here, in one line
   return cfg
+
+
+def members(space: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+  """The training knobs of each member trial of one model config: the product of space.train_grid in its
+  field order, last field fastest ([{}] without a train grid: one trial per config)."""
+  grid = space.get("train_grid") or {}
+  grid = configs.flatten_dict(grid.to_dict() if hasattr(grid, "to_dict") else dict(grid))
+  for field, values in grid.items():
+    if not isinstance(values, (tuple, list)) or not values:
+      raise SpaceError(f"train_grid.{field} must be a non-empty tuple of values")
+    if len(set(map(repr, values))) != len(values):
+      raise SpaceError(f"train_grid.{field} repeats a value: {tuple(values)!r}")
+  return [dict(zip(grid, values)) for values in itertools.product(*(tuple(v) for v in grid.values()))]
 
 
 # ----------------------------------------------------------------------------------------- enumeration

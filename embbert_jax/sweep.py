@@ -48,7 +48,8 @@ def _run_parser() -> argparse.ArgumentParser:
   add("--space", default=d.space, help="search space: a name in sweeps/ (default, tiny, families) or a file")
   add("--strategy", default=d.strategy, choices=["grid", "tpe", "nsga2"],
       help="grid: fitting configs in memory-spread order; tpe/nsga2: two-objective sampler")
-  add("--max-trials", type=int, default=d.max_trials, help="trials in the study, all workers together")
+  add("--max-trials", type=int, default=d.max_trials,
+      help="trials in the study, all workers together (with a train_grid: member trials)")
   add("--steps", type=int, default=d.steps, help="training steps per trial")
   add("--pretrain-steps", type=int, default=d.pretrain_steps, help="MLM+NSP steps before each fine-tuning")
   add("--seed", type=int, default=d.seed)
@@ -63,6 +64,9 @@ def _run_parser() -> argparse.ArgumentParser:
       help="seconds without heartbeat before a RUNNING trial is requeued")
   add("--max-attempts", type=int, default=d.max_attempts,
       help="worker deaths during one trial before the trial counts as failed")
+  add("--group", action=argparse.BooleanOptionalAction, default=d.group,
+      help="train the member trials of one config (a space's train_grid: seeds, learning rates) together "
+           "in one program when the trainer can; --no-group trains them one at a time")
   add("--trainer", default=d.trainer, help=argparse.SUPPRESS)  # tests: a fake trainer module or file
   add("--no-summary", action="store_true", help=argparse.SUPPRESS)  # the launcher's children
   return ap
@@ -72,7 +76,7 @@ def _settings(args):
   s = get_config()
   for key in ("budget", "min_budget", "policy", "task", "space", "strategy", "max_trials", "steps",
               "pretrain_steps", "seed", "storage", "study", "out", "wandb", "heartbeat_interval",
-              "grace_period", "max_attempts", "trainer"):
+              "grace_period", "max_attempts", "trainer", "group"):
     s[key] = getattr(args, key)
   return s
 
@@ -146,7 +150,7 @@ def run_main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except (Preempted, KeyboardInterrupt):
-    print("stopped: the running trial is back in the queue; relaunch the same command to resume",
+    print("stopped: the running trial(s) are back in the queue; relaunch the same command to resume",
           file=sys.stderr)
     return 130
   if not args.no_summary:

@@ -3,7 +3,8 @@
 `python -m embbert_jax.sweep --budget 2MB` keeps the configs whose weights + activations fit the budget
 under the chosen dtype policy (991 of them at 2 MB fp32), picks --max-trials of them spread evenly along
 the memory axis (space.spread_order) and trains those, smallest first. Grids are per model field (spec
-notation in comments); the space is the product of a family's grids. Copy this file to define another.
+notation in comments); the space is the product of a family's grids. A `train_grid` (below) trains each
+config several times (seeds, learning rates), grouped in one program. Copy this file to define another.
 """
 
 import ml_collections
@@ -29,6 +30,13 @@ def get_config():
   # on rt_polarity, 300 steps of the smallest config reach validation MCC 0.08 / 0.17 / 0.15 at
   # 1e-3 / 3e-3 / 1e-2 (and 0.36 after 600 steps, 0.42 after 1000 at 3e-3). --steps is the sweep's.
   space.train = ml_collections.ConfigDict(dict(learning_rate=3e-3))
+  # Optional per-config training axes: every config then trains once per point of their product, each a
+  # trial of its own, and the sweep trains the trials of one config together in one vmapped program
+  # (train.train_group; --no-group: one at a time). --max-trials counts these trials. On the frontier a
+  # config scores the mean over its seeds (repeats: the max would reward luck) at its best setting of
+  # the other knobs (tuning: what the config reaches with a tuned learning rate), e.g.
+  #   space.train_grid = ml_collections.ConfigDict(dict(learning_rate=(1e-3, 3e-3), seed=(0, 1, 2)))
+  # Off here: one trial per config, as the README's measured sweep ran. sweeps/tiny_grouped.py uses one.
   space.evals = 4  # validations per trial: the early-stopping rungs, and the best one is kept
   # Pareto early stopping (engine.hopeless): from `after` x steps on, stop a trial when `min_better` trials
   # that are no larger already beat it by `margin` (validation metric) at the same step. Only the last

@@ -9,6 +9,7 @@ slow steps, NaN losses and a log of every training start. One slow test runs the
 import json
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,13 +28,15 @@ from embbert_jax import space as space_lib
 REPO = Path(__file__).resolve().parent.parent
 
 FAKE_TRAINER = '''
-"""Fake trainer: validation mcc grows with log(params), plus a little config-hash noise."""
+"""Fake trainer: validation mcc grows with log(params), plus a little config-hash noise; a higher learning
+rate and a higher seed score more. train_group trains members in lockstep, as train.train_group does."""
 import hashlib, json, math, os, time
 from pathlib import Path
 import ml_collections
 from embbert_jax import memory
 
 NEEDS_DATA = False
+GROUP_KNOBS = ("seed", "learning_rate", "weight_decay", "wandb.name", "wandb.group")
 
 
 class Pruned(Exception):
@@ -53,36 +56,86 @@ def get_config(preset="embbert"):
   return c
 
 
-def final_score(model):
-  h = int(hashlib.sha256(json.dumps(model.to_dict(), sort_keys=True).encode()).hexdigest()[:8], 16)
+def group_key(cfg):
+  d = cfg.to_dict()
+  d.update(seed=None, learning_rate=None, wandb={**d["wandb"], "name": None, "group": None})
+  return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def max_group_size(cfg):
+  return int(os.environ.get("FAKE_GROUP_MAX", "64"))
+
+
+def final_score(cfg):
+  h = int(hashlib.sha256(json.dumps(cfg.model.to_dict(), sort_keys=True).encode()).hexdigest()[:8], 16)
   sign = -1.0 if os.environ.get("FAKE_BIGGER_IS_WORSE") else 1.0
-  return 0.3 + sign * 0.05 * math.log10(memory.num_params(model)) + 0.01 * (h % 100) / 100
+  return (0.3 + sign * 0.05 * math.log10(memory.num_params(cfg.model)) + 0.01 * (h % 100) / 100
+          + 0.01 * cfg.seed + (0.2 if cfg.learning_rate >= 3e-3 else 0.0))
 
 
-def train_and_evaluate(cfg, workdir, report=None):
+def _start(cfg, workdir, call):
   wd = Path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   progress = wd / "progress.txt"
   start = int(progress.read_text()) if progress.exists() else 0
   if os.environ.get("FAKE_LOG"):
     with open(os.environ["FAKE_LOG"], "a") as f:
-      f.write(json.dumps({"name": cfg.wandb.name, "pid": os.getpid(), "start": start}) + "\\n")
+      f.write(json.dumps({"name": cfg.wandb.name, "pid": os.getpid(), "start": start, "call": call}) + "\\n")
   nan = os.environ.get("FAKE_NAN_HIDDEN")
-  if nan and cfg.model.hidden == int(nan):
-    raise TrainingDiverged("loss is nan at step 3")
-  final, t0 = final_score(cfg.model), time.time()
-  for step in range(start, cfg.steps):
-    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
-    done = step + 1
-    if done % cfg.eval_every == 0 or done == cfg.steps:
-      progress.write_text(str(done))
-      if report is not None:
-        mcc = final * math.sqrt(done / cfg.steps)
-        report(done, {"accuracy": 0.5 + final / 2, "mcc": mcc, "macro_f1": 0.5})
-  metrics = {"accuracy": 0.5 + final / 2, "mcc": final, "macro_f1": 0.5}
+  if (nan and cfg.model.hidden == int(nan)) or os.environ.get("FAKE_NAN_NAME", "@") in cfg.wandb.name:
+    return progress, start, "loss is nan at step 3"
+  return progress, start, None
+
+
+def _validate(cfg, progress, done, report):
+  if done % cfg.eval_every == 0 or done == cfg.steps:
+    progress.write_text(str(done))
+    if report is not None:
+      mcc = final_score(cfg) * math.sqrt(done / cfg.steps)
+      report(done, {"accuracy": 0.5 + final_score(cfg) / 2, "mcc": mcc, "macro_f1": 0.5})
+
+
+def _result(cfg, t0):
+  metrics = {"accuracy": 0.5 + final_score(cfg) / 2, "mcc": final_score(cfg), "macro_f1": 0.5}
   return {"validation": metrics, "test": {k: v - 0.01 for k, v in metrics.items()}, "metric": "mcc",
           "best_step": cfg.steps, "steps": cfg.steps, "train_time_s": time.time() - t0, "steps_per_s": 100.0,
           "tokens_per_s": 0.0, "num_params": memory.num_params(cfg.model)}
+
+
+def train_and_evaluate(cfg, workdir, report=None):
+  progress, start, nan = _start(cfg, workdir, cfg.wandb.name)
+  if nan:
+    raise TrainingDiverged(nan)
+  t0 = time.time()
+  for step in range(start, cfg.steps):
+    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    _validate(cfg, progress, step + 1, report)
+  return _result(cfg, t0)
+
+
+def train_group(cfgs, workdirs, report=None):
+  if len({group_key(c) for c in cfgs}) != 1:
+    raise ValueError("members of a group must share group_key")
+  if os.environ.get("FAKE_GROUP_FAIL"):
+    raise RuntimeError("out of memory in the group program")
+  t0, call = time.time(), cfgs[0].wandb.name
+  started = [_start(c, w, call) for c, w in zip(cfgs, workdirs)]
+  out = [{"status": "failed", "error": nan} if nan else None for _, _, nan in started]
+  for step in range(min(start for _, start, _ in started), cfgs[0].steps):
+    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    if str(step) == os.environ.get("FAKE_INTERRUPT_AT"):
+      raise KeyboardInterrupt
+    for i, (c, (progress, start, _)) in enumerate(zip(cfgs, started)):
+      if out[i] is None and step >= start:
+        try:
+          _validate(c, progress, step + 1, None if report is None else (lambda s, m, i=i: report(i, s, m)))
+        except Pruned as e:
+          out[i] = {"status": "pruned", "error": str(e), "pruned_at": step + 1}
+  return [o or {**_result(c, t0), "status": "complete"} for o, c in zip(out, cfgs)]
+
+
+if os.environ.get("FAKE_NO_GROUP"):  # a trainer from before grouped training
+  del train_group, group_key, max_group_size
 '''
 
 
@@ -280,6 +333,176 @@ def test_early_stopping_prunes_dominated_trials_only(tmp_path, fake, monkeypatch
   pruned = [r for r in rows if r["status"] == "pruned"]
   assert pruned and all(r["pruned_at"] < 8 and "hopeless" in r["error"] for r in pruned)
   assert {r["trial"] for r in out["front"]}.isdisjoint({r["trial"] for r in pruned})
+
+
+# ----------------------------------------------------------------------------------- grouped training
+
+
+def _calls(log):
+  """The trainer calls of a FAKE_LOG: lists of the wandb names trained together, in order."""
+  calls: dict[str, list[str]] = {}
+  for line in log.read_text().splitlines():
+    entry = json.loads(line)
+    calls.setdefault(entry["call"], []).append(entry["name"])
+  return list(calls.values())
+
+
+def _by_trial(rows):
+  return {r["trial"]: r for r in rows}
+
+
+@pytest.fixture(scope="session")
+def empty_ledger(tmp_path_factory):
+  """A ledger file with the schema made (creating it costs more than a fake sweep): copy it to use it."""
+  path = tmp_path_factory.mktemp("ledger") / "ledger.db"
+  ledger_lib.open_storage(f"sqlite:///{path}").engine.dispose()
+  return path
+
+
+@pytest.fixture
+def quick(tmp_path, fake, empty_ledger):
+  """quick(study, log=..., **settings): run_sweep on one ledger per test (studies side by side), without
+  the summary files (the plot too costs more than a fake sweep); returns "ran", "rows" and "front"."""
+  shutil.copy(empty_ledger, tmp_path / "ledger.db")
+
+  def run(study, log=lambda m: None, **kw):
+    s = _settings(tmp_path, fake, study=study, storage=str(tmp_path / "ledger.db"), **kw)
+    out = sweep.run_sweep(s, log=log, summary=False)
+    rows = [pareto.trial_row(t, "fp32") for t in _trials(s.storage, study)]
+    return {**out, "rows": rows, "front": pareto.frontier_rows(rows)}
+  return run
+
+
+def test_grouped_members_are_trials_of_their_own_trained_together(tmp_path, fake, empty_ledger, monkeypatch):
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  shutil.copy(empty_ledger, tmp_path / "ledger.db")
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="g1", space="tiny_grouped",
+                                  storage=str(tmp_path / "ledger.db")), log=lambda m: None)
+  rows = out["rows"]
+  assert out["ran"] == 8 and [r["status"] for r in rows] == ["complete"] * 8
+  assert len({r["hash"] for r in rows}) == 8 and len({r["shape"] for r in rows}) == 2
+  # Each config's 4 members (2 learning rates x 2 seeds) were claimed and trained in one call.
+  calls = _calls(log)
+  assert [len(c) for c in calls] == [4, 4]
+  for call in calls:
+    assert len({r["shape"] for r in rows if r["trial"] in {int(n.split("-t")[1][:4]) for n in call}}) == 1
+  knobs = sorted((r["train.learning_rate"], r["train.seed"]) for r in rows if r["shape"] == rows[0]["shape"])
+  assert knobs == [(1e-3, 0), (1e-3, 1), (3e-3, 0), (3e-3, 1)]
+  header = (tmp_path / "out" / "trials.csv").read_text().splitlines()[0].split(",")
+  assert {"shape", "setting", "train.learning_rate", "train.seed", "pareto"} <= set(header)
+  # A config's point: the mean over its seeds at its best learning rate (the fake's 3e-3).
+  for point in out["front"]:
+    members = [_by_trial(rows)[n] for n in point["members"]]
+    assert {m["train.learning_rate"] for m in members} == {3e-3} and point["repeats"] == 2
+    assert {m["train.seed"] for m in members} == {0, 1} and {m["shape"] for m in members} == {point["shape"]}
+    assert point["value"] == pytest.approx(sum(m["value"] for m in members) / 2)
+  assert "mean of 2 seeds" in out["table"] and "learning_rate=0.003" in out["table"]
+  on_front = [json.loads(line)["pareto"] for line in (tmp_path / "out" / "trials.jsonl").read_text().splitlines()]
+  assert sum(on_front) == 2 * len(out["front"])
+
+
+def test_max_trials_counts_member_trials_and_a_cut_config_is_finished_first(tmp_path, quick, monkeypatch):
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  out = quick("g2", space="tiny_grouped", max_trials=6)
+  assert len(out["rows"]) == 6 and [len(c) for c in _calls(log)] == [4, 2]
+  more = quick("g2", space="tiny_grouped", max_trials=8)
+  assert more["ran"] == 2 and [len(c) for c in _calls(log)] == [4, 2, 2]
+  assert len({r["hash"] for r in more["rows"]}) == 8 and len({r["shape"] for r in more["rows"]}) == 2
+
+
+def test_grouped_member_failing_alone_and_group_failures(tmp_path, quick, monkeypatch):
+  monkeypatch.setenv("FAKE_NAN_NAME", "-t0001-")  # trial 1: the first config's (lr 1e-3, seed 1) member
+  out = quick("g3", space="tiny_grouped")
+  rows = _by_trial(out["rows"])
+  assert rows[1]["status"] == "failed" and "nan" in rows[1]["error"]
+  assert all(r["status"] == "complete" for n, r in rows.items() if n != 1)
+  # Its setting has no point (a recipe that diverged on a seed); its config's point is the other setting.
+  assert len(out["front"]) >= 1 and all(not {0, 1} & set(p["members"]) for p in out["front"])
+  # The group program itself failing: the members are requeued to train alone, and complete.
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  monkeypatch.delenv("FAKE_NAN_NAME")
+  monkeypatch.setenv("FAKE_GROUP_FAIL", "1")
+  lines = []
+  out = quick("g4", lines.append, space="tiny_grouped", out=str(tmp_path / "o4"))
+  assert [r["status"] for r in out["rows"]] == ["complete"] * 8 and [len(c) for c in _calls(log)] == [1] * 8
+  assert sum("group training failed (RuntimeError: out of memory" in line for line in lines) == 2
+
+
+def test_one_at_a_time_fallbacks_give_the_grouped_results(tmp_path, quick, monkeypatch):
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  grouped = quick("g5", space="tiny_grouped", out=str(tmp_path / "grouped"), max_trials=4)
+  result = lambda out: ([(r["hash"], r["status"], r["value"]) for r in out["rows"]],
+                        [(pareto.members_of(p), p["value"]) for p in out["front"]])
+  for how, env, sizes in (("trainer without train_group", "FAKE_NO_GROUP", [1] * 4),
+                          ("max_group_size 3", "FAKE_GROUP_MAX", [3, 1]), ("--no-group", "", [1] * 4)):
+    log.unlink()
+    with monkeypatch.context() as m:
+      if env:
+        m.setenv(env, "3")
+      alone = quick(f"g5-{len(sizes)}-{env}", space="tiny_grouped", out=str(tmp_path / how), max_trials=4,
+                    group=bool(env))
+    assert [len(c) for c in _calls(log)] == sizes, how
+    assert result(alone) == result(grouped), how
+
+
+def _es_space(tmp_path, base, **early_stop):
+  f = tmp_path / f"es_{base}.py"
+  text = (REPO / "sweeps" / f"{base}.py").read_text()
+  text = text.replace("early_stop = ml_collections.ConfigDict(dict(enabled=False, after=0.5, margin=0.02, "
+                      "min_better=2))", f"early_stop = ml_collections.ConfigDict({dict(enabled=True, **early_stop)!r})")
+  assert "enabled': True" in text
+  f.write_text(text)
+  return str(f)
+
+
+def test_early_stopping_per_member_compares_settings(tmp_path, quick, monkeypatch):
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  monkeypatch.setenv("FAKE_BIGGER_IS_WORSE", "1")
+  space = _es_space(tmp_path, "tiny_grouped", after=0.5, margin=0.001, min_better=2)
+  out = quick("g6", space=space)
+  rows = sorted(out["rows"], key=lambda r: r["trial"])
+  small, large = rows[:4], rows[4:]  # smallest config first (grid order)
+  assert [r["status"] for r in small] == ["complete"] * 4  # seeds never stop each other
+  # The larger config at lr 1e-3 is beaten by both settings of the smaller one: both its seeds are stopped;
+  # at lr 3e-3 only one setting beats it: it trains on, in the same group call.
+  assert [len(c) for c in _calls(log)] == [4, 4]
+  for r in large:
+    if r["train.learning_rate"] == 1e-3:
+      assert r["status"] == "pruned" and r["pruned_at"] == 4 and "hopeless" in r["error"], r
+    else:
+      assert r["status"] == "complete", r
+
+
+@pytest.mark.parametrize("space", ["tiny", "tiny_grouped"])
+def test_a_decision_at_the_last_validation_never_prunes(tmp_path, quick, monkeypatch, space):
+  """after=1.0: the only rung is the final validation; a trial that ran all its steps is complete even
+  when dominated there."""
+  monkeypatch.setenv("FAKE_BIGGER_IS_WORSE", "1")
+  f = _es_space(tmp_path, space, after=1.0, margin=0.001, min_better=1)
+  out = quick("g7", space=f)
+  assert {r["status"] for r in out["rows"]} == {"complete"}
+
+
+def test_a_stopped_group_requeues_every_member_and_resumes(tmp_path, quick, monkeypatch):
+  """Ctrl-C mid-group (SIGTERM raises engine.Preempted the same way: test_sigterm_requeues_...)."""
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  monkeypatch.setenv("FAKE_INTERRUPT_AT", "10")
+  with pytest.raises(KeyboardInterrupt):
+    quick("g8", space="tiny_grouped", max_trials=4, steps=20)
+  trials = _trials(f"sqlite:///{tmp_path / 'ledger.db'}", "g8")
+  assert [t.state for t in trials] == [TrialState.WAITING] * 4  # preempted, not failed
+  assert all(t.system_attrs["embbert:preempted"][0]["reason"].startswith("worker stopped") for t in trials)
+  monkeypatch.delenv("FAKE_INTERRUPT_AT")
+  out = quick("g8", space="tiny_grouped", max_trials=4, steps=20)
+  assert out["ran"] == 4 and [r["status"] for r in out["rows"]] == ["complete"] * 4
+  starts = [json.loads(line)["start"] for line in log.read_text().splitlines()]
+  assert starts == [0] * 4 + [10] * 4  # all four claimed again together, each from its checkpoint
 
 
 @pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
