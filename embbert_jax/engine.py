@@ -220,8 +220,8 @@ def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, has
   fields = {"task": str(s.task), "seed": s.seed, "steps": s.steps, "eval_every": eval_every,
             "pretrain.steps": s.pretrain_steps, "wandb.group": s.study,
             "wandb.name": f"{s.study}-t{number:04d}-{hash_[:6]}",
-            "wandb.mode": ("auto" if s.wandb else "disabled"), **configs.flatten_dict(sw.space.train.to_dict()),
-            **(knobs or {})}
+            "wandb.mode": ("auto" if s.wandb else "disabled"),
+            **configs.flatten_dict(sw.space.train.to_dict()), **(knobs or {})}
   if "log_every" in cfg:
     fields["log_every"] = min(cfg.log_every, eval_every)
   if "wandb" in cfg and "project" in cfg.wandb:
@@ -303,7 +303,8 @@ def _claim_group(sw: Sweep, led: ledger_lib.Ledger, waiting: list[FrozenTrial]) 
   return [t for t in claimed if t is not None]
 
 
-def _propose(sw: Sweep, trials: list[FrozenTrial], taken: set[str]) -> tuple[space_lib.Candidate | None, dict]:
+def _propose(sw: Sweep, trials: list[FrozenTrial],
+             taken: set[str]) -> tuple[space_lib.Candidate | None, dict]:
   """The next config to train (propose.py), as a candidate and the sampler's attrs for its trials."""
   s = sw.settings
   limit = math.ceil(s.max_trials / len(sw.members))  # the grid's prefix, in configs
@@ -437,7 +438,7 @@ def _train_one(sw: Sweep, m: Member, report: Callable, pruned_exc) -> dict:
 
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_time_s", "steps_per_s",
-                "tokens_per_s", "seq_len")
+                "tokens_per_s", "seq_len", "group_size")
 
 
 def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], t0: float) -> None:
@@ -482,9 +483,9 @@ def _requeue(sw: Sweep, led: ledger_lib.Ledger, members: list[Member], reason: s
         led.requeue(m.tid, reason)
 
 
-def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> None:
+def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> int:
   """Trains claimed member trials of one config (one program: trainer.train_group; or one trial:
-  train_and_evaluate) and records every member's outcome."""
+  train_and_evaluate) and records every member's outcome; returns how many it recorded."""
   s = sw.settings
   members = [_member(sw, t) for t in trials]
   pruned_exc = getattr(sw.trainer, "Pruned", None) or PrunedTrial
@@ -515,8 +516,9 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> N
   except Exception as e:  # the group program itself broke (not one member): each member retries alone
     _requeue(sw, led, members, f"group training failed: {_one_line(e)}", solo=True)
     sw.log(f"{who}: group training failed ({_one_line(e)}); the trials go back to the queue, to train alone")
-    return
+    return sum(m.recorded for m in members)
   _record(sw, led, list(zip(members, outcomes)), t0)
+  return len(members)
 
 
 def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
@@ -525,8 +527,7 @@ def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
   while True:
     trials = next_trials(sw, led)
     if trials:
-      run_group(sw, led, trials)
-      ran += len(trials)
+      ran += run_group(sw, led, trials)
       continue
     if led.trials((TrialState.RUNNING, TrialState.WAITING)):
       # Others are still training: wait, so that a trial whose worker dies is still retried.

@@ -81,8 +81,8 @@ def trial_row(t, policy: str) -> dict[str, Any]:
     row["value"] = t.values[0]
   elif a.get("curve"):
     row["value"] = a["curve"][-1][1]  # pruned: its last validation, for the plot only
-  for k in ("best_step", "steps", "train_time_s", "steps_per_s", "tokens_per_s", "seq_len", "pruned_at",
-            "error"):
+  for k in ("best_step", "steps", "train_time_s", "steps_per_s", "tokens_per_s", "seq_len", "group_size",
+            "pruned_at", "error"):
     row[k] = a.get(k)
   for k, v in (a.get("train") or {}).items():
     row[TRAIN_PREFIX + k] = v

@@ -5,9 +5,10 @@ ledger yet; the caller holds the study's lock, so the answer cannot be taken by 
 is written down.
 
 * grid: the sweep trains the first --max-trials candidates of space.spread_order (coarse to fine along
-  log memory: an even sample of the memory range; with enough trials, the exhaustive grid), smallest
-  first: when a large config reaches its early-stopping rungs, the smaller configs it must beat have
-  already been measured, so a hopeless one is stopped instead of trained to the end.
+  log memory: an even sample of the memory range; with enough trials, the exhaustive grid; with a train
+  grid of M member trials per config, the first --max-trials / M), smallest first: when a large config
+  reaches its early-stopping rungs, the smaller configs it must beat have already been measured, so a
+  hopeless one is stopped instead of trained to the end.
 * tpe / nsga2: an Optuna sampler (TPE multivariate with constant liar, or NSGA-II) over the space's
   categorical parameters with two objectives (maximise the validation metric, minimise memory). It runs
   on a throw-away in-memory study that mirrors the ledger: completed trials with their values, pending

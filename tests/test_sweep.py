@@ -398,7 +398,8 @@ def test_grouped_members_are_trials_of_their_own_trained_together(tmp_path, fake
     assert {m["train.seed"] for m in members} == {0, 1} and {m["shape"] for m in members} == {point["shape"]}
     assert point["value"] == pytest.approx(sum(m["value"] for m in members) / 2)
   assert "mean of 2 seeds" in out["table"] and "learning_rate=0.003" in out["table"]
-  on_front = [json.loads(line)["pareto"] for line in (tmp_path / "out" / "trials.jsonl").read_text().splitlines()]
+  jsonl = (tmp_path / "out" / "trials.jsonl").read_text().splitlines()
+  on_front = [json.loads(line)["pareto"] for line in jsonl]
   assert sum(on_front) == 2 * len(out["front"])
 
 
@@ -452,8 +453,8 @@ def test_one_at_a_time_fallbacks_give_the_grouped_results(tmp_path, quick, monke
 def _es_space(tmp_path, base, **early_stop):
   f = tmp_path / f"es_{base}.py"
   text = (REPO / "sweeps" / f"{base}.py").read_text()
-  text = text.replace("early_stop = ml_collections.ConfigDict(dict(enabled=False, after=0.5, margin=0.02, "
-                      "min_better=2))", f"early_stop = ml_collections.ConfigDict({dict(enabled=True, **early_stop)!r})")
+  text = text.replace("ConfigDict(dict(enabled=False, after=0.5, margin=0.02, min_better=2))",
+                      f"ConfigDict({dict(enabled=True, **early_stop)!r})")
   assert "enabled': True" in text
   f.write_text(text)
   return str(f)
@@ -698,13 +699,14 @@ def test_workers_flag_launches_several_workers(tmp_path, fake):
   _check_complete(trials, 8)
 
 
-def test_postgres_ledger_with_two_workers(tmp_path, fake):
+@pytest.mark.parametrize("space", ["tiny", "tiny_grouped"])
+def test_postgres_ledger_with_two_workers(tmp_path, fake, space):
   url = os.environ.get("EMBBERT_TEST_POSTGRES_URL")
   if not url:
     pytest.skip("no PostgreSQL server: set EMBBERT_TEST_POSTGRES_URL (.ci/services.sh starts one)")
   pytest.importorskip("psycopg2", reason="the PostgreSQL driver psycopg2-binary is not installed")
   study = f"pg-{os.getpid()}-{int(time.time())}"
-  args = _cli(tmp_path, fake, "--storage", url, "--no-summary", study=study)
+  args = _cli(tmp_path, fake, "--storage", url, "--no-summary", "--space", space, study=study)
   procs = [_worker(args, {"FAKE_STEP_S": "0.1"}) for _ in range(2)]
   outs = [p.communicate(timeout=240) for p in procs]
   try:
@@ -728,3 +730,26 @@ def test_real_trainer_end_to_end(tmp_path):
   for r in out["rows"]:
     assert -1 <= r["validation_mcc"] <= 1 and r["steps_per_s"] > 0 and r["train_time_s"] > 0
   assert (tmp_path / "out" / "frontier.png").is_file() and out["front"]
+
+
+@pytest.mark.slow
+def test_real_trainer_grouped_end_to_end(tmp_path):
+  """The tiny grouped space trained for real: each config's 4 members (2 learning rates x 2 seeds) in one
+  train.train_group program, every member a complete trial of its own, a frontier of seed means."""
+  from embbert_jax import train
+  if not hasattr(train, "train_group"):
+    pytest.skip("train.train_group is not there")
+  lines = []
+  s = sweep.get_config()
+  s.update(dict(budget="2MB", space="tiny_grouped", steps=8, wandb=False, out=str(tmp_path / "out")))
+  out = sweep.run_sweep(s, log=lines.append)
+  assert [r["status"] for r in out["rows"]] == ["complete"] * 8, out["rows"]
+  assert sum(" together start: " in line for line in lines) == 2, lines
+  for r in out["rows"]:
+    assert -1 <= r["validation_mcc"] <= 1 and r["steps_per_s"] > 0
+  assert out["front"] and all(p["repeats"] == 2 for p in out["front"])
+  # Members differ: two seeds of one setting do not train to the same numbers.
+  by_setting = {}
+  for r in out["rows"]:
+    by_setting.setdefault((r["shape"], r["setting"]), []).append(r["validation_accuracy"])
+  assert any(len(set(v)) > 1 for v in by_setting.values())
