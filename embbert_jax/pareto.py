@@ -177,7 +177,9 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
   metric = settings.get("metric") or (front[0]["metric"] if front else "") or "mcc"
   policy = settings.get("policy", "fp32")
   c = counts(rows)
-  head = (f"Pareto frontier of sweep {settings.get('study', '?')}: {len(front)} of {c.get('complete', 0)} "
+  grouped = any(r.get("repeats") for r in front)
+  head = (f"Pareto frontier of sweep {settings.get('study', '?')}: {len(front)} "
+          f"{'configs (seed means at their best setting) from' if grouped else 'of'} {c.get('complete', 0)} "
           f"complete trials ({c.get('pruned', 0)} pruned, {c.get('failed', 0)} failed, "
           f"{c.get('running', 0) + c.get('waiting', 0)} unfinished); validation {metric} vs {policy} memory"
           + (f", budget {memory.format_bytes(settings['budget'])}" if settings.get("budget") else ""))
@@ -245,7 +247,7 @@ def log_wandb_summary(rows: list[dict], front: list[dict], files: dict[str, Path
   """One wandb run per sweep (job_type sweep-summary, grouped with the trials): the trials table, the
   frontier table and the frontier plot. Returns the run's local folder."""
   import wandb
-  cols = columns(rows)
+  cols, front_cols = columns(rows), columns(front)
   run = wandb.init(project=settings.get("wandb_project", "embbert_jax"), group=settings.get("study"),
                    name=f"{settings.get('study')}-summary", job_type="sweep-summary", mode=mode,
                    dir=str(out), config={k: v for k, v in settings.items() if not isinstance(v, dict)},
@@ -253,7 +255,8 @@ def log_wandb_summary(rows: list[dict], front: list[dict], files: dict[str, Path
   try:
     as_cell = lambda v: v if v is None or isinstance(v, (int, float, str, bool)) else json.dumps(v)
     run.log({"trials": wandb.Table(columns=cols, data=[[as_cell(r.get(c)) for c in cols] for r in rows]),
-             "frontier": wandb.Table(columns=cols, data=[[as_cell(r.get(c)) for c in cols] for r in front]),
+             "frontier": wandb.Table(columns=front_cols,
+                                     data=[[as_cell(r.get(c)) for c in front_cols] for r in front]),
              "frontier_plot": wandb.Image(str(files["plot"]))})
     c = counts(rows)
     run.summary.update({"trials": len(rows), "complete": c.get("complete", 0), "pruned": c.get("pruned", 0),
