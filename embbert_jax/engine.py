@@ -287,18 +287,14 @@ def group_limit(sw: Sweep, cfg) -> int:
 def _claim_group(sw: Sweep, led: ledger_lib.Ledger, waiting: list[FrozenTrial]) -> list[FrozenTrial]:
   """Claims the lowest-numbered waiting trial and the waiting members of its config that can train with it
   (equal trainer.group_key), up to group_limit (call with the lock held)."""
-  first = waiting[0]
-  cfg = _trial_config(sw, first)
-  limit = 1 if first.system_attrs.get(ledger_lib.SOLO) else group_limit(sw, cfg)
-  key = getattr(sw.trainer, "group_key", None)
-  group = [first]
-  for t in waiting[1:]:
-    if len(group) >= limit:
-      break
-    if (pareto.shape_of(t.user_attrs) == pareto.shape_of(first.user_attrs)
-        and not t.system_attrs.get(ledger_lib.SOLO)
-        and (key is None or key(_trial_config(sw, t)) == key(cfg))):
-      group.append(t)
+  first, group = waiting[0], waiting[:1]
+  mates = [t for t in waiting[1:] if pareto.shape_of(t.user_attrs) == pareto.shape_of(first.user_attrs)
+           and not t.system_attrs.get(ledger_lib.SOLO)]
+  cfg = _trial_config(sw, first) if mates and not first.system_attrs.get(ledger_lib.SOLO) else None
+  limit = group_limit(sw, cfg) if cfg is not None else 1
+  if limit > 1:
+    key = getattr(sw.trainer, "group_key", None)
+    group += [t for t in mates if key is None or key(_trial_config(sw, t)) == key(cfg)][:limit - 1]
   claimed = [led.claim(t._trial_id) for t in group]
   return [t for t in claimed if t is not None]
 
@@ -386,24 +382,34 @@ def _member(sw: Sweep, trial: FrozenTrial) -> Member:
                 {int(k): v for k, v in a.get("curve", [])})
 
 
-def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, step: int, value: float):
+def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, group: list[Member], snapshot: dict, step: int):
   """(peers, my value) for hopeless(): every other setting (pareto.setting_key: the repeats of one config
   and tuning knobs) as one peer whose curve is the mean of its trials' curves, and my setting's mean at
-  `step` over the repeats that reached it. Without a train grid a setting is one trial."""
-  own = pareto.setting_key(m.trial.user_attrs)
+  `step` over the repeats that reached it. Without a train grid a setting is one trial.
+
+  The ledger is read once per validation step of a group (`snapshot`), not once per member; the group's
+  own curves come from memory, fresher than that read.
+  """
+  if step not in snapshot:
+    snapshot.clear()
+    snapshot[step] = {t._trial_id: (t.user_attrs, {int(k): v for k, v in t.user_attrs["curve"]})
+                      for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+                      if t.user_attrs.get("curve")}
+  trials = {**snapshot[step], **{g.tid: (g.trial.user_attrs, g.curve) for g in group if g.curve}}
+  del trials[m.tid]
   settings: dict[str, tuple[int, list[dict[int, float]]]] = {}
-  for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-    if t._trial_id != m.tid and t.user_attrs.get("curve"):
-      size = t.user_attrs["bytes"][sw.settings.policy]["total"]
-      curve = {int(k): v for k, v in t.user_attrs["curve"]}
-      settings.setdefault(pareto.setting_key(t.user_attrs), (size, []))[1].append(curve)
-  mine = [value] + [c[step] for c in settings.pop(own, (0, []))[1] if step in c]
+  for attrs, curve in trials.values():
+    size = attrs["bytes"][sw.settings.policy]["total"]
+    settings.setdefault(pareto.setting_key(attrs), (size, []))[1].append(curve)
+  mine = [m.curve[step]] + [c[step] for c in settings.pop(pareto.setting_key(m.trial.user_attrs), (0, []))[1]
+                            if step in c]
   peers = [(size, {k: sum(c[k] for c in curves if k in c) / sum(1 for c in curves if k in c)
                    for k in set().union(*curves)}) for size, curves in settings.values()]
   return peers, sum(mine) / len(mine)
 
 
-def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, t0: float, pruned_exc) -> Callable:
+def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, group: list[Member], snapshot: dict, t0: float,
+              pruned_exc) -> Callable:
   """The trainer's report callback of one member: records its curve, stops it when hopeless.
 
   A stopped trial is recorded PRUNED here, before the trainer unwinds. The last validation (step ==
@@ -416,7 +422,7 @@ def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, t0: float, pruned_ex
     m.curve[int(step)] = value
     led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
     if es.enabled and es.after * steps <= step < steps and math.isfinite(value):
-      peers, mine = _standing(sw, led, m, int(step), value)
+      peers, mine = _standing(sw, led, m, group, snapshot, int(step))
       if hopeless(peers, m.mem, int(step), mine, es):
         msg = f"hopeless at step {step}: {es.min_better}+ no-larger trials beat {mine:.4f} by {es.margin}"
         _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": int(step)})], t0)
@@ -490,7 +496,8 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
   members = [_member(sw, t) for t in trials]
   pruned_exc = getattr(sw.trainer, "Pruned", None) or PrunedTrial
   t0 = time.time()
-  reports = [_reporter(sw, led, m, t0, pruned_exc) for m in members]
+  snapshot: dict = {}  # the ledger's curves at the latest validation step (_standing)
+  reports = [_reporter(sw, led, m, members, snapshot, t0, pruned_exc) for m in members]
   a = trials[0].user_attrs
   attempt = max(t.system_attrs.get(ledger_lib.ATTEMPTS, 1) for t in trials)
   who = (f"trial {trials[0].number}" if len(trials) == 1 else
