@@ -9,9 +9,10 @@ How the shared-ledger failure modes are met:
 
 * no trial twice: every trial enters the ledger as WAITING with its parameters fixed, and only while the
   worker holds the study's lease lock (a row in our own table `embbert_sweep_locks`, INSERT-or-wait,
-  expiring after `LOCK_LEASE_S` if its holder died), after checking that no trial of the same config
-  hash exists. A worker starts a trial by moving it WAITING -> RUNNING, which the storage does atomically
-  (a second claimant gets False). Seeded samplers that propose the same first trial on every machine
+  expiring after `LOCK_LEASE_S` if its holder died), after checking that no trial of the same hash
+  exists (config + train-grid knobs). A worker starts a trial by moving it WAITING -> RUNNING, which the
+  storage does atomically (a second claimant gets False); it may claim several at once, the member trials
+  of one config that it trains together, with one heartbeat thread for all of them. Seeded samplers that propose the same first trial on every machine
   therefore cannot duplicate work: the second proposal is found in the ledger and rejected.
 * "database is locked": SQLite transactions begin IMMEDIATE (they take the write lock up front and wait
   for it up to `SQLITE_TIMEOUT_S`, instead of failing on a lock upgrade), the file is in WAL mode, and
@@ -268,14 +269,6 @@ class Ledger:
     retry(self.storage.set_trial_system_attr, trial_id, WORKER, self.worker)
     retry(self.storage.set_trial_system_attr, trial_id, ATTEMPTS, int(t.system_attrs.get(ATTEMPTS, 0)) + 1)
     return self.trial(trial_id)
-
-  def pop(self) -> FrozenTrial | None:
-    """Claims the lowest-numbered WAITING trial, if any."""
-    for t in sorted(self.trials((TrialState.WAITING,)), key=lambda t: t.number):
-      got = self.claim(t._trial_id)
-      if got is not None:
-        return got
-    return None
 
   def requeue(self, trial_id: int, reason: str, max_attempts: int | None = None) -> str:
     """RUNNING -> WAITING (a preemption, not a failure); FAIL once its worker died max_attempts times.
