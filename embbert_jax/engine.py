@@ -382,20 +382,30 @@ def _member(sw: Sweep, trial: FrozenTrial) -> Member:
                 {int(k): v for k, v in a.get("curve", [])})
 
 
-def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, group: list[Member], snapshot: dict, step: int):
+@dataclasses.dataclass
+class Group:
+  """What the report callbacks of one training call share."""
+  members: list[Member]
+  t0: float
+  pruned_exc: type
+  snapshot: dict = dataclasses.field(default_factory=dict)  # the ledger's curves at the latest step
+  doomed: dict[str, str] = dataclasses.field(default_factory=dict)  # setting key -> why it was stopped
+
+
+def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group, step: int):
   """(peers, my value) for hopeless(): every other setting (pareto.setting_key: the repeats of one config
   and tuning knobs) as one peer whose curve is the mean of its trials' curves, and my setting's mean at
   `step` over the repeats that reached it. Without a train grid a setting is one trial.
 
-  The ledger is read once per validation step of a group (`snapshot`), not once per member; the group's
-  own curves come from memory, fresher than that read.
+  The ledger is read once per validation step of a group, not once per member; the group's own curves
+  come from memory, fresher than that read.
   """
-  if step not in snapshot:
-    snapshot.clear()
-    snapshot[step] = {t._trial_id: (t.user_attrs, {int(k): v for k, v in t.user_attrs["curve"]})
-                      for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-                      if t.user_attrs.get("curve")}
-  trials = {**snapshot[step], **{g.tid: (g.trial.user_attrs, g.curve) for g in group if g.curve}}
+  if step not in grp.snapshot:
+    grp.snapshot.clear()
+    grp.snapshot[step] = {t._trial_id: (t.user_attrs, {int(k): v for k, v in t.user_attrs["curve"]})
+                          for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+                          if t.user_attrs.get("curve")}
+  trials = {**grp.snapshot[step], **{g.tid: (g.trial.user_attrs, g.curve) for g in grp.members if g.curve}}
   del trials[m.tid]
   settings: dict[str, tuple[int, list[dict[int, float]]]] = {}
   for attrs, curve in trials.values():
@@ -408,25 +418,38 @@ def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, group: list[Member],
   return peers, sum(mine) / len(mine)
 
 
-def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, group: list[Member], snapshot: dict, t0: float,
-              pruned_exc) -> Callable:
+def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Callable:
   """The trainer's report callback of one member: records its curve, stops it when hopeless.
 
-  A stopped trial is recorded PRUNED here, before the trainer unwinds. The last validation (step ==
-  --steps) never stops a trial: one that ran all its steps is complete, however it compares.
+  The decision is per setting: the last of a setting's live members in the group to report a step judges
+  the setting's mean; a doomed setting's other members stop at their next validation. A stopped trial is
+  recorded PRUNED here, before the trainer unwinds. The last validation (step == --steps) never stops a
+  trial: one that ran all its steps is complete, however it compares.
   """
   es, steps = sw.space.early_stop, sw.settings.steps
+  key = pareto.setting_key(m.trial.user_attrs)
+
+  def stop(step: int, msg: str):
+    _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": step})], grp.t0)
+    return grp.pruned_exc(msg)
 
   def report(step: int, metrics: dict) -> None:
+    step = int(step)
     value = float(metrics.get(sw.metric, metrics.get("mcc", math.nan)))
-    m.curve[int(step)] = value
+    m.curve[step] = value
     led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
-    if es.enabled and es.after * steps <= step < steps and math.isfinite(value):
-      peers, mine = _standing(sw, led, m, group, snapshot, int(step))
-      if hopeless(peers, m.mem, int(step), mine, es):
-        msg = f"hopeless at step {step}: {es.min_better}+ no-larger trials beat {mine:.4f} by {es.margin}"
-        _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": int(step)})], t0)
-        raise pruned_exc(msg)
+    if not (es.enabled and es.after * steps <= step < steps):
+      return
+    if key in grp.doomed:
+      raise stop(step, grp.doomed[key])
+    live = [g for g in grp.members if not g.recorded and pareto.setting_key(g.trial.user_attrs) == key]
+    if not math.isfinite(value) or any(step not in g.curve for g in live):
+      return  # the setting's last member to report this step decides
+    peers, mine = _standing(sw, led, m, grp, step)
+    if hopeless(peers, m.mem, step, mine, es):
+      grp.doomed[key] = (f"hopeless at step {step}: {es.min_better}+ no-larger trials beat {mine:.4f} "
+                         f"by {es.margin}")
+      raise stop(step, grp.doomed[key])
   return report
 
 
@@ -494,10 +517,8 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
   train_and_evaluate) and records every member's outcome; returns how many it recorded."""
   s = sw.settings
   members = [_member(sw, t) for t in trials]
-  pruned_exc = getattr(sw.trainer, "Pruned", None) or PrunedTrial
-  t0 = time.time()
-  snapshot: dict = {}  # the ledger's curves at the latest validation step (_standing)
-  reports = [_reporter(sw, led, m, members, snapshot, t0, pruned_exc) for m in members]
+  grp = Group(members, time.time(), getattr(sw.trainer, "Pruned", None) or PrunedTrial)
+  reports = [_reporter(sw, led, m, grp) for m in members]
   a = trials[0].user_attrs
   attempt = max(t.system_attrs.get(ledger_lib.ATTEMPTS, 1) for t in trials)
   who = (f"trial {trials[0].number}" if len(trials) == 1 else
@@ -509,7 +530,7 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
   try:
     with led.heartbeat([m.tid for m in members]):
       if len(members) == 1:
-        outcomes = [_train_one(sw, members[0], reports[0], pruned_exc)]
+        outcomes = [_train_one(sw, members[0], reports[0], grp.pruned_exc)]
       else:
         outcomes = sw.trainer.train_group([m.cfg for m in members], [m.workdir for m in members],
                                           report=lambda i, step, metrics: reports[i](step, metrics))
@@ -524,7 +545,7 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
     _requeue(sw, led, members, f"group training failed: {_one_line(e)}", solo=True)
     sw.log(f"{who}: group training failed ({_one_line(e)}); the trials go back to the queue, to train alone")
     return sum(m.recorded for m in members)
-  _record(sw, led, list(zip(members, outcomes)), t0)
+  _record(sw, led, list(zip(members, outcomes)), grp.t0)
   return len(members)
 
 

@@ -452,33 +452,43 @@ def test_one_at_a_time_fallbacks_give_the_grouped_results(tmp_path, quick, monke
     assert result(alone) == result(grouped), how
 
 
-def _es_space(tmp_path, base, **early_stop):
+def _es_space(tmp_path, base, evals=None, **early_stop):
   f = tmp_path / f"es_{base}.py"
   text = (REPO / "sweeps" / f"{base}.py").read_text()
   text = text.replace("ConfigDict(dict(enabled=False, after=0.5, margin=0.02, min_better=2))",
                       f"ConfigDict({dict(enabled=True, **early_stop)!r})")
   assert "enabled': True" in text
+  if evals:
+    text = text.replace("space.evals = 2", f"space.evals = {evals}")
   f.write_text(text)
   return str(f)
 
 
-def test_early_stopping_per_member_compares_settings(tmp_path, quick, monkeypatch):
+@pytest.mark.parametrize("evals", [2, 4])
+def test_early_stopping_per_member_compares_settings(tmp_path, quick, monkeypatch, evals):
   log = tmp_path / "log.jsonl"
   monkeypatch.setenv("FAKE_LOG", str(log))
   monkeypatch.setenv("FAKE_BIGGER_IS_WORSE", "1")
-  space = _es_space(tmp_path, "tiny_grouped", after=0.5, margin=0.001, min_better=2)
+  space = _es_space(tmp_path, "tiny_grouped", evals, after=0.5, margin=0.001, min_better=2)
   out = quick("g6", space=space)
   rows = sorted(out["rows"], key=lambda r: r["trial"])
   small, large = rows[:4], rows[4:]  # smallest config first (grid order)
   assert [r["status"] for r in small] == ["complete"] * 4  # seeds never stop each other
-  # The larger config at lr 1e-3 is beaten by both settings of the smaller one: both its seeds are stopped;
-  # at lr 3e-3 only one setting beats it: it trains on, in the same group call.
+  # The larger config at lr 1e-3 is beaten by both settings of the smaller one: its setting is stopped at
+  # step 4, decided by the mean of its two seeds when the second reports (trial 5); the first seed
+  # (trial 4) stops at its next validation, at 6 (evals=4), or completes when that is the last one (evals
+  # =2: it ran all its steps). At lr 3e-3 only one setting beats it: it trains on, in the same group call.
   assert [len(c) for c in _calls(log)] == [4, 4]
-  for r in large:
-    if r["train.learning_rate"] == 1e-3:
-      assert r["status"] == "pruned" and r["pruned_at"] == 4 and "hopeless" in r["error"], r
-    else:
-      assert r["status"] == "complete", r
+  by = {(r["train.learning_rate"], r["train.seed"]): r for r in large}
+  assert by[1e-3, 1]["status"] == "pruned" and by[1e-3, 1]["pruned_at"] == 4
+  assert "hopeless at step 4" in by[1e-3, 1]["error"]
+  if evals == 4:
+    assert by[1e-3, 0]["status"] == "pruned" and by[1e-3, 0]["pruned_at"] == 6
+  else:
+    assert by[1e-3, 0]["status"] == "complete"
+  assert by[3e-3, 0]["status"] == by[3e-3, 1]["status"] == "complete"
+  stopped = {by[1e-3, 0]["trial"], by[1e-3, 1]["trial"]}  # a setting with a pruned seed has no point
+  assert out["front"] and all(not stopped & set(pareto.members_of(p)) for p in out["front"])
 
 
 @pytest.mark.parametrize("space", ["tiny", "tiny_grouped"])
