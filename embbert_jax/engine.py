@@ -27,7 +27,8 @@ larger ones. Optuna's pruners cannot do this: they rank a single objective, and 
 have no trial.report. The last validation (step == --steps) never stops a trial: one that ran all its
 steps is complete. With a train grid the comparison is between settings (a config with its tuning knobs,
 pareto.setting_key): the repeats (seeds) of a setting count as one peer, by their mean curve, and a
-member is judged by its setting's mean, so seeds never stop each other.
+setting is judged by its mean once all its live members in the group reported the step, so seeds never
+stop each other; a stopped setting's members stop at their next validation (_reporter).
 
 Every trial records its config, parameters, weight/activation/total bytes under every dtype policy,
 validation and test metrics, train time, steps/s, status (complete/pruned/failed, with the error of a
