@@ -431,7 +431,7 @@ def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Calla
   key = pareto.setting_key(m.trial.user_attrs)
 
   def stop(step: int, msg: str):
-    _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": step})], grp.t0)
+    _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": step})], grp)
     return grp.pruned_exc(msg)
 
   def report(step: int, metrics: dict) -> None:
@@ -468,11 +468,13 @@ def _train_one(sw: Sweep, m: Member, report: Callable, pruned_exc) -> dict:
 
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_time_s", "steps_per_s",
-                "tokens_per_s", "seq_len", "group_size")
+                "tokens_per_s", "seq_len")
 
 
-def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], t0: float) -> None:
-  """Writes the members' outcomes (train_group's dicts) to the ledger, under one lock, and logs them."""
+def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], grp: Group) -> None:
+  """Writes the members' outcomes (train_group's dicts) to the ledger, under one lock, and logs them.
+
+  group_size: how many trials shared the training call (and its train_time_s)."""
   lines = []
   with led.lock():
     for m, out in outcomes:
@@ -480,7 +482,7 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
         continue  # pruned from its report callback
       m.recorded = True
       status = out.get("status", "complete")
-      values, attrs = None, {"train_time_s": time.time() - t0, "error": out.get("error") or status}
+      values, attrs = None, {"train_time_s": time.time() - grp.t0, "error": out.get("error") or status}
       if status == "complete":
         metric = out.get("metric", sw.metric)
         value = float(out["validation"][metric])
@@ -491,7 +493,7 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
           status, attrs["error"] = "failed", f"validation {metric} is {value}"
       elif status == "pruned":
         attrs["pruned_at"] = out.get("pruned_at") or (max(m.curve) if m.curve else None)
-      attrs["worker"] = led.worker
+      attrs.update(worker=led.worker, group_size=len(grp.members))
       if not led.finish(m.tid, _STATES.get(status, TrialState.FAIL), values, attrs):
         lines.append(f"trial {m.trial.number}: another worker took it over meanwhile; this result is dropped")
       elif values is not None:
@@ -546,7 +548,7 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
     _requeue(sw, led, members, f"group training failed: {_one_line(e)}", solo=True)
     sw.log(f"{who}: group training failed ({_one_line(e)}); the trials go back to the queue, to train alone")
     return sum(m.recorded for m in members)
-  _record(sw, led, list(zip(members, outcomes)), grp.t0)
+  _record(sw, led, list(zip(members, outcomes)), grp)
   return len(members)
 
 

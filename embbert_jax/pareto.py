@@ -196,7 +196,8 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
     lines.append("| " + " | ".join(cells) + " |")
   if not front:
     lines.append("| (no completed trial yet) |" + " |" * (len(cols) - 1))
-  spent = sum(r["train_time_s"] or 0 for r in rows)
+  # Trials trained together share their time: each counts its share of the call.
+  spent = sum((r["train_time_s"] or 0) / (r.get("group_size") or 1) for r in rows)
   lines += ["", f"{len(rows)} trials, {spent / 60:.1f} min of training in all"]
   return "\n".join(lines)
 

@@ -384,6 +384,7 @@ def test_grouped_members_are_trials_of_their_own_trained_together(tmp_path, fake
   rows = out["rows"]
   assert out["ran"] == 8 and [r["status"] for r in rows] == ["complete"] * 8
   assert len({r["hash"] for r in rows}) == 8 and len({r["shape"] for r in rows}) == 2
+  assert {r["group_size"] for r in rows} == {4}
   # Each config's 4 members (2 learning rates x 2 seeds) were claimed and trained in one call.
   calls = _calls(log)
   assert [len(c) for c in calls] == [4, 4]
