@@ -120,7 +120,8 @@ def validate(cfg) -> None:
   need(cfg.embedder in ("nano", "standard"), f"embedder must be 'nano' or 'standard', not {cfg.embedder!r}")
   need(cfg.head in ("cls", "rms_pool"), f"head must be 'cls' or 'rms_pool', not {cfg.head!r}")
   need(cfg.aggregation in ("difference", "sum"), f"aggregation must be 'difference' or 'sum'")
-  need(cfg.conv_impl in ("auto", "xla", "shift"), "conv_impl must be 'auto', 'xla' or 'shift'")
+  need(cfg.conv_impl in ("auto", "xla", "shift", "toeplitz"),
+       "conv_impl must be 'auto', 'xla', 'shift' or 'toeplitz'")
   need(0.0 <= cfg.dropout < 1.0, "dropout must be in [0, 1)")
   if cfg.embedder == "nano":
     need(cfg.embed_dim >= 1, "embed_dim (r) must be >= 1 for the Nano Embedder")

@@ -68,6 +68,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.log_every = 50  # steps between host syncs (loss check, logging)
   c.checkpoint_every = 0  # steps; 0 = at every evaluation
   c.seq_len = 0  # training/eval length; 0 = auto (longest example rounded up to 32, at most model.max_len)
+  c.group_impl = "auto"  # how group members share a program: vmap, map (a loop inside it), auto (per backend)
   c.bucket_window = 0  # > 0: length bucketing over windows of this many batches (batches.train_batches)
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
@@ -151,8 +152,22 @@ def _where_members(mask_G, new, old):
                       new, old)
 
 
-def make_group_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
-  """The step of G members at once: `make_train_step` vmapped over stacked params, optimiser states
+def over_members(fn: Callable, impl: str = "auto") -> Callable:
+  """fn mapped over a leading member axis of every argument: `jax.vmap` (one batched program: what an
+  accelerator wants) or `jax.lax.map` (a loop over members inside one program: on CPU, XLA's batched
+  matmuls run at about 0.4x the speed of the same matmuls one by one, measured here with
+  benchmarks/grouped_training.py). "auto": map on CPU, vmap elsewhere."""
+  if impl == "auto":
+    impl = "map" if jax.default_backend() == "cpu" else "vmap"
+  if impl == "vmap":
+    return jax.vmap(fn)
+  if impl == "map":
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+  raise ValueError(f"unknown group_impl {impl!r}: 'auto', 'vmap' or 'map'")
+
+
+def make_group_step(loss_fn: Callable, optimizer: optax.GradientTransformation, impl: str = "auto"):
+  """The step of G members at once: `make_train_step` mapped (over_members) over stacked params, optimiser states
   (each with its own learning rate and weight decay), batches (G, B, L) and dropout keys.
 
   A member whose loss or gradient is not finite keeps its last finite params and is marked dead
@@ -167,7 +182,7 @@ def make_group_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
 
   def group_step(state, batch_G):
     rngs = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), state["step"]))(state["seed"])
-    params, opt_state, aux = jax.vmap(member)(state["params"], state["opt_state"], batch_G, rngs)
+    params, opt_state, aux = over_members(member, impl)(state["params"], state["opt_state"], batch_G, rngs)
     finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(aux["grad_norm"]) & jnp.isfinite(aux["update_norm"])
     ok = state["alive"] & finite
     died = state["alive"] & ~finite
@@ -193,7 +208,8 @@ class Programs:
 
 
 @functools.lru_cache(maxsize=32)
-def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devices: tuple) -> Programs:
+def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devices: tuple,
+              group_impl: str = "auto") -> Programs:
   """Built once per process for each distinct key, so trials of equal shapes (a sweep's, the seeds of
   run_seeds, a resumed run) reuse the traced and compiled programs in memory; across processes the
   persistent compilation cache does the same (enable_compilation_cache)."""
@@ -203,11 +219,11 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
   if kind == "pretrain":
     vocab, rate = loss_args
     loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
-    apply = jax.jit(jax.vmap(lambda p, b, r: loss_fn(p, b, r)[1], in_axes=(0, None, None)))
+    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: loss_fn(p, b, r)[1], group_impl)(p_G))
   else:
     (is_regression,) = loss_args
     loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression)
-    apply = jax.jit(jax.vmap(lambda p, ids: model.apply({"params": p}, ids), in_axes=(0, None)))
+    apply = jax.jit(lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G))
   optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
   mesh = Mesh(np.array(devices), ("data",))
   repl, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
@@ -231,7 +247,7 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
 
   return Programs(
       init=jax.jit(init, out_shardings=repl),
-      step=jax.jit(make_group_step(loss_fn, optimizer), in_shardings=(repl, shard),
+      step=jax.jit(make_group_step(loss_fn, optimizer, group_impl), in_shardings=(repl, shard),
                    out_shardings=(repl, repl), donate_argnums=0),
       keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply, model=model)
 
@@ -239,7 +255,8 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
 def programs_for(cfg, kind: str = "classify", is_regression: bool = False) -> Programs:
   opt = {k: cfg[k] for k in ("grad_clip", "b1", "b2", "eps")}  # lr and weight decay live in the state
   loss_args = (cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain" else (is_regression,)
-  return _programs(kind, cfg.model.to_json(), json.dumps(opt), loss_args, tuple(jax.devices()))
+  return _programs(kind, cfg.model.to_json(), json.dumps(opt), loss_args, tuple(jax.devices()),
+                   cfg.get("group_impl", "auto"))
 
 
 # ------------------------------------------------------------------------------------------- logging
