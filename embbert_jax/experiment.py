@@ -12,7 +12,7 @@ A study is a Python file whose `get_config()` returns an ml_collections ConfigDi
   seeds           fine-tuning seeds per arm and task (mean and std over them)
   seed            the first seed
   pretrain_steps  MLM + NSP steps for the arms with `pretrain=True` (0 = none anywhere)
-  train           training-config fields for every arm (dotted or nested, e.g. learning_rate, pretrain.seq_len)
+  train           training-config fields for every arm (dotted or nested: learning_rate, pretrain.seq_len)
   arms            list (or name -> dict) of arms: name, preset (configs.PRESETS), pretrain (bool),
                   overrides (training-config fields, model.* included), paper (the spec's number for the
                   arm: dict(value=87.19, metric="TinyNLP acc"), optional)
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -77,6 +78,7 @@ def default_study() -> ml_collections.ConfigDict:
   c.figure = "bars"
   c.frontier = ""
   c.wandb = "auto"  # train.wandb_mode: auto / online / offline / disabled
+  c.reuse = ()  # other studies' output folders: an arm with the same task and training config is copied
   c.quick = ml_collections.ConfigDict()
   c.quick_mode = False  # set by --quick
   c.train_sets = ()  # --set train.KEY=VALUE, applied to every arm's training config
@@ -86,10 +88,12 @@ def default_study() -> ml_collections.ConfigDict:
 # The paper's pre-training length (spec section 4: the published checkpoint, batch 32).
 PAPER_PRETRAIN_STEPS = 867_000
 
-# --quick training settings shared by the studies in experiments/: a few hundred steps at length 64 from
-# scratch need a far larger learning rate than the recipe's fine-tuning 5e-5 (the sweep measured 3e-3 as
-# the best of 1e-3 / 3e-3 / 1e-2 at 300 steps); pre-training is short, so it gets 1e-3 instead of 2e-4.
-QUICK_TRAIN = dict(steps=200, eval_every=100, log_every=50, seq_len=64, learning_rate=3e-3,
+# --quick training settings shared by the studies in experiments/, sized for a shared 2-core CPU: 200 steps
+# of batch 16 at length 32 (most rt_polarity / sms_spam texts fit; longer ones are cut), evaluated once at
+# the end. So few steps from scratch need a far larger learning rate than the recipe's fine-tuning 5e-5
+# (the sweep measured 3e-3 as the best of 1e-3 / 3e-3 / 1e-2 at 300 steps); pre-training is short, so it
+# gets 1e-3 instead of 2e-4.
+QUICK_TRAIN = dict(steps=200, eval_every=200, log_every=25, seq_len=32, batch_size=16, learning_rate=3e-3,
                    pretrain=dict(learning_rate=1e-3, seq_len=64, eval_pairs=256, eval_every=0))
 
 
@@ -258,7 +262,8 @@ def frontier_arms(path: str, preset_arm: dict | None = None) -> list[dict[str, A
   for r in front:
     if not r.get("model"):
       raise StudyError(f"{path}: trial {r['trial']} has no model config")
-    arms.append({**base, "name": f"frontier-t{r['trial']}", "preset": "embbert", "model": dict(r["model"]),
+    model = {**r["model"], "conv_impl": "auto"}  # the lowering is no part of the network
+    arms.append({**base, "name": f"frontier-t{r['trial']}", "preset": "embbert", "model": model,
                  "overrides": dict(base.get("overrides") or {}), "paper": {},
                  "pretrain": bool(base.get("pretrain", False)), "sweep_config": r.get("config", "")})
   return arms
@@ -305,20 +310,32 @@ def run_arm(study, arm: dict, task: str, out: Path, log=print) -> dict[str, Any]
   from embbert_jax import data, train
   wd = out / "runs" / task_slug(task) / arm["name"]
   done = wd / RESULT_FILE
-  if done.is_file():
-    rec = json.loads(done.read_text())
-    rec["skipped"] = True
-    return rec
   cfg = arm_config(study, arm, task)
   rec = base_record(study, arm, task, cfg)
+  if done.is_file():
+    old = json.loads(done.read_text())
+    if old.get("config_hash") == rec["config_hash"]:
+      return {**old, "skipped": True}
+    return {**rec, "status": "failed", "error": f"{done} holds a result of other settings; use another --out "
+                                                "(or delete that folder) to run this arm afresh"}
+  same = find_reusable(study.reuse, task, rec["config_hash"])
+  if same is not None:  # the same training (wandb aside) finished in another study: its numbers are these
+    log(f"  {arm['name']}: reusing the identical run {same.parent}")
+    old = json.loads(same.read_text())
+    old = {**old, **{k: rec[k] for k in ("study", "arm", "preset", "paper")}, "reused_from": str(same.parent)}
+    _write_json(done, old)
+    return {**old, "skipped": True}
   t0 = time.perf_counter()
   try:
     if cfg.pretrain.steps > 0:
       pcfg = pretrain_config(cfg)
       pdir = pretrain_dir(out, arm["name"], pcfg)
-      if not (pdir / "result.json").is_file():
-        log(f"  pre-training {arm['name']} for {cfg.pretrain.steps} steps in {pdir}")
-        train.pretrain(pcfg, pdir)
+      pdir.parent.mkdir(parents=True, exist_ok=True)
+      with open(pdir.with_suffix(".lock"), "w") as lock:  # one process of a study pre-trains, others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (pdir / "result.json").is_file():
+          log(f"  pre-training {arm['name']} for {cfg.pretrain.steps} steps in {pdir}")
+          train.pretrain(pcfg, pdir)
       cfg.init_from = str(pdir)
       rec["pretrain_dir"] = str(pdir)
     res = train.run_seeds(cfg, wd, study.seeds)
@@ -326,17 +343,32 @@ def run_arm(study, arm: dict, task: str, out: Path, log=print) -> dict[str, Any]
     raise  # the task itself is unusable: not this arm's failure
   except (train.TrainingDiverged, configs.ConfigError, ValueError, RuntimeError, FloatingPointError,
           TypeError) as e:
-    rec.update(status="failed", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300])
+    first = str(e).splitlines()[0] if str(e) else ""
+    rec.update(status="failed", error=f"{type(e).__name__}: {first}"[:300])
     rec["wall_s"] = time.perf_counter() - t0
     return rec
   rec.update(status="ok", summary={k: list(v) for k, v in res["summary"].items()},
              runs=[_run_brief(r) for r in res["runs"]], wall_s=time.perf_counter() - t0,
              failed_seeds=[{"seed": f.get("seed"), "error": f.get("error")} for f in res.get("failed", [])])
-  wd.mkdir(parents=True, exist_ok=True)
-  tmp = done.with_name(f".{os.getpid()}.{done.name}")
-  tmp.write_text(json.dumps(rec, indent=2))
-  os.replace(tmp, done)
+  _write_json(done, rec)
   return rec
+
+
+def _write_json(path: Path, obj: dict) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{os.getpid()}.{path.name}")
+  tmp.write_text(json.dumps(obj, indent=2))
+  os.replace(tmp, path)
+
+
+def find_reusable(folders: Iterable[str], task: str, config_hash: str) -> Path | None:
+  """A finished arm of the same task and training config in another study's output folder, if any."""
+  for folder in folders:
+    for path in sorted((Path(folder) / "runs" / task_slug(task)).glob(f"*/{RESULT_FILE}")):
+      rec = json.loads(path.read_text())
+      if rec.get("config_hash") == config_hash and rec.get("status") == "ok":
+        return path
+  return None
 
 
 def _run_brief(r: dict) -> dict:
@@ -351,7 +383,15 @@ def base_record(study, arm: dict, task: str, cfg) -> dict[str, Any]:
           "config": arm.get("sweep_config") or describe(m), "pretrain_steps": int(cfg.pretrain.steps),
           "seeds": int(study.seeds), "steps": int(cfg.steps), "learning_rate": float(cfg.learning_rate),
           "params": memory.num_params(m), "fp32_total_bytes": memory.total_bytes(m, "fp32"),
-          "int8_total_bytes": memory.total_bytes(m, "int8"), "paper": arm["paper"], "status": "pending"}
+          "int8_total_bytes": memory.total_bytes(m, "int8"), "paper": arm["paper"], "status": "pending",
+          "config_hash": _config_digest(cfg, study.seeds)}
+
+
+def _config_digest(cfg, seeds: int) -> str:
+  """What a finished arm must match to be reused: its training config (wandb aside) and seed count."""
+  d = json.loads(cfg.to_json())
+  d.pop("wandb", None)
+  return hashlib.sha256(json.dumps([d, seeds], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def describe(m) -> str:
@@ -408,8 +448,9 @@ def format_markdown(study, records: list[dict]) -> str:
     cols += [f"{task_slug(t)} acc", f"{task_slug(t)} MCC"]
   cols += ["paper"]
   seeds = max((r.get("seeds", 1) for r in records), default=1)
+  over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
   lines = [f"Study {study.name}{' (--quick)' if study.get('quick_mode') else ''}: test accuracy and MCC in % "
-           f"({'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}); memory = weights + "
+           f"({over}); memory = weights + "
            f"activations (spec section 3). {study.description}".rstrip(), "",
            "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
   for a in arms:
@@ -637,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--out", default=None, help="output folder (default runs/experiments/<study>[-quick])")
   ap.add_argument("--frontier", default=None, help="scaling: a sweep's frontier.csv / trials.jsonl")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None)
+  ap.add_argument("--reuse", default=None, help="comma-separated output folders of other studies: an arm "
+                  "with the same task and training config there is reused instead of trained again")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="override a study field (seeds=3, pretrain_steps=100) or a training field of every "
                        "arm (train.learning_rate=1e-3, train.model.dropout=0)")
@@ -653,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
       sets.append(f"frontier={args.frontier}")
     if args.wandb is not None:
       sets.append(f"wandb={args.wandb}")
+    if args.reuse is not None:
+      sets.append(f"reuse={tuple(r for r in args.reuse.split(',') if r)!r}")
     study = load_study(args.study, args.quick, sets)
     out = Path(args.out) if args.out else default_out(study)
     plan(study)

@@ -19,7 +19,8 @@ def write_study(root: Path, arms: list[dict], **fields) -> Path:
   study = dict(
       name="tiny_study", tasks=(str(task),), seeds=1, pretrain_steps=4, wandb="disabled",
       train=dict(steps=6, eval_every=3, log_every=3, batch_size=16, learning_rate=3e-3, corpus=str(corpus),
-                 cache_dir=str(root / "cache"), pretrain=dict(batch_size=16, eval_pairs=32, seq_len=32, eval_every=4)),
+                 cache_dir=str(root / "cache"),
+                 pretrain=dict(batch_size=16, eval_pairs=32, seq_len=32, eval_every=4)),
       arms=[{**a, "overrides": {**model, **a.get("overrides", {})}} for a in arms], **fields)
   path = root / "tiny_study.py"
   path.write_text("import ml_collections\n\n\ndef get_config():\n"
@@ -83,7 +84,11 @@ def test_a_failing_arm_is_recorded_and_the_study_goes_on_then_retried(tmp_path, 
   monkeypatch.setattr(train, "run_seeds", lambda cfg, workdir, seeds: fake_result(0.6))
   assert experiment.main([str(study), "--out", str(out)]) == 0  # failed arms run again, finished ones not
   rows = {r["arm"]: r for r in read_csv(out / "results.csv")}
-  assert float(rows["nan_arm"]["test_accuracy_mean"]) == 0.6 and float(rows["good"]["test_accuracy_mean"]) == 0.75
+  assert float(rows["nan_arm"]["test_accuracy_mean"]) == 0.6
+  assert float(rows["good"]["test_accuracy_mean"]) == 0.75
+  assert experiment.main([str(study), "--out", str(out), "--set", "train.learning_rate=0.01"]) == 1
+  rows = read_csv(out / "results.csv")  # other settings never reuse (or resume) a finished arm
+  assert {r["status"] for r in rows} == {"failed"} and "holds a result of other settings" in rows[0]["error"]
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
@@ -108,9 +113,12 @@ def test_quick_and_set_overrides():
   arms = experiment.arm_list(study)
   assert [a["name"] for a in arms][:2] == ["headline", "no_attention"]
   cfg = experiment.arm_config(study, arms[1], "sms_spam")
-  assert cfg.model.use_attention is False and cfg.learning_rate == 1e-3 and cfg.steps == 200
+  assert cfg.model.use_attention is False and cfg.learning_rate == 1e-3
+  assert cfg.steps == experiment.QUICK_TRAIN["steps"] and cfg.seq_len == experiment.QUICK_TRAIN["seq_len"]
+  assert cfg.pretrain.steps == 0  # quick: only the headline arm is pre-trained
+  cfg = experiment.arm_config(study, arms[0], "sms_spam")
   assert cfg.pretrain.steps == 100 and cfg.pretrain.mask_rate == 0.15  # merged, not replaced
-  assert cfg.wandb.group == "ablation" and cfg.wandb.name == "no_attention-sms_spam"
+  assert cfg.wandb.group == "ablation" and cfg.wandb.name == "headline-sms_spam"
   full = experiment.load_study("baselines_2mb")
   cfg = experiment.arm_config(full, experiment.arm_list(full)[0], "rt_polarity")
   assert cfg.learning_rate == 5e-5 and cfg.epochs == 10 and full.seeds == 5  # the paper's recipe
@@ -138,8 +146,8 @@ def test_table_cells_and_paper_numbers():
   md = experiment.format_markdown(study, recs).splitlines()
   assert md[2].split(" | ")[-5:] == ["rt_polarity acc", "rt_polarity MCC", "sms_spam acc", "sms_spam MCC",
                                     "paper |"]
-  assert md[4] == ("| embbert | c | no | 357,506 | 1.954 MB | 779.8 kB | 70.0 ± 1.0 | 40.0 ± 2.0 | failed | "
-                   "failed | 87.19 (TinyNLP acc) |")
+  assert md[4] == ("| embbert | c | no | 357,506 | 1.954 MB | 779.8 kB | 70.0 ± 1.0 | 40.0 ± 2.0 | "
+                   "failed | failed | 87.19 (TinyNLP acc) |")
   assert md[5].endswith("| 60.0 ± 0.0 | 20.0 ± 0.0 | - | - | - |")
   assert experiment.memory.total_bytes(m) == 1_954_312
 
@@ -147,11 +155,11 @@ def test_table_cells_and_paper_numbers():
 def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
   def model(d):
     return configs.get_preset("nano", hidden=d).to_dict()
-  rows = [dict(trial=0, status="complete", value=0.3, memory_bytes=100, hash="a", config="small", model=model(16)),
-          dict(trial=1, status="complete", value=0.2, memory_bytes=200, hash="b", config="dominated",
-               model=model(32)),
-          dict(trial=2, status="complete", value=0.5, memory_bytes=300, hash="c", config="big", model=model(64)),
-          dict(trial=3, status="failed", value=None, memory_bytes=50, hash="d", config="failed", model=model(8))]
+  def row(trial, value, mem, config, d, status="complete"):
+    return dict(trial=trial, status=status, value=value, memory_bytes=mem, hash=config, config=config,
+                model=model(d))
+  rows = [row(0, 0.3, 100, "small", 16), row(1, 0.2, 200, "dominated", 32), row(2, 0.5, 300, "big", 64),
+          row(3, None, 50, "failed", 8, status="failed")]
   (tmp_path / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   with (tmp_path / "frontier.csv").open("w") as f:
     w = csv.DictWriter(f, fieldnames=["trial", "status", "value", "memory_bytes", "hash", "config"],
@@ -164,7 +172,7 @@ def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
     assert arms[1]["model"]["hidden"] == 64 and arms[1]["pretrain"] and arms[1]["sweep_config"] == "big"
   study = experiment.load_study("scaling", quick=True, overrides=[f"frontier={tmp_path / 'frontier.csv'}"])
   names = [a["name"] for a, t in experiment.plan(study) if t == "rt_polarity"]
-  assert names == ["nano", "tiny", "embbert", "med", "frontier-t0", "frontier-t2"]  # quick: no big
+  assert names == ["nano", "tiny", "embbert", "frontier-t0", "frontier-t2"]  # quick: up to the headline
   with pytest.raises(experiment.StudyError, match="not found"):
     experiment.frontier_arms(str(tmp_path / "missing.csv"))
 
@@ -180,3 +188,22 @@ def test_scaling_figure_from_records(tmp_path):
                      summary={"test/accuracy": (0.6 + 0.05 * i, 0.0)}))
   path = experiment.figure(study, recs, tmp_path / "scaling.png")
   assert path.stat().st_size > 10_000
+
+
+def test_reuse_copies_an_identical_run_of_another_study(tmp_path, monkeypatch):
+  study = write_study(tmp_path, [dict(name="a", preset="nano"), dict(name="b", preset="nano",
+                                                                       overrides={"learning_rate": 0.01})])
+  calls = []
+
+  def run_seeds(cfg, workdir, seeds):
+    calls.append(Path(workdir).name)
+    return fake_result(0.7 if cfg.learning_rate == 0.01 else 0.6)
+  monkeypatch.setattr(train, "run_seeds", run_seeds)
+  assert experiment.main([str(study), "--out", str(tmp_path / "first")]) == 0
+  other = write_study(tmp_path, [dict(name="same_as_b", preset="nano", overrides={"learning_rate": 0.01}),
+                                 dict(name="new", preset="nano", overrides={"learning_rate": 0.02})])
+  second = ["--out", str(tmp_path / "second"), "--reuse", str(tmp_path / "first")]
+  assert experiment.main([str(other), *second]) == 0
+  assert calls == ["a", "b", "new"]  # same_as_b was not trained again
+  rows = {r["arm"]: r for r in read_csv(tmp_path / "second" / "results.csv")}
+  assert float(rows["same_as_b"]["test_accuracy_mean"]) == 0.7 and rows["same_as_b"]["status"] == "ok"
