@@ -131,23 +131,22 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   Output channel o reads input channel o // (O // C), PyTorch's grouped-conv order. The lowerings give the
   same numbers (to float rounding): "xla" is one grouped convolution, "shift" is K shifted multiply-adds,
   "toeplitz" is one batched matmul per block of positions (`_toeplitz_conv`). "auto" picks per backend
-  by measurement (benchmarks/pipeline.py, forward + backward at batch 32, d = 128, L = 96 and 256 on a
-  2-core CPU): on CPU toeplitz for K >= 8 (about 2x shift and 6-9x xla at K = 32), shift below (K = 4:
-  shift 3x toeplitz); xla on GPU/TPU (not yet measured there).
+  (`resolve_conv_impl`) by measurement (benchmarks/pipeline.py, 2-core CPU, batch 32, 128 channels,
+  L = 96 and 256, forward + backward of the conv alone): on CPU toeplitz for K >= 16 (K = 32: 2.3-2.5x
+  shift, 8-12x xla), shift below (K = 8: 0.8x, K = 4: 0.2-0.3x as fast as shift); xla on GPU/TPU (not
+  measured there yet). The toeplitz win is the backward pass: its forward alone is 2-3x slower than
+  shift's and needs 3-6x the scratch, so below 1024 positions (batch-1 inference) auto keeps shift.
   """
   k, _, out = kernel_Kx1xO.shape
-  if impl == "auto":
-    impl = ("toeplitz" if k >= 8 else "shift") if jax.default_backend() == "cpu" else "xla"
+  impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1])
   chans = x_BxLxC.shape[-1]
   mult = out // chans
   x = jnp.repeat(x_BxLxC, mult, axis=-1) if mult > 1 else x_BxLxC
   x = x.astype(kernel_Kx1xO.dtype) if x.dtype != kernel_Kx1xO.dtype else x
   if impl == "shift":
-    length = x.shape[1]
-    xp = jnp.pad(x, ((0, 0), (k - 1, 0), (0, 0)))
-    y = sum(xp[:, j:j + length, :] * kernel_Kx1xO[j, 0][None, None] for j in range(k))
+    y = _shift_conv(x, kernel_Kx1xO[:, 0, :])
   elif impl == "toeplitz":
-    y = _toeplitz_conv(x, kernel_Kx1xO[:, 0, :], block=max(16, k // 2))
+    y = _toeplitz_conv(x, kernel_Kx1xO[:, 0, :])
   elif impl == "xla":
     y = lax.conv_general_dilated(x, kernel_Kx1xO, window_strides=(1,), padding=[(k - 1, 0)],
                                  dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=out)
@@ -156,7 +155,24 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   return y + bias_O[None, None]
 
 
-def _toeplitz_conv(x_BxLxC: Array, kernel_KxC: Array, block: int) -> Array:
+def resolve_conv_impl(impl: str, kernel_size: int, tokens: int = 1 << 20) -> str:
+  """The lowering that `impl` ("auto" or a name) runs on the default backend, for a kernel of this size
+  over `tokens` = batch x length positions."""
+  if impl != "auto":
+    return impl
+  if jax.default_backend() == "cpu":
+    return "toeplitz" if kernel_size >= 16 and tokens >= 1024 else "shift"
+  return "xla"
+
+
+def _shift_conv(x_BxLxC: Array, kernel_KxC: Array) -> Array:
+  """Causal depthwise conv (no bias) as K shifted multiply-adds."""
+  k, length = kernel_KxC.shape[0], x_BxLxC.shape[1]
+  xp = jnp.pad(x_BxLxC, ((0, 0), (k - 1, 0), (0, 0)))
+  return sum(xp[:, j:j + length, :] * kernel_KxC[j][None, None] for j in range(k))
+
+
+def _toeplitz_conv(x_BxLxC: Array, kernel_KxC: Array, block: int = 0) -> Array:
   """Causal depthwise conv (no bias) as block-Toeplitz matmuls.
 
   Positions are cut into blocks of `block`; output block n reads input blocks n-P..n (P = ceil((K-1) /
@@ -166,6 +182,7 @@ def _toeplitz_conv(x_BxLxC: Array, kernel_KxC: Array, block: int) -> Array:
   [0, K), else 0; its gradient folds back onto the kernel.
   """
   k, _ = kernel_KxC.shape
+  block = block or max(16, k // 2)  # measured best on CPU for K = 4..64
   batch, length, chans = x_BxLxC.shape
   prev = -(-(k - 1) // block)
   n = -(-length // block)

@@ -142,12 +142,14 @@ def test_toeplitz_any_block_size_matches_shift(block):
 
 
 def test_encoder_gives_the_same_outputs_and_gradients_with_every_lowering():
-  """The EmbBERT encoder with K = 9: "auto" (toeplitz on CPU, xla elsewhere) agrees with xla and shift."""
-  ids = batch(small("embbert"))
+  """The EmbBERT encoder with K = 20: "auto" (toeplitz on CPU, xla elsewhere) agrees with xla and shift."""
+  ids = batch(small("embbert"), lengths=(16, 9, 1) * 22)  # 1056 positions: enough for auto to pick toeplitz
+  assert models.resolve_conv_impl("auto", 20, ids.size) == ("toeplitz" if jax.default_backend() == "cpu"
+                                                             else "xla")
   mask = ids != PAD_ID
   out = {}
   for impl in ("xla", "shift", "auto"):
-    cfg = small("embbert", conv_kernel=9, num_layers=1, conv_impl=impl)
+    cfg = small("embbert", conv_kernel=20, num_layers=1, conv_impl=impl)
     enc = models.Encoder(cfg)
     p = enc.init(jax.random.key(0), ids)
     loss = lambda p: (jnp.where(mask[..., None], enc.apply(p, ids, mask), 0) ** 2).sum()
