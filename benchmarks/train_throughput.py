@@ -30,18 +30,28 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
   return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str) -> dict:
-  cfg = train.get_config(preset, conv_impl=conv_impl)
+def make_step(cfg, seed: int = 0):
+  """(jitted classification train step, initial state): the step `train.fit` runs, state donated."""
   model = models.build_model(cfg.model)
-  length = seq_len or cfg.model.max_len
-  rng = np.random.RandomState(0)
-  ids = rng.randint(5, cfg.model.vocab_size, (batch, length)).astype(np.int32)
-  b = {"ids": jnp.asarray(ids), "labels": jnp.asarray(rng.randint(0, 2, batch).astype(np.int32))}
-  params = models.init_params(cfg.model, jax.random.key(0))
+  params = models.init_params(cfg.model, jax.random.key(seed))
   opt = train.make_optimizer(cfg, cfg.learning_rate)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
   step = jax.jit(train.make_train_step(lambda p, bb, r: train.classify_loss(model, p, bb, r, False), opt),
                  donate_argnums=0)
+  return step, state
+
+
+def random_batch(cfg, batch: int, length: int) -> dict:
+  rng = np.random.RandomState(0)
+  ids = rng.randint(5, cfg.model.vocab_size, (batch, length)).astype(np.int32)
+  return {"ids": jnp.asarray(ids), "labels": jnp.asarray(rng.randint(0, 2, batch).astype(np.int32))}
+
+
+def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str) -> dict:
+  cfg = train.get_config(preset, conv_impl=conv_impl)
+  length = seq_len or cfg.model.max_len
+  b = random_batch(cfg, batch, length)
+  step, state = make_step(cfg)
   t = time.perf_counter()
   compiled = step.lower(state, b, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - t
