@@ -466,10 +466,13 @@ def format_markdown(study, records: list[dict]) -> str:
   failed = [r for r in records if r.get("status") == "failed"]
   for r in failed:
     lines.append(f"\nfailed: {r['arm']} on {r['task']}: {r.get('error', '')}")
-  wall = sum(r.get("wall_s") or 0 for r in records if not r.get("skipped"))
+  own = [r for r in records if not r.get("reused_from")]
+  wall = sum(r.get("wall_s") or 0 for r in own)
   steps = sorted({r["steps"] for r in records if r.get("steps")})
-  lines += ["", f"{len(records)} runs ({len(failed)} failed); fine-tuning steps {', '.join(map(str, steps))} "
-            f"(0 = the recipe's epochs); {wall / 60:.1f} min of wall time in this invocation"]
+  reused = f", {len(records) - len(own)} reused from another study" if len(own) < len(records) else ""
+  lines += ["", f"{len(records)} runs ({len(failed)} failed{reused}); fine-tuning steps "
+            f"{', '.join(map(str, steps))} (0 = the recipe's epochs); {wall / 60:.1f} min of wall time "
+            "summed over this study's runs (pre-training included)"]
   return "\n".join(lines)
 
 
@@ -504,43 +507,54 @@ def figure(study, records: list[dict], path: Path) -> Path:
   return path
 
 
-def _acc(r: dict) -> tuple[float, float]:
-  if r.get("status") != "ok":
+def _metric(r: dict, key: str = "test/accuracy") -> tuple[float, float]:
+  """(mean, std) of a record's metric in %, NaN for a failed or missing run."""
+  if r.get("status") != "ok" or key not in r.get("summary", {}):
     return math.nan, 0.0
-  mean, std = r["summary"]["test/accuracy"]
+  mean, std = r["summary"][key]
   return 100 * mean, 100 * std
 
 
 def _bars_figure(plt, study, records):
+  """Accuracy (with the paper's numbers) and MCC per arm, one bar per task: MCC shows which arms still
+  predict one class, which accuracy hides on an unbalanced task such as sms_spam."""
   tasks = list(dict.fromkeys(r["task"] for r in records))
   arms = list(dict.fromkeys(r["arm"] for r in records))
   by = {(r["arm"], r["task"]): r for r in records}
-  fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(arms) + 2), 5.2), dpi=120)
+  fig, axes = plt.subplots(2, 1, figsize=(max(6.5, 1.1 * len(arms) + 2), 8), dpi=120, sharex=True)
   width = 0.8 / max(1, len(tasks))
-  for j, t in enumerate(tasks):
-    vals = [_acc(by.get((a, t), {})) for a in arms]
-    xs = [i - 0.4 + width * (j + 0.5) for i in range(len(arms))]
-    ax.bar(xs, [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=2,
-           label=f"{task_slug(t)} (this run)", color=f"C{j}", alpha=0.85)
-    for x, (v, _), a in zip(xs, vals, arms):
-      if math.isnan(v):
-        ax.text(x, 1, "failed", rotation=90, ha="center", va="bottom", fontsize=7)
+  panels = ((axes[0], "test/accuracy", "test accuracy (%)"), (axes[1], "test/mcc", "test MCC (%)"))
+  for ax, key, label in panels:
+    for j, t in enumerate(tasks):
+      vals = [_metric(by.get((a, t), {}), key) for a in arms]
+      xs = [i - 0.4 + width * (j + 0.5) for i in range(len(arms))]
+      ax.bar(xs, [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=2,
+             label=f"{task_slug(t)} (this run)", color=f"C{j}", alpha=0.85)
+      for x, (v, _) in zip(xs, vals):
+        if math.isnan(v):
+          ax.text(x, 0.5, "failed", rotation=90, ha="center", va="bottom", fontsize=7,
+                  transform=ax.get_xaxis_transform())
+    ax.set_ylabel(label)
+    ax.grid(True, axis="y", alpha=0.3)
+  ax = axes[0]
   papers = [(i, by_first(by, a, tasks).get("paper") or {}) for i, a in enumerate(arms)]
   pts = [(i, p["value"], p.get("metric", "")) for i, p in papers if p.get("value") is not None]
   if pts:
     metric = ", ".join(dict.fromkeys(m for _, _, m in pts))
     ax.scatter([i for i, _, _ in pts], [v for _, v, _ in pts], marker="D", s=40, color="k", zorder=5,
                label=f"paper, {metric} (different tasks)")
-  ax.set_xticks(range(len(arms)))
-  ax.set_xticklabels(arms, rotation=25, ha="right", fontsize=8)
-  ax.set_ylabel("test accuracy (%)")
-  lo = min([v for r in records for v in [_acc(r)[0]] if not math.isnan(v)] + [v for _, v, _ in pts] + [50])
+  lo = min([v for r in records for v in [_metric(r)[0]] if not math.isnan(v)] + [v for _, v, _ in pts] + [50])
   ax.set_ylim(max(0, lo - 10), 100)
-  ax.grid(True, axis="y", alpha=0.3)
-  ax.set_title(f"{study.name}{' (--quick)' if study.get('quick_mode') else ''}: test accuracy per arm; "
+  axes[1].set_ylim(min(0, axes[1].get_ylim()[0]), 100)
+  axes[1].axhline(0, color="k", lw=0.6)
+  axes[1].set_xticks(range(len(arms)))
+  axes[1].set_xticklabels(arms, rotation=25, ha="right", fontsize=8)
+  quick = " (--quick)" if study.get("quick_mode") else ""
+  ax.set_title(f"{study.name}{quick}: test accuracy and MCC per arm (MCC 0 = one class predicted); "
                "the paper's numbers are on other tasks", fontsize=9)
-  ax.legend(fontsize=7, loc="lower right")
-  fig.tight_layout()
+  handles, labels = ax.get_legend_handles_labels()
+  fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(labels), frameon=False)
+  fig.tight_layout(rect=(0, 0.04, 1, 1))
   return fig
 
 
@@ -562,7 +576,7 @@ def _scaling_figure(plt, study, records):
         if not sel:
           continue
         xs = [r[f"{policy}_total_bytes"] / 1e6 for r in sel]
-        ys, es = zip(*[_acc(r) for r in sel])
+        ys, es = zip(*[_metric(r) for r in sel])
         ax.errorbar(xs, ys, yerr=es, color=f"C{j}", marker=marker, ls=ls, ms=5, capsize=2,
                     label=f"{task_slug(t)}: {'presets' if kind == 'preset' else 'sweep frontier configs'}")
         for x, y, r in zip(xs, ys, sel):
