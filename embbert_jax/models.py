@@ -131,11 +131,12 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   Output channel o reads input channel o // (O // C), PyTorch's grouped-conv order. The lowerings give the
   same numbers (to float rounding): "xla" is one grouped convolution, "shift" is K shifted multiply-adds,
   "toeplitz" is one batched matmul per block of positions (`_toeplitz_conv`). "auto" picks per backend
-  (`resolve_conv_impl`) by measurement (benchmarks/pipeline.py, 2-core CPU, batch 32, 128 channels,
-  L = 96 and 256, forward + backward of the conv alone): on CPU toeplitz for K >= 16 (K = 32: 2.3-2.5x
-  shift, 8-12x xla), shift below (K = 8: 0.8x, K = 4: 0.2-0.3x as fast as shift); xla on GPU/TPU (not
-  measured there yet). The toeplitz win is the backward pass: its forward alone is 2-3x slower than
-  shift's and needs 3-6x the scratch, so below 1024 positions (batch-1 inference) auto keeps shift.
+  (`resolve_conv_impl`) by measurement (benchmarks/pipeline.py, 2-core CPU, batch 32, 128 channels):
+  on CPU toeplitz for K >= 16 (headline K = 32: train step 1.2x shift and 2.0-2.6x xla at L = 96 and
+  256; the conv alone, forward + backward, 2.1-2.3x shift), shift below (K = 8: 0.7-0.8x, K = 4: 0.3x as
+  fast as shift); xla on GPU/TPU (not measured there yet). The toeplitz win is the backward pass: its
+  forward alone is 2-3x slower than shift's and needs 3-6x the scratch, so below 1024 positions (batch-1
+  inference) auto keeps shift.
   """
   k, _, out = kernel_Kx1xO.shape
   impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1])
@@ -179,21 +180,22 @@ def _toeplitz_conv(x_BxLxC: Array, kernel_KxC: Array, block: int = 0) -> Array:
   block) earlier blocks hold the receptive field), so each channel's conv is one (block x (P+1) block)
   Toeplitz matrix T_c applied to every window: an einsum batched over channels, i.e. matmuls instead of K
   memory-bound passes over the activations. T_c[t, s] = kernel[K-1-lag, c] for lag = t + P*block - s in
-  [0, K), else 0; its gradient folds back onto the kernel.
+  [0, K), else 0; its gradient folds back onto the kernel. Channels stay the minor axis (no transposes:
+  a channel-major layout measured 0.9x shift per train step, this one 1.1-1.3x).
   """
   k, _ = kernel_KxC.shape
-  block = block or max(16, k // 2)  # measured best on CPU for K = 4..64
+  block = block or (16 if k < 32 else 32)  # the faster per train step on CPU at K = 32 (and 64)
   batch, length, chans = x_BxLxC.shape
   prev = -(-(k - 1) // block)
   n = -(-length // block)
   xp_BxMxC = jnp.pad(x_BxLxC, ((0, 0), (prev * block, n * block - length), (0, 0)))
-  blocks_CxBxMxb = xp_BxMxC.reshape(batch, n + prev, block, chans).transpose(3, 0, 1, 2)
-  windows_CxBxNxW = jnp.concatenate([blocks_CxBxMxb[:, :, q:q + n] for q in range(prev + 1)], axis=-1)
+  blocks_BxMxbxC = xp_BxMxC.reshape(batch, n + prev, block, chans)
+  windows_BxNxWxC = jnp.concatenate([blocks_BxMxbxC[:, q:q + n] for q in range(prev + 1)], axis=2)
   lag_bxW = jnp.arange(block)[:, None] + prev * block - jnp.arange((prev + 1) * block)[None, :]
   inside = (lag_bxW >= 0) & (lag_bxW < k)
   toeplitz_CxbxW = jnp.where(inside[None], kernel_KxC.T[:, jnp.where(inside, k - 1 - lag_bxW, 0)], 0)
-  y_CxBxNxb = jnp.einsum("cbnw,ctw->cbnt", windows_CxBxNxW, toeplitz_CxbxW)
-  return y_CxBxNxb.transpose(1, 2, 3, 0).reshape(batch, n * block, chans)[:, :length]
+  y_BxNxbxC = jnp.einsum("bnwc,ctw->bntc", windows_BxNxWxC, toeplitz_CxbxW)
+  return y_BxNxbxC.reshape(batch, n * block, chans)[:, :length]
 
 
 class CausalDepthwiseConv(nn.Module):
