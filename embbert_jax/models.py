@@ -135,8 +135,8 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   on CPU toeplitz for K >= 16 (headline K = 32: train step 1.2x shift and 2.0-2.6x xla at L = 96 and
   256; the conv alone, forward + backward, 2.1-2.3x shift), shift below (K = 8: 0.7-0.8x, K = 4: 0.3x as
   fast as shift); xla on GPU/TPU (not measured there yet). The toeplitz win is the backward pass: its
-  forward alone is 2-3x slower than shift's and needs 3-6x the scratch, so below 1024 positions (batch-1
-  inference) auto keeps shift.
+  forward alone is several times slower than shift's (4-8x here) with 2.5-10x the scratch, so below 1024
+  positions (batch-1 inference) auto keeps shift.
   """
   k, _, out = kernel_Kx1xO.shape
   impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1])
