@@ -47,7 +47,7 @@ def test_tiny_study_end_to_end_then_resume_skips_finished_arms(tmp_path, monkeyp
   md = (out / "results.md").read_text()
   assert "| plain |" in md and "| pretrained |" in md and "87.19 (TinyNLP acc)" in md
   assert (out / "tiny_study.png").stat().st_size > 10_000
-  assert len(list((out / "pretrain").iterdir())) == 1  # pre-trained once for the arm
+  assert len([p for p in (out / "pretrain").iterdir() if p.is_dir()]) == 1  # pre-trained once for the arm
   ft = json.loads((out / "runs" / "task" / "pretrained" / "finetune" / "config.json").read_text())
   assert ft["init_from"].startswith(str(out / "pretrain"))
 
