@@ -16,20 +16,25 @@ A study is a Python file whose `get_config()` returns an ml_collections ConfigDi
   arms            list (or name -> dict) of arms: name, preset (configs.PRESETS), pretrain (bool),
                   overrides (training-config fields, model.* included), paper (the spec's number for the
                   arm: dict(value=87.19, metric="TinyNLP acc"), optional)
-  figure          "bars" (accuracy per arm and task) or "scaling" (accuracy vs total memory, fp32 and int8)
+  figure          "bars" (accuracy and MCC per arm and task) or "scaling" (accuracy vs total memory, fp32
+                  and int8)
   frontier        scaling only: a sweep's frontier.csv / trials.csv / .jsonl (pareto.write_files); its Pareto
                   configs join the arms. "" = none.
   quick           overrides applied by --quick (same keys; quick.train is merged into train)
+  reuse           other studies' output folders (--reuse): an arm whose task and training config (wandb
+                  aside) match a finished run there is copied, not trained again
 
 Each arm and task runs `train.run_seeds` in <out>/runs/<task>/<arm>. An arm with `pretrain` is pre-trained
 once (in <out>/pretrain/<arm>-<hash>, shared by all its tasks and seeds, since the encoder does not depend
 on the task) and every seed fine-tunes from it through `init_from`. A finished arm leaves `arm_result.json`
-and is skipped on a rerun (an interrupted one resumes from its checkpoints); a failing arm (a NaN loss, a
+and is skipped on a rerun with the same settings (an interrupted one resumes from its checkpoints; other
+settings make it a failed row, never a silent mix); a failing arm (a NaN loss, a
 config that cannot train) is recorded as failed in the table, and the study goes on with the next.
 
 Outputs: results.csv (one row per arm and task), results.md (mean +- std, parameters, fp32 and int8 total
 memory (memory.estimate), the paper's number for the arm where the spec has one) and <name>.png. Every run
 logs to wandb grouped by the study (offline without WANDB_API_KEY), plus one summary run with the table.
+Exit status: 0, 1 when an arm failed, 2 for bad input (one line on stderr).
 """
 
 from __future__ import annotations
