@@ -28,8 +28,8 @@ Each arm and task runs `train.run_seeds` in <out>/runs/<task>/<arm>. An arm with
 once (in <out>/pretrain/<arm>-<hash>, shared by all its tasks and seeds, since the encoder does not depend
 on the task) and every seed fine-tunes from it through `init_from`. A finished arm leaves `arm_result.json`
 and is skipped on a rerun with the same settings (an interrupted one resumes from its checkpoints; other
-settings make it a failed row, never a silent mix); a failing arm (a NaN loss, a
-config that cannot train) is recorded as failed in the table, and the study goes on with the next.
+settings make it a failed row, never a silent mix); a failing arm (a NaN loss, a config that cannot
+train) is recorded as failed in the table, and the study goes on with the next.
 
 Outputs: results.csv (one row per arm and task), results.md (mean +- std, parameters, fp32 and int8 total
 memory (memory.estimate), the paper's number for the arm where the spec has one) and <name>.png. Every run
