@@ -69,7 +69,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.checkpoint_every = 0  # steps; 0 = at every evaluation
   c.seq_len = 0  # training/eval length; 0 = auto (longest example rounded up to 32, at most model.max_len)
   c.group_impl = "auto"  # how group members share a program: vmap, map (a loop inside it), auto (per backend)
-  c.bucket_window = 0  # > 0: length bucketing over windows of this many batches (batches.train_batches)
+  c.bucket_window = 64  # length bucketing over windows of this many batches (batches.train_batches); 0 = off
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
   c.cache_dir = ""  # data/tokenizer cache ("" = default)
