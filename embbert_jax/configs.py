@@ -172,19 +172,33 @@ def apply_overrides(cfg: ml_collections.ConfigDict, assignments: Iterable[str]) 
       key = key[len("config."):]
     if not sep or not key:
       raise ConfigError(f"override {item!r} is not of the form key=value")
-    node = cfg
-    parts = key.split(".")
-    for p in parts[:-1]:
-      if p not in node:
-        raise ConfigError(f"unknown config field {key!r}")
-      node = node[p]
-    if parts[-1] not in node:
-      raise ConfigError(f"unknown config field {key!r}; fields here: {', '.join(sorted(node.keys()))}")
     try:
-      node[parts[-1]] = _parse_value(text, node[parts[-1]])
+      node, leaf = dotted_parent(cfg, key)
+    except KeyError as e:
+      raise ConfigError(f"unknown config field {key!r}{e.args[1] if len(e.args) > 1 else ''}") from None
+    try:
+      node[leaf] = _parse_value(text, node[leaf])
     except TypeError as e:
       raise ConfigError(f"bad value for {key!r}: {e}") from None
   return cfg
+
+
+def dotted_parent(cfg, key: str) -> tuple[Any, str]:
+  """(the node holding the last part of "a.b.c", "c"); KeyError(key, hint) if a part does not exist."""
+  node, parts = cfg, key.split(".")
+  for p in parts[:-1]:
+    if p not in node or not hasattr(node[p], "keys"):
+      raise KeyError(key, "")
+    node = node[p]
+  if parts[-1] not in node:
+    raise KeyError(key, f"; fields here: {', '.join(sorted(node.keys()))}")
+  return node, parts[-1]
+
+
+def set_dotted(cfg, key: str, value: Any) -> None:
+  """cfg[a][b] = value for key "a.b"; KeyError if the field does not exist (no new fields by typo)."""
+  node, leaf = dotted_parent(cfg, key)
+  node[leaf] = value
 
 
 def flatten_dict(d: dict, sep: str = ".", prefix: str = "") -> dict[str, Any]:
@@ -209,3 +223,21 @@ def config_hash(cfg, fields: Iterable[str] | None = None) -> str:
     d = {k: d[k] for k in fields}
   blob = json.dumps(d, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def find_config_file(name: str, folder: str, repo_folder, error: type[Exception], what: str,
+                     listed=lambda path: not path.stem.startswith("_")):
+  """A config file (a search space, a study) given as a path, or by name in ./<folder> and then in the
+  repository's <folder>; `error` with the known names otherwise."""
+  from pathlib import Path
+  p = Path(name)
+  if p.suffix == ".py" or "/" in name:
+    if not p.is_file():
+      raise error(f"{what} file not found: {name}")
+    return p
+  for base in (Path(folder), Path(repo_folder)):
+    if (base / f"{name}.py").is_file():
+      return base / f"{name}.py"
+  known = sorted(f.stem for f in Path(repo_folder).glob("*.py") if listed(f))
+  raise error(f"unknown {what} {name!r}; known: {', '.join(known)} (or pass a .py file)")
+

@@ -148,15 +148,6 @@ def _digest(obj: Any) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _set_dotted(cfg, key: str, value: Any) -> None:
-  node, parts = cfg, key.split(".")
-  for p in parts[:-1]:
-    node = node[p]
-  if parts[-1] not in node:
-    raise KeyError(key)
-  node[parts[-1]] = value
-
-
 def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Callable = say) -> Sweep:
   """Validates every input (budget, space, task, trainer config) before the ledger is touched."""
   s = settings
@@ -229,7 +220,7 @@ def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, has
     fields["wandb.project"] = s.wandb_project
   for key, value in fields.items():
     try:
-      _set_dotted(cfg, key, value)
+      configs.set_dotted(cfg, key, value)
     except (KeyError, AttributeError):
       raise SweepError(f"the trainer's config has no field {key!r} "
                        f"(space {sw.space.name!r}, train.* or train_grid.*)") from None

@@ -104,16 +104,7 @@ QUICK_TRAIN = dict(steps=200, eval_every=200, log_every=25, seq_len=32, batch_si
 
 def resolve_study(study: str) -> Path:
   """A study file from a path, or a name in ./experiments or the repository's experiments/."""
-  p = Path(study)
-  if p.suffix == ".py" or os.sep in study:
-    if not p.is_file():
-      raise StudyError(f"study file not found: {study}")
-    return p
-  for folder in (Path("experiments"), STUDY_DIR):
-    if (folder / f"{study}.py").is_file():
-      return folder / f"{study}.py"
-  known = sorted(f.stem for f in STUDY_DIR.glob("*.py") if _is_study(f))
-  raise StudyError(f"unknown study {study!r}; known: {', '.join(known)} (or pass a .py file)")
+  return configs.find_config_file(study, "experiments", STUDY_DIR, StudyError, "study", _is_study)
 
 
 def _is_study(path: Path) -> bool:
@@ -224,15 +215,12 @@ def arm_config(study, arm: dict, task: str):
 
 
 def _set_field(cfg, key: str, value: Any, where: str) -> None:
-  node, parts = cfg, key.split(".")
-  for p in parts[:-1]:
-    if p not in node:
-      raise StudyError(f"{where}: unknown training field {key!r}")
-    node = node[p]
-  if parts[-1] not in node:
-    raise StudyError(f"{where}: unknown training field {key!r}")
   try:
-    node[parts[-1]] = type(node[parts[-1]])(value) if isinstance(node[parts[-1]], float) else value
+    node, leaf = configs.dotted_parent(cfg, key)
+  except KeyError:
+    raise StudyError(f"{where}: unknown training field {key!r}") from None
+  try:
+    node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], float) else value
   except (TypeError, ValueError) as e:
     raise StudyError(f"{where}: bad value for {key!r}: {e}") from None
 

@@ -100,16 +100,7 @@ def describe_model(m, family: str = "") -> str:
 
 def resolve(space: str) -> Path:
   """A space file from a path, or a name looked up in ./sweeps then in the repository's sweeps/."""
-  p = Path(space)
-  if p.suffix == ".py" or "/" in space:
-    if not p.is_file():
-      raise SpaceError(f"search space file not found: {space}")
-    return p
-  for folder in (Path("sweeps"), REPO_SWEEPS):
-    if (folder / f"{space}.py").is_file():
-      return folder / f"{space}.py"
-  known = sorted(f.stem for f in REPO_SWEEPS.glob("*.py") if not f.stem.startswith("_"))
-  raise SpaceError(f"unknown search space {space!r}; known: {', '.join(known)} (or pass a .py file)")
+  return configs.find_config_file(space, "sweeps", REPO_SWEEPS, SpaceError, "search space")
 
 
 def load(space: str) -> ml_collections.ConfigDict:
