@@ -241,3 +241,17 @@ def find_config_file(name: str, folder: str, repo_folder, error: type[Exception]
   known = sorted(f.stem for f in Path(repo_folder).glob("*.py") if listed(f))
   raise error(f"unknown {what} {name!r}; known: {', '.join(known)} (or pass a .py file)")
 
+
+def run_config_file(path, error: type[Exception], what: str):
+  """Imports a user's config file and returns its get_config(); whatever it raises becomes one `error`
+  line naming the file (and the line of a syntax error)."""
+  import importlib.util
+  try:
+    spec = importlib.util.spec_from_file_location(f"embbert_{what.replace(' ', '_')}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+  except Exception as e:  # a user's file: one line, whatever it raised
+    where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
+    raise error(f"cannot load {what} {path}{where}: {type(e).__name__}: {e}") from None
+

@@ -43,7 +43,6 @@ import argparse
 import csv
 import fcntl
 import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -114,14 +113,7 @@ def _is_study(path: Path) -> bool:
 def load_study(study: str, quick: bool = False, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
   """Runs the file's get_config() over the defaults, then --quick, then `overrides` ("key=value")."""
   path = resolve_study(study)
-  try:
-    spec = importlib.util.spec_from_file_location(f"embbert_study_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    got = module.get_config()
-  except Exception as e:  # a user's file: one line, whatever it raised
-    where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
-    raise StudyError(f"cannot load study {path}{where}: {type(e).__name__}: {e}") from None
+  got = configs.run_config_file(path, StudyError, 'study')
   if not isinstance(got, ml_collections.ConfigDict) or not got.get("arms"):
     raise StudyError(f"study {path}: get_config() must return a ConfigDict with a non-empty 'arms' field")
   cfg = default_study()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import heapq
-import importlib.util
 import itertools
 import math
 import types
@@ -106,14 +105,7 @@ def resolve(space: str) -> Path:
 def load(space: str) -> ml_collections.ConfigDict:
   """Runs the space file's get_config(); any failure becomes one SpaceError line."""
   path = resolve(space)
-  try:
-    spec = importlib.util.spec_from_file_location(f"embbert_sweep_space_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
-  except Exception as e:  # a user's file: report it in one line, whatever it raised
-    where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
-    raise SpaceError(f"cannot load search space {path}{where}: {type(e).__name__}: {e}") from None
+  cfg = configs.run_config_file(path, SpaceError, 'search space')
   if not isinstance(cfg, ml_collections.ConfigDict) or "families" not in cfg or not cfg.families:
     raise SpaceError(f"search space {path}: get_config() must return a ConfigDict with a non-empty "
                      "'families' field (see sweeps/default.py)")
