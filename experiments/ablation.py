@@ -9,19 +9,12 @@ number for the other switches one at a time (its "standard residual FFN at equal
 GLUE 63.5 vs 57.1, is a different model, not one of these arms).
 """
 
-import ml_collections
-
-from embbert_jax.experiment import PAPER_PRETRAIN_STEPS, QUICK_TRAIN
+from embbert_jax.experiment import QUICK_TRAIN, paper_study
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = "ablation"
-  c.description = "Paper column: TinyNLP mean accuracy (spec section 5), other tasks."
-  c.tasks = ("rt_polarity", "sms_spam")
-  c.seeds = 5
-  c.pretrain_steps = PAPER_PRETRAIN_STEPS
-  c.train = ml_collections.ConfigDict()
+  c = paper_study("ablation",
+                  "Paper column: TinyNLP mean accuracy (spec section 5), other tasks.")
   switch = lambda name, **model: dict(name=name, preset="embbert", pretrain=True,
                                       overrides={f"model.{k}": v for k, v in model.items()})
   c.arms = [

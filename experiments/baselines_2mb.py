@@ -9,9 +9,7 @@ they run from scratch here. Paper numbers are TinyNLP mean accuracy (spec sectio
 Full settings are the paper's recipe (spec section 4); --quick trains experiment.QUICK_TRAIN, one seed.
 """
 
-import ml_collections
-
-from embbert_jax.experiment import PAPER_PRETRAIN_STEPS, QUICK_TRAIN
+from embbert_jax.experiment import QUICK_TRAIN, paper_study
 
 
 def tinynlp(value):
@@ -19,13 +17,8 @@ def tinynlp(value):
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = "baselines_2mb"
-  c.description = "Paper column: TinyNLP mean accuracy (spec section 5), other tasks."
-  c.tasks = ("rt_polarity", "sms_spam")
-  c.seeds = 5
-  c.pretrain_steps = PAPER_PRETRAIN_STEPS
-  c.train = ml_collections.ConfigDict()  # the recipe: train.get_config()
+  c = paper_study("baselines_2mb",
+                  "Paper column: TinyNLP mean accuracy (spec section 5), other tasks.")
   c.arms = [
       dict(name="embbert", preset="embbert", pretrain=True, paper=tinynlp(87.19)),
       dict(name="embbert_scratch", preset="embbert", paper=tinynlp(80.82)),

@@ -8,9 +8,7 @@ of the curve only: GLUE is a different set of tasks and a different score. --fro
 configs of a sweep (pareto.write_files' frontier.csv / trials.jsonl), trained the same way.
 """
 
-import ml_collections
-
-from embbert_jax.experiment import PAPER_PRETRAIN_STEPS, QUICK_TRAIN
+from embbert_jax.experiment import QUICK_TRAIN, paper_study
 
 
 def glue(value):
@@ -18,13 +16,8 @@ def glue(value):
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.name = "scaling"
-  c.description = "Paper column: the authors' GLUE score (spec section 5), other tasks."
-  c.tasks = ("rt_polarity", "sms_spam")
-  c.seeds = 5
-  c.pretrain_steps = PAPER_PRETRAIN_STEPS
-  c.train = ml_collections.ConfigDict()
+  c = paper_study("scaling",
+                  "Paper column: the authors' GLUE score (spec section 5), other tasks.")
   c.arms = [dict(name=n, preset=n, pretrain=True, paper=glue(g))
             for n, g in (("nano", 55.3), ("tiny", 57.1), ("embbert", 63.5), ("med", 64.4), ("big", 65.5))]
   c.figure = "scaling"
