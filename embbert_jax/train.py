@@ -848,6 +848,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(f"error: {e}")
   for r in out["runs"]:
     print_results(r, Path(r["workdir"]))
+  for f in out["failed"]:
+    print(f"a seed {f['status']}: {f['error']}", file=sys.stderr)
   if args.seeds > 1:
     print("mean +- std over seeds: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in out["summary"].items()
                                                  if k.startswith("test/")))
