@@ -313,3 +313,28 @@ def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
   assert grouped[1]["seq_len"] == 64
   for k, v in solo["validation"].items():
     assert grouped[1]["validation"][k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_interrupted_group_resumes_to_the_uninterrupted_result(tmp_path):
+  variants = [dict(seed=0), dict(seed=1, learning_rate=1e38), dict(seed=2)]  # member 1 fails at once
+  base = tiny_config(tmp_path, steps=20, eval_every=5, checkpoint_every=5)
+  cfgs = []
+  for v in variants:
+    c = base.copy_and_resolve_references()
+    c.update(v)
+    cfgs.append(c)
+  straight = train.train_group(cfgs, [tmp_path / f"s{i}" for i in range(3)])
+
+  def stop_at_15(i, step, validation):
+    if step == 15:
+      raise KeyboardInterrupt  # after the checkpoint of step 10, before that of step 15
+  dirs = [tmp_path / f"k{i}" for i in range(3)]
+  with pytest.raises(KeyboardInterrupt):
+    train.train_group(cfgs, dirs, report=stop_at_15)
+  resumed = train.train_group(cfgs, dirs)
+  assert [r["status"] for r in resumed] == ["complete", "failed", "complete"]
+  for a, b in zip(straight, resumed):
+    if a["status"] == "complete":
+      assert a["best_step"] == b["best_step"]
+      for k, v in a["test"].items():
+        assert b["test"][k] == pytest.approx(v, abs=1e-6), k
