@@ -167,8 +167,8 @@ def over_members(fn: Callable, impl: str = "auto") -> Callable:
 
 
 def make_group_step(loss_fn: Callable, optimizer: optax.GradientTransformation, impl: str = "auto"):
-  """The step of G members at once: `make_train_step` mapped (over_members) over stacked params, optimiser states
-  (each with its own learning rate and weight decay), batches (G, B, L) and dropout keys.
+  """The step of G members at once: `make_train_step` mapped (over_members) over stacked params,
+  optimiser states (each with its own learning rate and weight decay), batches (G, B, L) and dropout keys.
 
   A member whose loss or gradient is not finite keeps its last finite params and is marked dead
   (`alive` False, `failed_at` = the step); the others go on. Dropout keys are fold_in(key(seed), step)
@@ -204,7 +204,6 @@ class Programs:
   step: Callable  # (state, batch_G) -> (state, aux_G); the state is donated
   keep_best: Callable  # (state, improved_G, score_G, metrics_G, step) -> state
   apply: Callable  # (params_G, *inputs) -> per-member outputs (the evaluation forward pass)
-  model: Any
 
 
 @functools.lru_cache(maxsize=32)
@@ -233,7 +232,6 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
     g = seeds_G.shape[0]
     return {"step": jnp.zeros((), jnp.int32), "seed": seeds_G, "params": params_G, "opt_state": opt_state,
             "alive": jnp.ones((g,), bool), "failed_at": jnp.zeros((g,), jnp.int32),
-            "pruned_at": jnp.zeros((g,), jnp.int32),
             "best": {"score": jnp.full((g,), -jnp.inf), "step": jnp.zeros((g,), jnp.int32),
                      "params": jax.tree.map(jnp.copy, params_G), "metrics": metrics_G}}
 
@@ -249,7 +247,7 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
       init=jax.jit(init, out_shardings=repl),
       step=jax.jit(make_group_step(loss_fn, optimizer, group_impl), in_shardings=(repl, shard),
                    out_shardings=(repl, repl), donate_argnums=0),
-      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply, model=model)
+      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
 
 
 def programs_for(cfg, kind: str = "classify", is_regression: bool = False) -> Programs:
@@ -358,12 +356,11 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
       raise RuntimeError(f"cannot resume from {ckpt_dir} (step {mgr.latest_step()}): "
                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}; use a fresh --workdir") from None
     start = int(state["step"])
-    alive = np.asarray(state["alive"])
-    saved = json.loads(outcomes_file.read_text()) if outcomes_file.exists() else {}
-    outcomes = {int(i): o for i, o in saved.items() if not alive[int(i)]}  # later ones replay
     print(f"resuming {desc} from step {start} ({ckpt_dir})", file=sys.stderr)
+  alive = np.array(jax.device_get(state["alive"]))  # host copy; flush and pruning keep it current
+  if start and outcomes_file.exists():  # outcomes after the checkpoint are replayed, not loaded
+    outcomes = {int(i): o for i, o in json.loads(outcomes_file.read_text()).items() if not alive[int(i)]}
   loggers = [Logger(m.workdir, m.cfg, start) for m in members]
-  alive = np.asarray(jax.device_get(state["alive"])).copy()
   pending: list[tuple[int, dict]] = []
   tokens, t_last, t0 = np.zeros(g), time.perf_counter(), time.perf_counter()
   bar = tqdm(total=total_steps, initial=start, desc=desc + (f" x{g}" if g > 1 else ""), unit="step",
@@ -377,7 +374,8 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     host = jax.device_get([m for _, m in pending])
     now_alive, failed_at = (np.asarray(x) for x in jax.device_get((state["alive"], state["failed_at"])))
     now = time.perf_counter()
-    rate = len(pending) / max(now - t_last, 1e-9)
+    dt = max(now - t_last, 1e-9)
+    rate = len(pending) / dt
     for i in np.flatnonzero(alive):
       rows = [m for (s, _), m in zip(pending, host) if now_alive[i] or s + 1 < failed_at[i]]
       if not now_alive[i] and int(failed_at[i]):
@@ -386,12 +384,12 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
                             f"last good checkpoint is step {mgr.latest_step()} in {ckpt_dir}"}
       if rows:
         mean = {f"train/{k}": float(np.mean([m[k][i] for m in rows])) for k in rows[0]}
-        mean.update({"train/steps_per_s": rate, "train/tokens_per_s": tokens[i] / max(now - t_last, 1e-9)})
+        mean.update({"train/steps_per_s": rate, "train/tokens_per_s": tokens[i] / dt})
         loggers[i].log(step, mean)
     alive[:] = now_alive & alive
     live = host[-1]["loss"][alive]
     bar.set_postfix(loss=f"{float(np.mean(live)) if live.size else float('nan'):.4f}", steps_s=f"{rate:.1f}",
-                    tok_s=f"{tokens.sum() / max(now - t_last, 1e-9):.0f}", live=f"{alive.sum()}/{g}")
+                    tok_s=f"{tokens.sum() / dt:.0f}", live=f"{alive.sum()}/{g}")
     pending.clear()
     tokens, t_last = np.zeros(g), now
 
@@ -418,7 +416,6 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
                                   report, outcomes, repl)
       if done % ckpt_every == 0 or done == total_steps or not alive.any():
         save(done)
-    flush(int(jax.device_get(state["step"])))
     mgr.wait_until_finished()
   finally:
     stream.close()
@@ -461,11 +458,9 @@ def _evaluate_members(state, programs, evaluate, select, eval_keys, step, alive,
     except Pruned as e:
       pruned[i] = True
       outcomes[int(i)] = {"status": "pruned", "error": str(e), "pruned_at": step}
-  if pruned.any():
+  if pruned.any():  # the step, checkpoint and a resumed run see them stopped; members.json says why
     alive &= ~pruned
-    pruned_at = np.where(pruned, step, np.asarray(jax.device_get(state["pruned_at"]))).astype(np.int32)
-    state = {**state, "alive": jax.device_put(alive.copy(), sharding),
-             "pruned_at": jax.device_put(pruned_at, sharding)}
+    state = {**state, "alive": jax.device_put(alive.copy(), sharding)}
   return state
 
 
@@ -616,6 +611,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   best = jax.device_get(out["state"]["best"])
   seq_len = int(enc["train"].ids.shape[1])
   steps_per_s = (total - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
+  train_time = time.perf_counter() - t0
   results = []
   for i, (c, wd) in enumerate(zip(cfgs, member_dirs)):
     if i in out["outcomes"]:
@@ -624,7 +620,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
       continue
     b = member_params(best, i)
     result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]), "steps": total,
-              "train_time_s": time.perf_counter() - t0, "seq_len": seq_len,
+              "train_time_s": train_time, "seq_len": seq_len,
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
     save_params(wd / "model", b["params"], c.model, tok.model_path)
