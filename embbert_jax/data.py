@@ -299,8 +299,9 @@ def sha256_file(path: Path) -> str:
   return h.hexdigest()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-  """Write via a temporary file + rename so a crash never leaves a half-written cache entry."""
+def write_text_atomic(path: Path, text: str) -> None:
+  """Write via a temporary file + rename so a crash never leaves a half-written file, and writers
+  finishing together each replace it whole, never interleaved."""
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   tmp.write_text(text, encoding="utf-8")
@@ -361,7 +362,7 @@ def ensure_archive(
   _remove_fetch_dir(produced.parent, downloads)
   record = {"file": source.filename, "sha256": digest, "size": path.stat().st_size,
             "command": source.command_line(downloads), "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-  _write_text_atomic(record_path, json.dumps(record, indent=1))
+  write_text_atomic(record_path, json.dumps(record, indent=1))
   return path
 
 
@@ -383,7 +384,7 @@ def _archive_ok(path: Path, record_path: Path, source: ArchiveSource) -> bool:
     # No record: trust the file only if a pinned digest vouches for it (e.g. placed there by hand).
     if source.sha256 is None:
       return False
-    _write_text_atomic(record_path, json.dumps({"file": source.filename, "sha256": digest}, indent=1))
+    write_text_atomic(record_path, json.dumps({"file": source.filename, "sha256": digest}, indent=1))
     return True
   return recorded == digest
 
@@ -473,7 +474,7 @@ def _write_jsonl(path: Path, split: Split) -> None:
       row["text_pair"] = split.text_pair[i]
     row["label"] = split.label[i].item()
     lines.append(json.dumps(row, ensure_ascii=False))
-  _write_text_atomic(path, "\n".join(lines) + "\n")
+  write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _read_jsonl_split(path: Path, dtype: type) -> Split:
@@ -503,7 +504,7 @@ def _load_registered(name: str, task: RegisteredTask, cache_dir: str | os.PathLi
   splits = {s: full.subset(idx) for s, idx in stratified_split(labels, texts, seed=seed).items()}
   for s in SPLITS:
     _write_jsonl(out_dir / f"{s}.jsonl", splits[s])
-  _write_text_atomic(meta_path, json.dumps({**want, "sizes": {s: len(splits[s]) for s in SPLITS}}, indent=1))
+  write_text_atomic(meta_path, json.dumps({**want, "sizes": {s: len(splits[s]) for s in SPLITS}}, indent=1))
   _say(f"{name}: wrote splits to {out_dir}")
   return _registered_task_data(name, task, splits)
 
@@ -967,7 +968,7 @@ def pretraining_corpus(
       dropped += len(doc) - len(kept)
       if kept:
         docs.append(kept)
-  _write_text_atomic(out, "\n\n".join("\n".join(" ".join(s.split()) for s in d) for d in docs) + "\n")
+  write_text_atomic(out, "\n\n".join("\n".join(" ".join(s.split()) for s in d) for d in docs) + "\n")
   n_sent = sum(map(len, docs))
   _say(f"wrote pre-training corpus {out} ({len(docs)} documents, {n_sent} sentences, "
        f"{out.stat().st_size / 1e6:.1f} MB; {dropped} sentences dropped as evaluation text)")

@@ -54,7 +54,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from embbert_jax import configs, memory, pareto
+from embbert_jax import configs, data, memory, pareto
 
 STUDY_DIR = Path(__file__).resolve().parent.parent / "experiments"
 METRICS = ("accuracy", "mcc", "macro_f1")
@@ -302,7 +302,7 @@ def pretrain_dir(out: Path, arm: str, pcfg) -> Path:
 
 def run_arm(study, arm: dict, task: str, out: Path, log=print) -> dict[str, Any]:
   """Trains (or loads) one arm on one task; returns its result record (status "ok" or "failed")."""
-  from embbert_jax import data, train
+  from embbert_jax import train
   wd = out / "runs" / task_slug(task) / arm["name"]
   done = wd / RESULT_FILE
   cfg = arm_config(study, arm, task)
@@ -350,10 +350,7 @@ def run_arm(study, arm: dict, task: str, out: Path, log=print) -> dict[str, Any]
 
 
 def _write_json(path: Path, obj: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{os.getpid()}.{path.name}")
-  tmp.write_text(json.dumps(obj, indent=2))
-  os.replace(tmp, path)
+  data.write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def find_reusable(folders: Iterable[str], task: str, config_hash: str) -> Path | None:
@@ -639,8 +636,7 @@ def run_study(study, out: Path, log=print) -> dict[str, Any]:
       records.append(rec)
       log(f"[{i + 1}/{len(pairs)}] {task_slug(task)} / {arm['name']}: " + _outcome(rec))
       bar.advance(job)
-      write_tables(study, records, out)  # partial tables while the study runs
-  files = write_tables(study, records, out)
+      files = write_tables(study, records, out)  # after every arm: partial tables while the study runs
   files["figure"] = figure(study, records, out / f"{study.name}.png")
   if study.wandb != "disabled":
     _log_summary(study, records, files, out)
@@ -694,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                        "arm (train.learning_rate=1e-3, train.model.dropout=0)")
   args = ap.parse_args(argv)
   os.environ.setdefault("WANDB_SILENT", "true")
-  from embbert_jax import data, train
+  from embbert_jax import train
   try:
     sets = list(args.set)
     if args.tasks is not None:
@@ -709,7 +705,6 @@ def main(argv: list[str] | None = None) -> int:
       sets.append(f"reuse={tuple(r for r in args.reuse.split(',') if r)!r}")
     study = load_study(args.study, args.quick, sets)
     out = Path(args.out) if args.out else default_out(study)
-    plan(study)
   except (StudyError, configs.ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from embbert_jax import memory
+from embbert_jax import data, memory
 
 METRICS = ("accuracy", "mcc", "macro_f1")
 _STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
@@ -224,23 +224,16 @@ def write_files(rows: list[dict], front: list[dict], settings: dict[str, Any], o
     w.writeheader()
     for r in subset:
       w.writerow({**r, "pareto": r["trial"] in on_front})
-    _write_atomic(files[key], buf.getvalue())
-  _write_atomic(files["trials_jsonl"], "".join(
+    data.write_text_atomic(files[key], buf.getvalue())
+  data.write_text_atomic(files["trials_jsonl"], "".join(
       json.dumps({**r, "pareto": r["trial"] in on_front}, default=str) + "\n" for r in rows))
-  _write_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
+  data.write_text_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
   tmp = files["plot"].with_name(f".{os.getpid()}.{files['plot'].name}")
   plotting.frontier_figure(rows, front, tmp, budget=settings.get("budget"),
                            min_budget=settings.get("min_budget"), policy=settings.get("policy", "fp32"),
                            metric=settings.get("metric") or "mcc", title=f"sweep {settings.get('study', '')}")
   os.replace(tmp, files["plot"])
   return files
-
-
-def _write_atomic(path: Path, text: str) -> None:
-  """Workers finishing together write the same files: each replaces them whole, never interleaved."""
-  tmp = path.with_name(f".{os.getpid()}.{path.name}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def log_wandb_summary(rows: list[dict], front: list[dict], files: dict[str, Path], settings: dict[str, Any],
