@@ -44,7 +44,7 @@ any trial whose shapes were compiled before (by any worker on the machine), load
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import importlib
 import importlib.util
 import json
@@ -121,7 +121,7 @@ class Sweep:
   log: Callable[[str], None]
   members: list[dict[str, Any]]  # the training knobs of each member trial of a config (space.members)
 
-  @property
+  @functools.cached_property
   def fitting(self) -> dict[str, space_lib.Candidate]:
     return {c.hash: c for c in self.ordered}
 
@@ -142,10 +142,6 @@ def load_trainer(spec: str):
 
 def _slug(text: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
-def _digest(obj: Any) -> str:
-  return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Callable = say) -> Sweep:
@@ -193,7 +189,7 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   # What must not change when a study is resumed: it would make its trials incomparable.
   # An empty train grid leaves the digest of a space as it was before train grids existed.
   space_dict = {k: v for k, v in space_cfg.to_dict().items() if k != "train_grid" or v}
-  identity = dict(space=space_cfg.name, space_digest=_digest(space_dict), task=str(s.task),
+  identity = dict(space=space_cfg.name, space_digest=configs.config_hash(space_dict), task=str(s.task),
                   policy=s.policy, steps=s.steps, pretrain_steps=s.pretrain_steps, seed=s.seed)
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
              num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg))
@@ -254,7 +250,7 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
 
 def member_hash(shape: str, knobs: dict[str, Any]) -> str:
   """A member trial's hash: its config's hash, with the training knobs of a train grid mixed in."""
-  return shape if not knobs else _digest({"shape": shape, "train": knobs})
+  return shape if not knobs else configs.config_hash({"shape": shape, "train": knobs})
 
 
 def _member_attrs(c: space_lib.Candidate, knobs: dict[str, Any]) -> dict[str, Any]:
@@ -333,8 +329,9 @@ def next_trials(sw: Sweep, led: ledger_lib.Ledger) -> list[FrozenTrial]:
     if cand is None:
       return []
     new = [k for k in sw.members if member_hash(cand.hash, k) not in present.get(cand.hash, set())]
+    dists = space_lib.distributions(sw.space)
     for knobs in new[:s.max_trials - len(trials)]:  # --max-trials counts member trials
-      led.add_waiting(cand.optuna_params, space_lib.distributions(sw.space), _member_attrs(cand, knobs),
+      led.add_waiting(cand.optuna_params, dists, _member_attrs(cand, knobs),
                       {**attrs, ledger_lib.HASH: member_hash(cand.hash, knobs)})
     return _claim_group(sw, led, sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number))
 
@@ -368,7 +365,7 @@ class Member:
 def _member(sw: Sweep, trial: FrozenTrial) -> Member:
   a, cfg = trial.user_attrs, _trial_config(sw, trial)
   # Absolute: orbax refuses relative checkpoint paths.
-  workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{_digest(cfg.to_dict())[:6]}").resolve()
+  workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{configs.config_hash(cfg)[:6]}").resolve()
   # A resumed trial keeps the validations of its earlier attempts (the trainer reports only new ones).
   return Member(trial, cfg, workdir, a["bytes"][sw.settings.policy]["total"],
                 {int(k): v for k, v in a.get("curve", [])})

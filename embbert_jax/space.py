@@ -201,14 +201,12 @@ def _bytes(m) -> tuple[dict[str, dict[str, int]], int]:
   # Per tensor class: values, and output channels (one int8 scale each), as memory.weight_bytes_of prices.
   size, channels = dict.fromkeys(memory.CLASSES, 0), dict.fromkeys(memory.CLASSES, 0)
   for spec in specs:
-    kind = memory.classify(spec.path, spec.shape)
-    size[kind] += math.prod(spec.shape)
-    channels[kind] += spec.shape[-1]
+    size[spec.kind] += spec.size
+    channels[spec.kind] += spec.shape[-1]
   out = {}
   for name, pol in memory.POLICIES.items():
     weight = sum(int(size[k] * pol.bytes_for(k)) for k in memory.CLASSES)
-    weight += int(sum(channels[k] * pol.scale_bytes for k in memory.CLASSES
-                      if k != memory.OTHER and pol.bytes_for(k) == 1))
+    weight += int(sum(channels[k] * pol.scale_bytes for k in memory.CLASSES if memory.is_quantized(pol, k)))
     act = int(acts * pol.activation)
     out[name] = {"weight": weight, "activation": act, "total": weight + act}
   return out, sum(size.values())

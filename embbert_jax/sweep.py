@@ -25,7 +25,7 @@ from embbert_jax import configs, data, memory
 from embbert_jax import ledger as ledger_lib
 from embbert_jax import space as space_lib
 from embbert_jax.engine import (  # noqa: F401  (the sweep's API, importable from here)
-    Preempted, SweepError, get_config, hopeless, open_ledger, prepare, run_sweep, say, summarize,
+    STRATEGIES, Preempted, SweepError, get_config, hopeless, open_ledger, prepare, run_sweep, say, summarize,
     wandb_mode)
 from embbert_jax.propose import DIRECTIONS
 
@@ -46,7 +46,7 @@ def _run_parser() -> argparse.ArgumentParser:
   add("--policy", default=d.policy, choices=list(memory.POLICIES), help="dtype policy memory is priced under")
   add("--task", default=d.task, help="registry name (rt_polarity, sms_spam) or a local .jsonl/.csv file")
   add("--space", default=d.space, help="search space: a name in sweeps/ (default, tiny, families) or a file")
-  add("--strategy", default=d.strategy, choices=["grid", "tpe", "nsga2"],
+  add("--strategy", default=d.strategy, choices=list(STRATEGIES),
       help="grid: fitting configs in memory-spread order; tpe/nsga2: two-objective sampler")
   add("--max-trials", type=int, default=d.max_trials,
       help="trials in the study, all workers together (with a train_grid: member trials)")
