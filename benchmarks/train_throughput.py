@@ -30,6 +30,12 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
   return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def step_flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, from XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  return float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+
+
 def make_step(cfg, seed: int = 0):
   """(jitted classification train step, initial state): the step `train.fit` runs, state donated."""
   model = models.build_model(cfg.model)
@@ -55,8 +61,7 @@ def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str) -> 
   t = time.perf_counter()
   compiled = step.lower(state, b, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+  flops = step_flops(compiled)
   state, m = compiled(state, b, jax.random.key(0))
   jax.block_until_ready(m)
   t = time.perf_counter()

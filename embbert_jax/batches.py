@@ -122,8 +122,9 @@ def stack_batches(batches: list[dict]) -> dict:
   """Stacks G batches into one with a leading G axis (one per vmapped group member); ids are padded with
   [PAD] to the longest member's length. Every other entry must have equal shapes across members."""
   length = max(b["ids"].shape[1] for b in batches)
-  padded = [{**b, "ids": np.pad(b["ids"], ((0, 0), (0, length - b["ids"].shape[1])),
-                                constant_values=PAD_ID)} for b in batches]
+  padded = [b if b["ids"].shape[1] == length else
+            {**b, "ids": np.pad(b["ids"], ((0, 0), (0, length - b["ids"].shape[1])), constant_values=PAD_ID)}
+            for b in batches]
   return {k: np.stack([b[k] for b in padded]) for k in batches[0]}
 
 

@@ -175,7 +175,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, assignments: Iterable[str]) 
     try:
       node, leaf = dotted_parent(cfg, key)
     except KeyError as e:
-      raise ConfigError(f"unknown config field {key!r}{e.args[1] if len(e.args) > 1 else ''}") from None
+      raise ConfigError(f"unknown config field {key!r}{e.args[1]}") from None
     try:
       node[leaf] = _parse_value(text, node[leaf])
     except TypeError as e:
