@@ -154,9 +154,9 @@ def _where_members(mask_G, new, old):
 
 def over_members(fn: Callable, impl: str = "auto") -> Callable:
   """fn mapped over a leading member axis of every argument: `jax.vmap` (one batched program: what an
-  accelerator wants) or `jax.lax.map` (a loop over members inside one program: on CPU, XLA's batched
-  matmuls run at about 0.4x the speed of the same matmuls one by one, measured here with
-  benchmarks/grouped_training.py). "auto": map on CPU, vmap elsewhere."""
+  accelerator wants) or `jax.lax.map` (a loop over members inside one program: on CPU the vmapped
+  group step measured slower at every G, benchmarks/grouped_training.py). "auto": map on CPU, vmap
+  elsewhere."""
   if impl == "auto":
     impl = "map" if jax.default_backend() == "cpu" else "vmap"
   if impl == "vmap":
