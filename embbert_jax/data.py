@@ -430,9 +430,15 @@ def _read_vader_snippets(archive: Path, member: str) -> tuple[list[str], np.ndar
   return texts, np.asarray(ratings, dtype=np.float64)
 
 
-def _read_rt_polarity(archive: Path) -> tuple[list[str], np.ndarray]:
-  texts, ratings = _read_vader_snippets(archive, "movieReviewSnippets_GroundTruth.txt")
-  return texts, (ratings > 0).astype(np.int32)  # rating 0 (37 rows) counts as negative, per data.md
+def _vader_polarity(member: str) -> Callable[[Path], tuple[list[str], np.ndarray]]:
+  """A binary task from one snippet file of the sdist: label = mean rating > 0 (0 counts as negative)."""
+  def read(archive: Path) -> tuple[list[str], np.ndarray]:
+    texts, ratings = _read_vader_snippets(archive, member)
+    return texts, (ratings > 0).astype(np.int32)
+  return read
+
+
+_read_rt_polarity = _vader_polarity("movieReviewSnippets_GroundTruth.txt")  # 37 rows rated 0, per data.md
 
 
 def _read_sms_spam(archive: Path) -> tuple[list[str], np.ndarray]:
@@ -463,6 +469,13 @@ REGISTRY: Mapping[str, RegisteredTask] = types.MappingProxyType({
     "rt_polarity": RegisteredTask(_VADER, _read_rt_polarity, ("negative", "positive"),
                                   ("accuracy", "mcc", "f1")),
     "sms_spam": RegisteredTask(_SPAM, _read_sms_spam, ("ham", "spam"), ("accuracy", "mcc", "macro_f1")),
+    # The other snippet sets of the same sdist: held-out sentiment tasks of the same kind as rt_polarity.
+    "tweets": RegisteredTask(_VADER, _vader_polarity("tweets_GroundTruth.txt"), ("negative", "positive"),
+                             ("accuracy", "mcc", "f1")),
+    "amazon": RegisteredTask(_VADER, _vader_polarity("amazonReviewSnippets_GroundTruth.txt"),
+                             ("negative", "positive"), ("accuracy", "mcc", "f1")),
+    "nyt": RegisteredTask(_VADER, _vader_polarity("nytEditorialSnippets_GroundTruth.txt"),
+                          ("negative", "positive"), ("accuracy", "mcc", "f1")),
 })
 
 
