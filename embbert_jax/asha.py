@@ -1,0 +1,304 @@
+"""Asynchronous successive halving for two objectives: the rules of the multi-fidelity sweep, as pure code.
+
+The sweep's objectives are (validation metric: maximise, memory: minimise). Memory is exact and known before
+training, so only the metric is noisy, and a small model must never be eliminated by a big one. Hence
+(../shared/design/search.md, A1-A4):
+
+* **Bands.** log(memory) between the smallest fitting config and the budget is cut into B equal bands; every
+  promotion decision is taken inside one band, so each band fills its own top rung.
+* **Rank** inside (band, rung): non-dominated front on (metric, memory), then metric, then smaller memory.
+  Metric gaps below the noise level `eps` are ties (soft ranking), and a tie goes to the smaller model.
+  Lower rungs can rank on validation loss instead of the metric (from scratch, accuracy sits at chance for
+  hundreds of steps, so the metric would tie everything).
+* **Promotion, not stopping** (ASHA): a trial that reaches rung k is paused. A (band, rung) that holds n
+  results may have promoted floor(n / eta) of them, the best ones by rank; until it holds eta results
+  nothing leaves it (paused trials wait rather than being killed, which removes the first-arrival bias of
+  stopping-type schedulers). A free worker takes the highest promotion available, else starts a new trial.
+* **Time.** `plan` sizes the rungs and the number of trials from measured rates so that search, the final
+  seeds and a margin fit the wall-clock budget, and says what it had to drop.
+
+Nothing here touches Optuna or JAX: the engine feeds these functions records read from the ledger under its
+lock, and acts on what they return. That keeps every rule testable with plain numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterable, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """What one trial has reported at one rung (a trial appears once per rung it finished)."""
+
+  trial: int
+  rung: int
+  bytes: int
+  metric: float  # validation metric at the rung, higher is better (NaN for a failed run)
+  loss: float = math.nan  # validation loss at the rung, lower is better
+  promoted: bool = False  # whether the trial has already been promoted out of this rung
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """A sweep's rung schedule, written once to the ledger and only read afterwards.
+
+  `rung_steps[k]` is the number of optimizer steps a trial has trained when it reports rung k (cumulative;
+  the last is R_max, the convergence budget). `band_edges` are B + 1 increasing byte counts. `n0` trials
+  start at rung 0; the best `final_per_band` of each band's top rung are trained with `final_seeds` seeds
+  in all (the promoted run counts as the first).
+  """
+
+  eta: int
+  rung_steps: tuple[int, ...]
+  band_edges: tuple[int, ...]
+  n0: int
+  final_per_band: int = 1
+  final_seeds: int = 3
+  loss_rungs: int = 1  # rungs below this index rank on validation loss, the rest on the metric
+  est_search_s: float = 0.0
+  est_final_s: float = 0.0
+  dropped: tuple[str, ...] = ()
+
+  @property
+  def top(self) -> int:
+    return len(self.rung_steps) - 1
+
+  @property
+  def bands(self) -> int:
+    return len(self.band_edges) - 1
+
+  def band(self, nbytes: int) -> int:
+    return band_of(nbytes, self.band_edges)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Plan":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+
+
+def band_count(n0: int, eta: int, max_bands: int = 4) -> int:
+  """B = clamp(floor(n0 / eta^2), 1, max_bands): each band gets enough rung-0 trials to fill its top rung."""
+  return max(1, min(max_bands, n0 // (eta * eta)))
+
+
+def band_edges(smallest: int, budget: int, bands: int) -> tuple[int, ...]:
+  """B + 1 byte counts cutting [smallest, budget] into bands of equal width in log(memory)."""
+  if smallest <= 0 or budget < smallest:
+    raise ValueError(f"band edges need 0 < smallest <= budget, got {smallest} and {budget}")
+  lo, hi = math.log(smallest), math.log(budget)
+  inner = [int(round(math.exp(lo + (hi - lo) * i / bands))) for i in range(1, bands)]
+  return (smallest, *inner, budget)
+
+
+def band_of(nbytes: int, edges: Sequence[int]) -> int:
+  """The band holding `nbytes` (values outside the edges go to the first or last band)."""
+  for b in range(len(edges) - 2, 0, -1):
+    if nbytes >= edges[b]:
+      return b
+  return 0
+
+
+def _score(r: Record, on_loss: bool) -> float:
+  value = -r.loss if on_loss else r.metric
+  return -math.inf if math.isnan(value) else value
+
+
+def _dominates(a: tuple[float, int], b: tuple[float, int], eps: float) -> bool:
+  """(score, bytes) a dominates b: no bigger, and clearly better, or tied within eps and strictly smaller."""
+  return a[1] <= b[1] and (a[0] > b[0] + eps or (a[0] >= b[0] - eps and a[1] < b[1]))
+
+
+def rank(records: Sequence[Record], eps: float = 0.0, on_loss: bool = False) -> list[Record]:
+  """Records best first: non-dominated fronts on (score, memory), then score, then smaller memory.
+
+  Scores within `eps` of each other are ties, and a tie goes to the smaller model: inside a front the next
+  pick is the smallest model among those within eps of the best remaining score. Failed runs (NaN) come
+  last. O(n^2), for the tens of records of one (band, rung). Deterministic: full ties keep trial order.
+  """
+  keyed = [(_score(r, on_loss), r.bytes) for r in records]
+  remaining = [i for i, (s, _) in enumerate(keyed) if math.isfinite(s)]
+  failed = [i for i, (s, _) in enumerate(keyed) if not math.isfinite(s)]
+  ordered: list[int] = []
+  while remaining:
+    front = [i for i in remaining if not any(_dominates(keyed[j], keyed[i], eps) for j in remaining)]
+    while front:
+      best = max(keyed[i][0] for i in front)
+      pick = min((i for i in front if keyed[i][0] >= best - eps),
+                 key=lambda i: (keyed[i][1], -keyed[i][0], records[i].trial))
+      ordered.append(pick)
+      front.remove(pick)
+      remaining.remove(pick)
+  return [records[i] for i in ordered + sorted(failed, key=lambda i: records[i].trial)]
+
+
+def promotable(records: Sequence[Record], eta: int, eps: float = 0.0, on_loss: bool = False) -> list[Record]:
+  """Which records of one (band, rung) may be promoted now, best first.
+
+  floor(n / eta) of the n records may have left the rung in all; those already promoted count against it.
+  A candidate must be inside the top floor(n / eta) by rank (a late strong arrival can still take a slot
+  its predecessors did not use, but never more slots than the quota).
+  """
+  n = len(records)
+  if n < eta:
+    return []
+  quota = n // eta - sum(r.promoted for r in records)
+  if quota <= 0:
+    return []
+  top = rank(records, eps, on_loss)[:n // eta]
+  return [r for r in top if not r.promoted and math.isfinite(_score(r, on_loss))][:quota]
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+  """What a free worker should do next: promote `trial` to `rung`, start a new trial in `band`, or wait."""
+
+  kind: str  # "promote" | "start" | "wait"
+  trial: int | None = None
+  rung: int | None = None
+  band: int | None = None
+
+
+def next_action(plan: Plan, records: Iterable[Record], started: dict[int, int] | None = None,
+                running: int = 0, eps: float = 0.0, searching: bool = True) -> Action:
+  """The ASHA decision for one free worker, from every rung record in the ledger.
+
+  Rungs are scanned from the top down (finishing a promising trial beats starting a new one). `started`
+  counts rung-0 trials per band (running ones included); while `searching`, a new trial goes to the band
+  with the fewest, until `plan.n0` are started. After that the worker waits if others still run (their
+  results may unlock promotions), and when nothing runs the sweep's search phase is over (`close_out`).
+  """
+  by_cell: dict[tuple[int, int], list[Record]] = {}
+  for r in records:
+    by_cell.setdefault((plan.band(r.bytes), r.rung), []).append(r)
+  for rung in range(plan.top - 1, -1, -1):
+    best: Record | None = None
+    for band in range(plan.bands):
+      cands = promotable(by_cell.get((band, rung), []), plan.eta, eps, rung < plan.loss_rungs)
+      if cands and (best is None or _score(cands[0], rung < plan.loss_rungs)
+                    > _score(best, rung < plan.loss_rungs)):
+        best = cands[0]
+    if best is not None:
+      return Action("promote", trial=best.trial, rung=rung + 1, band=plan.band(best.bytes))
+  started = started or {}
+  if searching and sum(started.values()) < plan.n0:
+    band = min(range(plan.bands), key=lambda b: (started.get(b, 0), b))
+    return Action("start", band=band)
+  return Action("wait") if running else Action("done")
+
+
+def close_out(plan: Plan, records: Iterable[Record], eps: float = 0.0) -> list[Record]:
+  """When the search phase ends: for each band whose top rung is empty, its best paused trial.
+
+  These go straight to the top rung so that every band that holds any result is represented on the final
+  frontier (a band with few trials could otherwise never reach eta results at a rung).
+  """
+  records = list(records)
+  out = []
+  for band in range(plan.bands):
+    mine = [r for r in records if plan.band(r.bytes) == band]
+    if not mine or any(r.rung == plan.top for r in mine):
+      continue
+    high = max(r.rung for r in mine)
+    paused = [r for r in mine if r.rung == high and not r.promoted]
+    ranked = rank(paused, eps, high < plan.loss_rungs)
+    if ranked and math.isfinite(_score(ranked[0], high < plan.loss_rungs)):
+      out.append(ranked[0])
+  return out
+
+
+def final_picks(plan: Plan, records: Iterable[Record], eps: float = 0.0) -> list[Record]:
+  """The trials of the top rung that get the final seeds: the best `final_per_band` of each band."""
+  top = [r for r in records if r.rung == plan.top]
+  out = []
+  for band in range(plan.bands):
+    ranked = rank([r for r in top if plan.band(r.bytes) == band], eps)
+    out.extend(r for r in ranked[:plan.final_per_band] if math.isfinite(r.metric))
+  return out
+
+
+def accuracy_eps(accuracy: float, n_validation: int) -> float:
+  """The binomial standard error of a validation accuracy: below it, two trials are a tie."""
+  p = min(max(accuracy, 0.0), 1.0)
+  return math.sqrt(max(p * (1.0 - p), 1e-4) / max(n_validation, 1))
+
+
+# ------------------------------------------------------------------------------------------- time planning
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+  """Measured rates that the planner turns into a schedule (seconds)."""
+
+  step_s: float  # one optimizer step of a typical fitting config
+  compile_s: float  # tracing, lowering and compiling (or loading) a new trial's programs
+  eval_s: float = 0.0  # one validation pass
+  setup_s: float = 0.0  # data, tokenizer, plan: paid once
+  promoted_step_factor: float = 1.5  # promoted configs are bigger than the average: their step costs more
+
+
+def rung_schedule(r_max: int, eta: int, rungs: int) -> tuple[int, ...]:
+  """Cumulative steps per rung, geometric with ratio eta and ending at r_max."""
+  return tuple(max(1, int(round(r_max / eta ** (rungs - 1 - k)))) for k in range(rungs))
+
+
+def search_cost_per_trial(steps: Sequence[int], eta: int, costs: Costs) -> float:
+  """Expected seconds one started trial costs the search phase (a 1/eta^k share of rung k's extra steps)."""
+  total = costs.compile_s + steps[0] * costs.step_s + costs.eval_s
+  for k in range(1, len(steps)):
+    extra = (steps[k] - steps[k - 1]) * costs.step_s * costs.promoted_step_factor + costs.eval_s
+    total += extra / eta ** k
+  return total
+
+
+def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budget: int, eta: int = 3,
+         rungs: int = 3, final_seeds: int = 3, max_bands: int = 4, margin: float = 0.1, workers: int = 1,
+         max_trials: int | None = None) -> Plan:
+  """A schedule that fits `time_budget_s`: rungs up to r_max, n0 rung-0 trials, B bands, the final seeds.
+
+  The worker-seconds left after setup and a safety margin are split between the final phase (the pick of
+  each band trained with final_seeds - 1 more full runs, compiles included) and the search phase. When the
+  budget cannot give every band a full top rung, the planner gives things up in this order, each noted in
+  `dropped`: final seeds (down to 1), rungs (down to one), then r_max itself (halved). `max_trials` caps n0.
+  """
+  if time_budget_s <= 0:
+    raise ValueError(f"time budget must be positive, got {time_budget_s}")
+  dropped: list[str] = []
+  avail = (time_budget_s * (1.0 - margin) - costs.setup_s) * max(1, workers)
+  seeds, n_rungs, top_steps = final_seeds, rungs, r_max
+  while True:
+    steps = rung_schedule(top_steps, eta, n_rungs)
+    full_run = costs.compile_s + top_steps * costs.step_s * costs.promoted_step_factor + costs.eval_s * n_rungs
+    per_trial = search_cost_per_trial(steps, eta, costs)
+    bands = max_bands
+    for _ in range(max_bands):  # B depends on n0 and n0 on B's final phase; B only shrinks, so this settles
+      final_s = bands * (seeds - 1) * full_run
+      n0 = max(0, int((avail - final_s) // per_trial))
+      if max_trials is not None:
+        n0 = min(n0, max_trials)
+      if band_count(n0, eta, max_bands) == bands:
+        break
+      bands = band_count(n0, eta, max_bands)
+    final_s = bands * (seeds - 1) * full_run
+    if n0 >= max(1, eta ** (n_rungs - 1)) * bands:
+      break
+    if seeds > 1:
+      dropped.append(f"final seeds {seeds} -> {seeds - 1}")
+      seeds -= 1
+    elif n_rungs > 1:
+      dropped.append(f"rungs {n_rungs} -> {n_rungs - 1}")
+      n_rungs -= 1
+    elif top_steps > 1:
+      dropped.append(f"r_max {top_steps} -> {top_steps // 2} steps")
+      top_steps //= 2
+    else:
+      raise ValueError(f"a {time_budget_s:.0f} s budget cannot train one step of one trial "
+                       f"(a trial costs about {per_trial:.0f} s)")
+  return Plan(eta=eta, rung_steps=steps, band_edges=band_edges(smallest, budget, bands), n0=n0,
+              final_seeds=seeds, loss_rungs=1 if n_rungs > 1 else 0,
+              est_search_s=n0 * per_trial / max(1, workers), est_final_s=final_s / max(1, workers),
+              dropped=tuple(dropped))
