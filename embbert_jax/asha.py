@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Iterable, Sequence
 
 
@@ -228,6 +229,27 @@ def accuracy_eps(accuracy: float, n_validation: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------- time planning
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(min|sec|d|h|m|s)?", re.IGNORECASE)
+_SECONDS = {"d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1, None: 1}
+MAX_DURATION_S = 30 * 86400
+DURATION_FORMS = "e.g. 90s, 45m, 2h, 1h30m (a bare number is seconds)"
+
+
+def parse_duration(text: str) -> float:
+  """Seconds in a wall-clock budget such as '45m', '2h', '90s' or '1h30m'; ValueError in one line."""
+  s = str(text).strip().lower().replace(" ", "")
+  pos, total = 0, 0.0
+  while pos < len(s):
+    m = _DURATION_PART.match(s, pos)
+    if not m or m.end() == pos or len(m.group(1)) > 12:
+      raise ValueError(f"cannot read the time budget {text!r}: {DURATION_FORMS}")
+    total += float(m.group(1)) * _SECONDS[m.group(2)]
+    pos = m.end()
+  if not s or not 0 < total <= MAX_DURATION_S:
+    raise ValueError(f"the time budget {text!r} must be more than 0 s and at most 30 days ({DURATION_FORMS})")
+  return total
+
 
 
 @dataclasses.dataclass(frozen=True)

@@ -148,3 +148,16 @@ def test_plan_fits_the_budget_and_says_what_it_dropped():
 def test_accuracy_eps_is_the_binomial_standard_error():
   assert asha.accuracy_eps(0.5, 100) == pytest.approx(0.05)
   assert asha.accuracy_eps(1.0, 100) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("text, seconds", [("45m", 2700), ("2h", 7200), ("90s", 90), ("1h30m", 5400),
+                                           ("10min", 600), ("90", 90), ("0.5h", 1800)])
+def test_parse_duration(text, seconds):
+  assert asha.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0s", "-5m", "1e400h", "99999999999999999999h", "45x", "31d"])
+def test_parse_duration_refuses_in_one_line(text):
+  with pytest.raises(ValueError) as e:
+    asha.parse_duration(text)
+  assert "\n" not in str(e.value) and "time budget" in str(e.value)
