@@ -31,7 +31,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from embbert_jax import data, memory
+from embbert_jax import memory
+from embbert_jax.files import write_text_atomic
 
 METRICS = ("accuracy", "mcc", "macro_f1")
 _STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
@@ -224,10 +225,10 @@ def write_files(rows: list[dict], front: list[dict], settings: dict[str, Any], o
     w.writeheader()
     for r in subset:
       w.writerow({**r, "pareto": r["trial"] in on_front})
-    data.write_text_atomic(files[key], buf.getvalue())
-  data.write_text_atomic(files["trials_jsonl"], "".join(
+    write_text_atomic(files[key], buf.getvalue())
+  write_text_atomic(files["trials_jsonl"], "".join(
       json.dumps({**r, "pareto": r["trial"] in on_front}, default=str) + "\n" for r in rows))
-  data.write_text_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
+  write_text_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
   tmp = files["plot"].with_name(f".{os.getpid()}.{files['plot'].name}")
   plotting.frontier_figure(rows, front, tmp, budget=settings.get("budget"),
                            min_budget=settings.get("min_budget"), policy=settings.get("policy", "fp32"),

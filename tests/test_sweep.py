@@ -197,11 +197,11 @@ def test_budget_filter_is_exact_and_matches_memory_estimate():
   assert all(totals[3] <= c.total("fp32") <= budget for c in lo)
 
 
-def test_model_fields_equal_configs_presets():
+def test_model_of_equals_configs_presets():
   for preset in configs.PRESETS:
-    assert space_lib.model_fields(preset, hidden=64 if preset != "bert" else 80) == \
+    assert space_lib.model_of(preset, hidden=64 if preset != "bert" else 80).to_dict() == \
         configs.get_preset(preset, hidden=64 if preset != "bert" else 80).to_dict()
-  assert space_lib.model_fields("embbert", conv_expansion=2)["conv_expansion"] == 2.0
+  assert space_lib.model_of("embbert", conv_expansion=2).conv_expansion == 2.0
 
 
 def test_dedupe_by_canonical_config_hash(tmp_path):
@@ -219,7 +219,7 @@ def test_dedupe_by_canonical_config_hash(tmp_path):
   # headline's V and N: its k=8 point is a's k=8 network, its k=32 point is the headline model.
   hashes = [c.hash for c in cands]
   assert len(hashes) == len(set(hashes))
-  assert sum(1 for c in cands if not c.model_fields["use_conv"]) == 1
+  assert sum(1 for c in cands if not c.model.use_conv) == 1
   assert len(cands) == 4  # a: k8, k16, no-conv; b: k32 (b's k8 is a's k8)
 
 
