@@ -13,7 +13,7 @@ axis mean different things to a user:
   and the same other knobs) are repeats, so the setting scores the mean over them (the max over seeds
   would reward luck; the table shows the spread). A setting with a failed (NaN) or pruned member has no
   point: a recipe that diverges on some seed is not one to pick, and a pruned member's setting was judged
-  hopeless (engine.py's early stopping compares settings by the same mean);
+  hopeless (early_stop.py's rule compares settings by the same mean);
 * every other axis (learning rate, weight decay, ...) is tuning: the shape's point is its best setting,
   i.e. what the shape reaches with its tuned hyperparameters, as a user would report it.
 

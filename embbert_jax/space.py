@@ -9,7 +9,7 @@ A space file's `get_config()` returns a ConfigDict (see sweeps/default.py):
   train_grid              training field -> tuple of values (optional): every model config trains once
                           per point of their product, e.g. dict(learning_rate=(1e-3, 3e-3), seed=(0, 1, 2))
                           gives 6 member trials per config (see `members`); the sweep trains the members
-                          of one config together in one program when the trainer can (engine.py)
+                          of one config together in one program when the trainer can (worker.py)
   evals                   validations per trial (the early-stopping rungs)
   early_stop              enabled, after (fraction of steps), margin, min_better: see sweep.hopeless
   num_labels              C used for the memory filter when the task is not loaded (tests)
