@@ -1,8 +1,12 @@
-"""Model configurations: one ConfigDict type for every architecture in the family, and the presets.
+"""Model configurations for every architecture in the family, the presets, and the one override path.
 
-A model config is an `ml_collections.ConfigDict` built by `model_config()`; the same object drives the
-Flax module (`models.build_model`), the memory estimate (`memory.estimate`) and the training run (it sits
-at `config.model` of a training config). Presets are a table of overrides, not copies of code.
+`ModelConfig` is the table of model fields (with their defaults and one comment each): a frozen, hashable
+dataclass built once (`ModelConfig.from_dict`) from the ConfigDict at `config.model` of a training config
+(`model_config()` builds that ConfigDict, so overrides stay type-checked), and handed to the Flax modules
+(`models.build_model`), to the memory rule (`memory.py`) and to the compiled-program cache. Nothing changes
+a config in place once it is used: a changed field is a new config (`ModelConfig.replace`, `with_fields`).
+Presets are a table of overrides, not copies of code. `set_field` is the one setter of a dotted field,
+for every command line and config layer.
 
 Notation of the spec (../shared/design/embbert.md): V vocab_size, L max_len, d hidden, r embed_dim,
 e conv_expansion, k conv_kernel, N num_layers, C num_labels.
@@ -104,6 +108,9 @@ def _coerce(field: str, value: Any) -> Any:
 def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   """The headline EmbBERT config with `overrides` applied, as the ConfigDict that sits at `config.model`
   of a training config (type-checked by ConfigDict; ModelConfig.from_dict freezes it)."""
+  unknown = sorted(set(overrides) - set(FIELD_TYPES))
+  if unknown:
+    raise ConfigError(f"unknown model field {unknown[0]!r}; fields: {', '.join(FIELD_TYPES)}")
   c = ml_collections.ConfigDict(ModelConfig().to_dict())
   c.update(overrides)
   validate(c)

@@ -188,9 +188,11 @@ def default_out(study) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m embbert_jax.experiment",
-                               description="Run a study (experiments/<study>.py): arms x tasks x seeds, "
+                               description="Run a study (embbert_jax/studies/<name>.py or a file): arms x "
+                                           "tasks x seeds, "
                                            "results.csv/.md and a figure.")
-  ap.add_argument("study", help="a study file (experiments/ablation.py) or its name (ablation)")
+  ap.add_argument("study", help="a study name (ablation: embbert_jax/studies/ first, then ./experiments) or "
+                  "a .py file")
   ap.add_argument("--quick", action="store_true", help="the study's small settings (minutes on a CPU)")
   ap.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. rt_polarity,sms_spam")
   ap.add_argument("--seeds", type=int, default=None, help="seeds per arm and task")

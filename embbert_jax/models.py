@@ -1,6 +1,7 @@
 """Flax (linen) modules: EmbBERT, its components and the paper's baselines.
 
-Every module reads one frozen `configs.ModelConfig` (`build_model` freezes a ConfigDict). Parameters are plain pytrees of the layout
+Every module reads one frozen `configs.ModelConfig` (`build_model` freezes a ConfigDict). Parameters are
+plain pytrees of the layout
 
     {"encoder": {"embedder": ..., "layer_0": ..., ...}, "head": {...}}
 

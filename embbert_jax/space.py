@@ -1,6 +1,6 @@
 """The sweep's search space: load a `sweeps/*.py` file, enumerate its configs, filter by memory, order them.
 
-A space file's `get_config()` returns a ConfigDict (see sweeps/default.py):
+A space file's `get_config()` returns a ConfigDict (see embbert_jax/sweeps/default.py):
 
   families.<name>.preset  the model preset whose fields the grid overrides (configs.PRESETS)
   families.<name>.fixed   further overrides shared by the whole family (optional)
@@ -104,7 +104,7 @@ def load(space: str) -> ml_collections.ConfigDict:
   cfg = configs.run_config_file(path, SpaceError, 'search space')
   if not isinstance(cfg, ml_collections.ConfigDict) or "families" not in cfg or not cfg.families:
     raise SpaceError(f"search space {path}: get_config() must return a ConfigDict with a non-empty "
-                     "'families' field (see sweeps/default.py)")
+                     "'families' field (see embbert_jax/sweeps/default.py)")
   defaults = dict(name=path.stem, train=ml_collections.ConfigDict(), train_grid=ml_collections.ConfigDict(),
                   evals=4, num_labels=2,
                   early_stop=ml_collections.ConfigDict(dict(enabled=True, after=0.5, margin=0.02,

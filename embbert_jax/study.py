@@ -68,8 +68,8 @@ PAPER_PRETRAIN_STEPS = 867_000
 
 
 def paper_study(name: str, description: str) -> ml_collections.ConfigDict:
-  """The common start of the studies in experiments/: both offline tasks, 5 seeds, the paper's recipe and
-  pre-training length; a study adds its arms (and figure, quick settings)."""
+  """The common start of the shipped studies (embbert_jax/studies/): both offline tasks, 5 seeds, the paper's
+  recipe and pre-training length; a study adds its arms (and figure, quick settings)."""
   c = default_study()
   c.name, c.description = name, description
   c.tasks = ("rt_polarity", "sms_spam")
@@ -77,7 +77,7 @@ def paper_study(name: str, description: str) -> ml_collections.ConfigDict:
   return c
 
 
-# --quick training settings shared by the studies in experiments/, sized for a shared 2-core CPU: 200 steps
+# --quick training settings shared by the shipped studies, sized for a shared 2-core CPU: 200 steps
 # of batch 16 at length 32 (most rt_polarity / sms_spam texts fit; longer ones are cut), evaluated once at
 # the end. So few steps from scratch need a far larger learning rate than the recipe's fine-tuning 5e-5
 # (the sweep measured 3e-3 as the best of 1e-3 / 3e-3 / 1e-2 at 300 steps); pre-training is short, so it

@@ -52,7 +52,8 @@ def _run_parser() -> argparse.ArgumentParser:
     if s.name == "budget":
       kw = {**kw, "required": True, "default": None}
     ap.add_argument(s.flag, **kw)
-  ap.add_argument("--workers", default="1", help="worker processes here: N or auto (one per GPU; CPU: cores / 4)")
+  ap.add_argument("--workers", default="1",
+                  help="worker processes here: N or auto (one per GPU; CPU: cores / 4)")
   ap.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # the launcher's children
   return ap
 

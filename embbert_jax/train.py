@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> None:
   try:
     cfg = config_from_args(args, extra)
     if args.pretrain_steps is not None:
-      cfg.pretrain.steps = args.pretrain_steps
+      configs.set_field(cfg, "pretrain.steps", args.pretrain_steps)
     if args.init_from:
-      cfg.init_from = args.init_from
+      configs.set_field(cfg, "init_from", args.init_from)
   except (configs.ConfigError, ValueError) as e:
     sys.exit(f"error: {e}")
   if args.distributed:

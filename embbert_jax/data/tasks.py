@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from embbert_jax.data import hub
+import embbert_jax.data.hub as hub
 from embbert_jax.data.fetch import ArchiveSource, DataError, _say, ensure_archive, resolve_cache_dir
 from embbert_jax.data.splits import SPLITS, Split, TaskData, encode_labels, stratified_split
 from embbert_jax.files import write_text_atomic
@@ -119,7 +119,8 @@ REGISTRY: Mapping[str, RegisteredTask] = types.MappingProxyType({
     "tweets": RegisteredTask(_VADER, _vader_polarity("tweets_GroundTruth.txt"), ("negative", "positive")),
     "amazon": RegisteredTask(_VADER, _vader_polarity("amazonReviewSnippets_GroundTruth.txt"),
                              ("negative", "positive")),
-    "nyt": RegisteredTask(_VADER, _vader_polarity("nytEditorialSnippets_GroundTruth.txt"), ("negative", "positive")),
+    "nyt": RegisteredTask(_VADER, _vader_polarity("nytEditorialSnippets_GroundTruth.txt"),
+                          ("negative", "positive")),
 })
 
 
@@ -216,7 +217,8 @@ def load_local_task(
   full = Split(texts, pairs, labels)
   given = [str(r.get(split_field) or "").strip().lower() for r in rows] if split_field in columns else None
   splits = _assign_splits(full, given, seed, path)
-  return TaskData(path.stem, splits, 1 if is_reg else len(names), names, "spearman" if is_reg else "mcc", is_reg)
+  metric = "spearman" if is_reg else "mcc"
+  return TaskData(path.stem, splits, 1 if is_reg else len(names), names, metric, is_reg)
 
 
 def _assign_splits(full: Split, given: list[str] | None, seed: int, path: Path) -> dict[str, Split]:
