@@ -52,6 +52,16 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
   return [json.loads(line) for line in complete if line.strip()]
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+  """A matplotlib figure written whole (rendered in memory, in the format of the path's suffix)."""
+  import io
+  path = Path(path)
+  buf = io.BytesIO()
+  fig.savefig(buf, format=path.suffix.lstrip(".") or "png")
+  write_bytes_atomic(path, buf.getvalue())
+  return path
+
+
 def sha256_file(path: str | os.PathLike) -> str:
   """Hex sha256 of a file, read in 1 MiB blocks."""
   h = hashlib.sha256()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from embbert_jax import memory
-from embbert_jax.files import write_text_atomic
+from embbert_jax.files import save_figure, write_text_atomic
 from embbert_jax.study import task_slug
 
 
@@ -116,8 +116,7 @@ def figure(study, records: list[dict], path: Path) -> Path:
     fig = _scaling_figure(plt, study, records)
   else:
     fig = _bars_figure(plt, study, records)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
+  path = save_figure(fig, path)
   plt.close(fig)
   return path
 
