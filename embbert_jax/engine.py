@@ -143,7 +143,7 @@ def say(msg: str) -> None:
   print(f"[sweep] {msg}", file=sys.stderr, flush=True)
 
 
-def load_trainer(spec: str):
+def load_trainer(spec: str) -> Trainer:
   """The trainer module: a dotted module name or a .py file."""
   if spec.endswith(".py"):
     modspec = importlib.util.spec_from_file_location(f"embbert_sweep_trainer_{Path(spec).stem}", spec)
