@@ -4,7 +4,7 @@
     python benchmarks/grouped_training.py --presets nano --groups 1 16 --steps 5
 
 Everything runs on rt_polarity's real training batches (the auto length, 96) through the programs
-`train.fit` runs (`train.programs_for`: the vmapped step over stacked params and optimiser states).
+`loop.fit` runs (`programs.programs_for`: the vmapped step over stacked params and optimiser states).
 For each preset and group size G it measures the compile time and the steady-state time of one group
 step, and reports member-steps/s and trials/hour for a trial of --trial-steps steps (the sweep's 400):
 
@@ -26,13 +26,13 @@ import jax
 import numpy as np
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import train
+from embbert_jax import loop, programs, train
 from train_throughput import matmul_gflops, step_flops
 
 
 def group_state(cfg, g: int):
-  progs = train.programs_for(cfg)
-  params = train.init_members(cfg.model, list(range(g)))
+  progs = programs.programs_for(cfg)
+  params = programs.init_members(cfg.model, list(range(g)))
   ones = np.ones(g, np.float32)
   state = progs.init(np.arange(g, dtype=np.int32), ones * cfg.learning_rate, ones * cfg.weight_decay, params,
                      {})
@@ -82,14 +82,14 @@ def main() -> None:
   ap.add_argument("--steps", type=int, default=3, help="timed group steps per round")
   ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the fastest is kept")
   ap.add_argument("--trial-steps", type=int, default=400, help="steps of one trial (the sweep's default)")
-  ap.add_argument("--impls", nargs="+", default=["vmap", "map"], help="train.over_members lowerings")
+  ap.add_argument("--impls", nargs="+", default=["vmap", "map"], help="programs.over_members lowerings")
   ap.add_argument("--no-authors", action="store_true", help="skip the authors'-style baseline")
   args = ap.parse_args()
   train.enable_compilation_cache("")  # cold compiles: the compile column is what a first run pays
   variants: dict[tuple, Variant] = {}
   for preset in args.presets:
     cfg = train.get_config(preset)
-    enc = train.prepare_task(cfg)[2]
+    enc = loop.prepare_task(cfg)[2]
     for g in args.groups:
       for impl in (["map"] if g == 1 else args.impls):
         cfg.group_impl = impl  # a group of one under map is the plain step
@@ -97,7 +97,7 @@ def main() -> None:
   if not args.no_authors:
     cfg = train.get_config("embbert")
     cfg.seq_len, cfg.group_impl = cfg.model.max_len, "map"
-    variants["authors"] = Variant(cfg, train.prepare_task(cfg)[2]["train"], 1, args.steps,
+    variants["authors"] = Variant(cfg, loop.prepare_task(cfg)[2]["train"], 1, args.steps,
                                   sync_every_step=True)
   peak = 0.0
   for _ in range(args.rounds):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, models, train
+from embbert_jax import configs, loop, models, train
 from embbert_jax.configs import PAD_ID
 from train_throughput import make_step, random_batch
 
@@ -186,7 +186,7 @@ def main() -> None:
   args = ap.parse_args()
   cfg = train.get_config(args.preset)
   cfg.seq_len = cfg.model.max_len  # encode at the full L; the auto length is a trim of it
-  _, _, enc = train.prepare_task(cfg)
+  _, _, enc = loop.prepare_task(cfg)
   arrays = enc["train"]
   auto_len = batch_lib.auto_seq_len(arrays.ids, cfg.model.max_len)
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s); preset {args.preset}, "

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from embbert_jax import configs, models, train
+from embbert_jax import configs, losses, models, programs, train
 
 
 def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
@@ -37,12 +37,12 @@ def step_flops(compiled) -> float:
 
 
 def make_step(cfg, seed: int = 0):
-  """(jitted classification train step, initial state): the step `train.fit` runs, state donated."""
+  """(jitted classification train step, initial state): the step `loop.fit` runs, state donated."""
   model = models.build_model(cfg.model)
   params = models.init_params(cfg.model, jax.random.key(seed))
-  opt = train.make_optimizer(cfg, cfg.learning_rate)
+  opt = losses.make_optimizer(cfg, cfg.learning_rate)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
-  step = jax.jit(train.make_train_step(lambda p, bb, r: train.classify_loss(model, p, bb, r, False), opt),
+  step = jax.jit(programs.make_train_step(lambda p, bb, r: losses.classify_loss(model, p, bb, r, False), opt),
                  donate_argnums=0)
   return step, state
 

@@ -1,8 +1,12 @@
-"""Model configurations: one ConfigDict type for every architecture in the family, and the presets.
+"""Model configurations for every architecture in the family, the presets, and the one override path.
 
-A model config is an `ml_collections.ConfigDict` built by `model_config()`; the same object drives the
-Flax module (`models.build_model`), the memory estimate (`memory.estimate`) and the training run (it sits
-at `config.model` of a training config). Presets are a table of overrides, not copies of code.
+`ModelConfig` is the table of model fields (with their defaults and one comment each): a frozen, hashable
+dataclass built once (`ModelConfig.from_dict`) from the ConfigDict at `config.model` of a training config
+(`model_config()` builds that ConfigDict, so overrides stay type-checked), and handed to the Flax modules
+(`models.build_model`), to the memory rule (`memory.py`) and to the compiled-program cache. Nothing changes
+a config in place once it is used: a changed field is a new config (`ModelConfig.replace`, `with_fields`).
+Presets are a table of overrides, not copies of code. `set_field` is the one setter of a dotted field,
+for every command line and config layer.
 
 Notation of the spec (../shared/design/embbert.md): V vocab_size, L max_len, d hidden, r embed_dim,
 e conv_expansion, k conv_kernel, N num_layers, C num_labels.
@@ -11,6 +15,7 @@ e conv_expansion, k conv_kernel, N num_layers, C num_labels.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 from typing import Any, Iterable
@@ -23,40 +28,90 @@ ARCHS = ("embbert", "bert", "mamba", "embedder", "embedder_conv", "nanobert", "n
 PAD_ID, UNK_ID, CLS_ID, MASK_ID, SEP_ID = 0, 1, 2, 3, 4
 
 
-def model_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """Returns the headline EmbBERT config with `overrides` applied (type-checked by ConfigDict)."""
-  c = ml_collections.ConfigDict()
-  c.arch = "embbert"  # one of ARCHS
-  c.vocab_size = 8192  # V
-  c.max_len = 256  # L: positions in the table and the length that memory is budgeted at
-  c.hidden = 128  # d
-  c.embed_dim = 16  # r: width of the Nano Embedder's tables before the r -> d projections
-  c.conv_expansion = 1.0  # e: conv inner width d_i = int(d * e)
-  c.conv_kernel = 32  # k: causal depthwise conv kernel (EmbBERT layer; embedder_conv uses it too)
-  c.num_layers = 4  # N
-  c.num_heads = 1  # attention heads (bert, nanobert); EmbBERT attention is single-head
-  c.ffn_dim = 0  # feed-forward width (bert, nanobert, nanobert_efficient)
-  c.d_state = 0  # mamba: SSM state size
-  c.d_conv = 0  # mamba: conv kernel
-  c.dt_rank = 0  # mamba: rank of the delta projection
-  c.mamba_expand = 1.0  # mamba: inner width = int(d * mamba_expand)
-  c.num_labels = 2  # C; 1 means regression (MSE)
-  c.dropout = 0.1  # EmbBERT: on attention probabilities only; bert/nanobert: attention + residual
-  c.norm_eps = 1e-6  # RMSNorm / LayerNorm epsilon
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """One network of the family: frozen and hashable, built once (`from_dict`) from the ConfigDict at
+  `config.model` and handed to the Flax modules, to memory.py and to the compiled-program cache.
+
+  This class is the table of model fields and their defaults (the headline EmbBERT); add a field here and
+  it exists everywhere (`model_config()`, presets, overrides, the sweep's spaces).
+  """
+  arch: str = "embbert"  # one of ARCHS
+  vocab_size: int = 8192  # V
+  max_len: int = 256  # L: positions in the table and the length that memory is budgeted at
+  hidden: int = 128  # d
+  embed_dim: int = 16  # r: width of the Nano Embedder's tables before the r -> d projections
+  conv_expansion: float = 1.0  # e: conv inner width d_i = int(d * e)
+  conv_kernel: int = 32  # k: causal depthwise conv kernel (EmbBERT layer; embedder_conv uses it too)
+  num_layers: int = 4  # N
+  num_heads: int = 1  # attention heads (bert, nanobert); EmbBERT attention is single-head
+  ffn_dim: int = 0  # feed-forward width (bert, nanobert, nanobert_efficient)
+  d_state: int = 0  # mamba: SSM state size
+  d_conv: int = 0  # mamba: conv kernel
+  dt_rank: int = 0  # mamba: rank of the delta projection
+  mamba_expand: float = 1.0  # mamba: inner width = int(d * mamba_expand)
+  num_labels: int = 2  # C; 1 means regression (MSE)
+  dropout: float = 0.1  # EmbBERT: on attention probabilities only; bert/nanobert: attention + residual
+  norm_eps: float = 1e-6  # RMSNorm / LayerNorm epsilon
   # Ablation switches of the EmbBERT layer (spec section 8.1 and issue 3).
-  c.use_attention = True  # branch A
-  c.use_conv = True  # branch B
-  c.residual = False  # add the identity path around each layer (the reference has none)
-  c.aggregation = "difference"  # "difference": lam1*a - lam2*s; "sum": a + s (no lambda vectors)
-  c.embedder = "nano"  # "nano" (factorised r -> d) or "standard" (tables at width d)
-  c.head = "cls"  # "cls": Dense on position 0; "rms_pool": RMS over time, then Dense
+  use_attention: bool = True  # branch A
+  use_conv: bool = True  # branch B
+  residual: bool = False  # add the identity path around each layer (the reference has none)
+  aggregation: str = "difference"  # "difference": lam1*a - lam2*s; "sum": a + s (no lambda vectors)
+  embedder: str = "nano"  # "nano" (factorised r -> d) or "standard" (tables at width d)
+  head: str = "cls"  # "cls": Dense on position 0; "rms_pool": RMS over time, then Dense
   # Numerics: params are stored in param_dtype, matmuls run in dtype; softmax/norms/losses in f32.
-  c.dtype = "float32"
-  c.param_dtype = "float32"
-  # Causal depthwise conv lowering: "xla" (one grouped conv), "shift" (k shifted multiply-adds), or "auto":
-  # shift on CPU, where benchmarks/train_throughput.py measured it 1.2-1.4x faster per train step; xla
-  # elsewhere (not yet measured on accelerators).
-  c.conv_impl = "auto"
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  # Causal depthwise conv lowering: "xla", "shift", "toeplitz", or "auto" (models.resolve_conv_impl picks
+  # from the measured table in the README: toeplitz on CPU for long kernels and many positions, shift below,
+  # xla on accelerators).
+  conv_impl: str = "auto"
+
+  @classmethod
+  def from_dict(cls, values) -> "ModelConfig":
+    """The frozen config of a ConfigDict, a dict (e.g. one read from JSON) or a ModelConfig (returned
+    as is); ints widen to float fields as ConfigDict widens them; ConfigError for an unknown field, a
+    value of the wrong type or a config no module can be built from."""
+    if isinstance(values, cls):
+      return values
+    items = values.to_dict() if hasattr(values, "to_dict") else dict(values)
+    unknown = sorted(set(items) - set(FIELD_TYPES))
+    if unknown:
+      raise ConfigError(f"unknown model field {unknown[0]!r}; fields: {', '.join(FIELD_TYPES)}")
+    m = cls(**{k: _coerce(k, v) for k, v in items.items()})
+    validate(m)
+    return m
+
+  def replace(self, **changes: Any) -> "ModelConfig":
+    """A new config with `changes` (type-checked and validated like from_dict)."""
+    return ModelConfig.from_dict({**self.to_dict(), **changes})
+
+  def to_dict(self) -> dict[str, Any]:
+    return {f: getattr(self, f) for f in FIELD_TYPES}
+
+
+# field -> its type (bool, int, float or str), in declaration order.
+FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(ModelConfig)}
+
+
+def _coerce(field: str, value: Any) -> Any:
+  """`value` as the model field stores it (an int widens to float), else ConfigError."""
+  want = FIELD_TYPES[field]
+  if want is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if type(value) is not want:
+    raise ConfigError(f"model field {field} expects {want.__name__}, got {value!r}")
+  return value
+
+
+def model_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """The headline EmbBERT config with `overrides` applied, as the ConfigDict that sits at `config.model`
+  of a training config (type-checked by ConfigDict; ModelConfig.from_dict freezes it)."""
+  unknown = sorted(set(overrides) - set(FIELD_TYPES))
+  if unknown:
+    raise ConfigError(f"unknown model field {unknown[0]!r}; fields: {', '.join(FIELD_TYPES)}")
+  c = ml_collections.ConfigDict(ModelConfig().to_dict())
   c.update(overrides)
   validate(c)
   return c
@@ -84,7 +139,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 EMBBERT_PRESETS = ("nano", "tiny", "embbert", "med", "big")
-BASELINE_PRESETS = ("bert", "mamba", "embedder", "embedder_conv", "nanobert", "nanobert_efficient")
 
 
 class ConfigError(ValueError):
@@ -163,8 +217,42 @@ def _parse_value(text: str, current: Any) -> Any:
   return value
 
 
+class UnknownField(ConfigError):
+  """A dotted key that names no field of the config."""
+
+
+def set_field(cfg, key: str, value: Any) -> None:
+  """The one way to set a dotted field ("learning_rate", "model.hidden", "pretrain.steps") of a config:
+  every command line (train, pretrain, sweep, experiment) and every config layer (a space's `train`, a
+  study's arms) goes through here. A string is parsed to the field's type, an int widens to a float
+  field; UnknownField for a field that does not exist (no new fields by typo), ConfigError for a value of
+  the wrong type. A model config at cfg.model is a ConfigDict until ModelConfig.from_dict freezes it."""
+  try:
+    node, leaf = dotted_parent(cfg, key)
+  except KeyError as e:
+    raise UnknownField(f"unknown config field {key!r}{e.args[1]}") from None
+  current = node[leaf]
+  if isinstance(value, str) and current is not None and not isinstance(current, str):
+    value = _parse_value(value, current)
+  elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  try:
+    node[leaf] = value
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"bad value for {key!r}: {e}") from None
+
+
+def with_fields(cfg: ml_collections.ConfigDict, fields: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `cfg` with the dotted `fields` set (set_field); `cfg` itself is left as it was."""
+  out = cfg.copy_and_resolve_references()
+  for key, value in fields.items():
+    set_field(out, key, value)
+  return out
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, assignments: Iterable[str]) -> ml_collections.ConfigDict:
-  """Applies "dotted.key=value" strings (as ml_collections' config_flags would) in place; returns cfg."""
+  """Applies "dotted.key=value" strings (also "--config.dotted.key=value", as ml_collections'
+  config_flags spells them) with set_field, in place; returns cfg."""
   for item in assignments:
     key, sep, text = item.partition("=")
     key = key.strip().lstrip("-")
@@ -172,14 +260,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict, assignments: Iterable[str]) 
       key = key[len("config."):]
     if not sep or not key:
       raise ConfigError(f"override {item!r} is not of the form key=value")
-    try:
-      node, leaf = dotted_parent(cfg, key)
-    except KeyError as e:
-      raise ConfigError(f"unknown config field {key!r}{e.args[1]}") from None
-    try:
-      node[leaf] = _parse_value(text, node[leaf])
-    except TypeError as e:
-      raise ConfigError(f"bad value for {key!r}: {e}") from None
+    set_field(cfg, key, text)
   return cfg
 
 
@@ -195,12 +276,6 @@ def dotted_parent(cfg, key: str) -> tuple[Any, str]:
   return node, parts[-1]
 
 
-def set_dotted(cfg, key: str, value: Any) -> None:
-  """cfg[a][b] = value for key "a.b"; KeyError if the field does not exist (no new fields by typo)."""
-  node, leaf = dotted_parent(cfg, key)
-  node[leaf] = value
-
-
 def flatten_dict(d: dict, sep: str = ".", prefix: str = "") -> dict[str, Any]:
   """{"a": {"b": 1}} -> {"a.b": 1} (with `sep` between the keys)."""
   out = {}
@@ -212,8 +287,17 @@ def flatten_dict(d: dict, sep: str = ".", prefix: str = "") -> dict[str, Any]:
   return out
 
 
-# Fields that change no array shape and no traced graph: trials that differ only here share compiled code.
-NON_SHAPE_FIELDS = ("dropout",)
+def nest_dict(values: dict[str, Any]) -> dict[str, Any]:
+  """{"a.b": 1, "a": {"c": 2}, "d": 3} -> {"a": {"b": 1, "c": 2}, "d": 3}: the inverse of flatten_dict
+  (ConfigDict.update merges the result into nested fields)."""
+  out: dict[str, Any] = {}
+  for key, value in flatten_dict(values).items():
+    *heads, leaf = key.split(".")
+    node = out
+    for head in heads:
+      node = node.setdefault(head, {})
+    node[leaf] = value
+  return out
 
 
 def config_hash(cfg, fields: Iterable[str] | None = None) -> str:
@@ -225,20 +309,22 @@ def config_hash(cfg, fields: Iterable[str] | None = None) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def find_config_file(name: str, folder: str, repo_folder, error: type[Exception], what: str,
+def find_config_file(name: str, package_folder, local_folder: str, error: type[Exception], what: str,
                      listed=lambda path: not path.stem.startswith("_")):
-  """A config file (a search space, a study) given as a path, or by name in ./<folder> and then in the
-  repository's <folder>; `error` with the known names otherwise."""
+  """A config file (a search space, a study) given as a path, or by name: the package's own copy first
+  (embbert_jax/sweeps/, embbert_jax/studies/), then ./<local_folder>, so a file that happens to sit in
+  the current directory never shadows a shipped one; `error` with the known names otherwise."""
   from pathlib import Path
   p = Path(name)
   if p.suffix == ".py" or "/" in name:
     if not p.is_file():
       raise error(f"{what} file not found: {name}")
     return p
-  for base in (Path(folder), Path(repo_folder)):
+  for base in (Path(package_folder), Path(local_folder)):
     if (base / f"{name}.py").is_file():
       return base / f"{name}.py"
-  known = sorted(f.stem for f in Path(repo_folder).glob("*.py") if listed(f))
+  known = sorted({f.stem for base in (Path(package_folder), Path(local_folder)) for f in base.glob("*.py")
+                  if listed(f)})
   raise error(f"unknown {what} {name!r}; known: {', '.join(known)} (or pass a .py file)")
 
 

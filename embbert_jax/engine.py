@@ -1,44 +1,13 @@
-"""The sweep engine: validate a sweep, then run one worker over the shared ledger until the study is done.
+"""The sweep's settings and setup: validate every input (budget, space, task, trainer config) before the
+ledger is touched (`prepare`), build each trial's training config (`trainer_config`), open the ledger and
+write the frontier files from it (`summarize`).
 
-`run_sweep(settings, trainer=...)` is the whole command for one process (`python -m embbert_jax.sweep`,
-see sweep.py for the CLI and several workers). A worker repeatedly takes a trial from the ledger
-(ledger.py), trains it with the training code (train.train_and_evaluate, or any `trainer` module with the
-same get_config/train_and_evaluate API, e.g. a fake one in tests) and records the outcome, until the
-study holds --max-trials trials (all workers together) or no fitting configuration is left; then it
-writes the frontier table, trials.csv/.jsonl and frontier.png to --out and, once per finished sweep, a
-wandb summary run. Which configuration comes next is propose.py's business; the memory budget is a hard
-filter applied before anything trains (space.py).
+`SETTINGS` declares every setting of a sweep once: its default, its help and its choices; `get_config()`
+and the command line of sweep.py are both built from it. The worker loop that trains trials is worker.py,
+the early-stopping rule early_stop.py, the search space space.py, the proposals propose.py.
 
-Grouped training: a space with a train grid (space.train_grid, e.g. seeds and learning rates) gives every
-config several member trials, each its own ledger trial (own hash, config, workdir and trials.csv row).
-A worker claims the waiting members of one config together, up to trainer.max_group_size(cfg) of those
-with equal trainer.group_key(cfg), under the study lock, and trains them with one trainer.train_group
-call (one vmapped program), then records each member's outcome: complete, pruned, or failed (a NaN
-member fails alone). --max-trials counts member trials. A trainer without train_group, --no-group, or a
-lone trial trains with train_and_evaluate, one at a time. If the group program itself raises (not one
-member), its members go back to the queue marked to train alone. pareto.py says how the frontier
-scores a config with several trials (mean over seeds, best over the other knobs).
-
-Early stopping (Pareto-aware successive halving): each trial validates `evals` times; from `after` x
-steps on, a trial is stopped (PRUNED) when at least `min_better` other trials that need no more memory
-scored at least `margin` higher at the same step. A trial that smaller models already beat cannot reach
-the frontier, while the smallest models, which the frontier needs however weak, are never stopped by
-larger ones. Optuna's pruners cannot do this: they rank a single objective, and multi-objective studies
-have no trial.report. The last validation (step == --steps) never stops a trial: one that ran all its
-steps is complete. With a train grid the comparison is between settings (a config with its tuning knobs,
-pareto.setting_key): the repeats (seeds) of a setting count as one peer, by their mean curve, and a
-setting is judged by its mean once all its live members in the group reported the step, so seeds never
-stop each other; a stopped setting's members stop at their next validation (_reporter).
-
-Every trial records its config, parameters, weight/activation/total bytes under every dtype policy,
-validation and test metrics, train time, steps/s, status (complete/pruned/failed, with the error of a
-failed one) and its validation curve. A NaN loss (train.TrainingDiverged) or any other exception of one
-config fails that trial and the sweep goes on; SIGTERM/Ctrl-C and a dead worker's stale heartbeat put the
-trial (every unfinished member of a group) back in the queue (a preemption is not a failure); a dataset
-that cannot be fetched stops the worker.
-
-Compiled programs are reused through JAX's persistent compilation cache: a retried or resumed trial, and
-any trial whose shapes were compiled before (by any worker on the machine), loads instead of compiling.
+The trainer is a plug-in (`Trainer`, `GroupTrainer`): train.py by default, any module or .py file with the
+same functions otherwise (tests use a fake one without JAX).
 """
 
 from __future__ import annotations
@@ -47,48 +16,67 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-import json
-import math
 import os
 import re
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import ml_collections
-from optuna.trial import FrozenTrial, TrialState
 
 from embbert_jax import configs, data, ledger as ledger_lib, memory, pareto, propose
 from embbert_jax import space as space_lib
 
+
 STRATEGIES = ("grid", "tpe", "nsga2")
 
 
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One setting of a sweep: a field of get_config() and a flag of `python -m embbert_jax.sweep`."""
+  name: str
+  default: Any
+  help: str
+  choices: tuple[str, ...] = ()
+  hidden: bool = False  # a flag for tests and the launcher, not shown in --help
+
+  @property
+  def flag(self) -> str:
+    return "--" + self.name.replace("_", "-")
+
+
+SETTINGS = (
+    Setting("budget", "", "memory budget (weights + activations): " + memory.BUDGET_FORMS),
+    Setting("min_budget", "", "skip configs smaller than this"),
+    Setting("policy", "fp32", "dtype policy memory is priced under", tuple(memory.POLICIES)),
+    Setting("task", "rt_polarity", "registry name (rt_polarity, sms_spam) or a local .jsonl/.csv file"),
+    Setting("space", "default", "search space: a name (default, tiny, tiny_grouped, families: "
+            "embbert_jax/sweeps/) or a file"),
+    Setting("strategy", "grid", "grid: fitting configs in memory-spread order; tpe/nsga2: two-objective "
+            "sampler", STRATEGIES),
+    Setting("max_trials", 12, "trials in the study, all workers together (with a train_grid: member trials)"),
+    # 400 steps: about 1.5 epochs of rt_polarity at batch 32.
+    Setting("steps", 400, "training steps per trial"),
+    Setting("pretrain_steps", 0, "MLM+NSP steps before each fine-tuning"),
+    Setting("seed", 0, "training seed of every trial (a train_grid may vary it)"),
+    Setting("storage", "", "ledger: SQLAlchemy URL or SQLite file (default <out>/ledger.db)"),
+    Setting("study", "", "study name (default <space>-<task>-<budget>-<policy>)"),
+    Setting("out", "", "results folder (default runs/sweeps/<study>)"),
+    Setting("wandb", True, "one wandb run per trial + a summary run (offline without WANDB_API_KEY)"),
+    Setting("wandb_project", "embbert_jax", "wandb project of the trial and summary runs"),
+    Setting("heartbeat_interval", 20, "seconds between a running trial's heartbeats"),
+    Setting("grace_period", 120, "seconds without heartbeat before a RUNNING trial is requeued"),
+    Setting("max_attempts", 3, "worker deaths during one trial before the trial counts as failed"),
+    Setting("group", True, "train the member trials of one config (a space's train_grid: seeds, learning "
+            "rates) together in one program when the trainer can; --no-group trains them one at a time"),
+    # Tests: a fake trainer module or file.
+    Setting("trainer", "embbert_jax.train", "module (or .py file) with the Trainer functions", hidden=True),
+)
+
+
 def get_config() -> ml_collections.ConfigDict:
-  """Settings of one sweep: the command-line flags of sweep.py, where their help is."""
-  c = ml_collections.ConfigDict()
-  c.budget = ""  # required: memory budget string (memory.parse_budget)
-  c.min_budget = ""
-  c.policy = "fp32"  # memory.POLICIES
-  c.task = "rt_polarity"
-  c.space = "default"  # sweeps/<name>.py or a path
-  c.strategy = "grid"
-  c.max_trials = 12  # the study's total over all workers
-  c.steps = 400  # training steps per trial (about 1.5 epochs of rt_polarity at batch 32)
-  c.pretrain_steps = 0
-  c.seed = 0
-  c.storage = ""  # "" = sqlite:///<out>/ledger.db
-  c.study = ""  # "" = <space>-<task>-<budget>-<policy>
-  c.out = ""  # "" = runs/sweeps/<study>
-  c.wandb = True  # one run per trial + a summary run (offline without an API key)
-  c.wandb_project = "embbert_jax"
-  c.heartbeat_interval = 20  # seconds between a running trial's heartbeats
-  c.grace_period = 120  # a RUNNING trial silent this long is requeued
-  c.max_attempts = 3  # worker deaths during one trial before the trial counts as failed
-  c.trainer = "embbert_jax.train"  # module (or .py file) with get_config and train_and_evaluate
-  c.group = True  # train the member trials of one config together (trainer.train_group) when possible
-  return c
+  """Settings of one sweep, with the defaults of SETTINGS (the flags of sweep.py say what each means)."""
+  return ml_collections.ConfigDict({s.name: s.default for s in SETTINGS})
 
 
 class SweepError(Exception):
@@ -104,6 +92,31 @@ class Preempted(BaseException):
   Exception must not swallow it)."""
 
 
+class Trainer(Protocol):
+  """What the sweep needs of a trainer module: its training config, and one trial trained in a workdir.
+
+  `report(step, validation_metrics)` is called after every validation and may raise the trainer's
+  `Pruned` (or engine.PrunedTrial) to stop the trial. A module may set NEEDS_DATA = False (the task is
+  then not loaded up front) and define `Pruned`."""
+
+  def get_config(self) -> ml_collections.ConfigDict: ...
+
+  def train_and_evaluate(self, cfg: ml_collections.ConfigDict, workdir: Path,
+                         report: Callable | None = None) -> dict[str, Any]: ...
+
+
+class GroupTrainer(Trainer, Protocol):
+  """A trainer that also trains the member trials of one config as one program (train.py does): configs
+  with equal `group_key` may share a `train_group` call of at most `max_group_size` members, which returns
+  one outcome per member ({"status": "complete" | "pruned" | "failed", ...})."""
+
+  def train_group(self, cfgs: list, workdirs: list, report: Callable | None = None) -> list[dict]: ...
+
+  def max_group_size(self, cfg: ml_collections.ConfigDict) -> int: ...
+
+  def group_key(self, cfg: ml_collections.ConfigDict) -> str: ...
+
+
 @dataclasses.dataclass
 class Sweep:
   """A resolved, validated sweep (nothing written yet)."""
@@ -112,7 +125,7 @@ class Sweep:
   budget: int
   min_budget: int
   ordered: list[space_lib.Candidate]  # fitting candidates, memory-spread order
-  trainer: Any
+  trainer: Trainer
   num_labels: int
   metric: str
   out: Path
@@ -130,7 +143,7 @@ def say(msg: str) -> None:
   print(f"[sweep] {msg}", file=sys.stderr, flush=True)
 
 
-def load_trainer(spec: str):
+def load_trainer(spec: str) -> Trainer:
   """The trainer module: a dotted module name or a .py file."""
   if spec.endswith(".py"):
     modspec = importlib.util.spec_from_file_location(f"embbert_sweep_trainer_{Path(spec).stem}", spec)
@@ -198,12 +211,12 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   return sw
 
 
-def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, hash_: str,
-                   knobs: dict[str, Any] | None = None):
-  """The trainer's config of one trial: the sweep's settings, then space.train, then the trial's knobs."""
+def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, Any] | None = None):
+  """The trainer's config of one trial: the sweep's settings, then space.train, then the trial's knobs,
+  each set with configs.set_field. `model`: the model config (a ModelConfig, a dict or a ConfigDict)."""
   s = sw.settings
   cfg = sw.trainer.get_config()
-  cfg.model = model
+  cfg.model = configs.model_config(**configs.ModelConfig.from_dict(model).to_dict())
   eval_every = max(1, s.steps // max(1, sw.space.evals))
   fields = {"task": str(s.task), "seed": s.seed, "steps": s.steps, "eval_every": eval_every,
             "pretrain.steps": s.pretrain_steps, "wandb.group": s.study,
@@ -216,16 +229,13 @@ def trainer_config(sw: Sweep, model: ml_collections.ConfigDict, number: int, has
     fields["wandb.project"] = s.wandb_project
   for key, value in fields.items():
     try:
-      configs.set_dotted(cfg, key, value)
-    except (KeyError, AttributeError):
+      configs.set_field(cfg, key, value)
+    except configs.UnknownField:
       raise SweepError(f"the trainer's config has no field {key!r} "
                        f"(space {sw.space.name!r}, train.* or train_grid.*)") from None
-    except TypeError as e:
+    except configs.ConfigError as e:
       raise SweepError(f"bad value for training field {key!r}: {e}") from None
   return cfg
-
-
-# ------------------------------------------------------------------------------------------- the worker
 
 
 def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
@@ -248,321 +258,9 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
   return led
 
 
-def member_hash(shape: str, knobs: dict[str, Any]) -> str:
-  """A member trial's hash: its config's hash, with the training knobs of a train grid mixed in."""
-  return shape if not knobs else configs.config_hash({"shape": shape, "train": knobs})
-
-
-def _member_attrs(c: space_lib.Candidate, knobs: dict[str, Any]) -> dict[str, Any]:
-  return {"family": c.family, "config": dict(c.point), "describe": c.describe(),
-          "hash": member_hash(c.hash, knobs), "shape": c.hash, "train": dict(knobs), "model": c.model_fields,
-          "params": c.params, "bytes": c.bytes}
-
-
-def _trial_config(sw: Sweep, trial: FrozenTrial):
-  a = trial.user_attrs
-  return trainer_config(sw, configs.model_config(**a["model"]), trial.number, a["hash"], a.get("train"))
-
-
-def group_limit(sw: Sweep, cfg) -> int:
-  """How many member trials one program trains: 1 without train_group (or with --no-group)."""
-  t = sw.trainer
-  if not (sw.settings.group and hasattr(t, "train_group")):
-    return 1
-  return max(1, int(t.max_group_size(cfg))) if hasattr(t, "max_group_size") else len(sw.members)
-
-
-def _claim_group(sw: Sweep, led: ledger_lib.Ledger, waiting: list[FrozenTrial]) -> list[FrozenTrial]:
-  """Claims the lowest-numbered waiting trial and the waiting members of its config that can train with it
-  (equal trainer.group_key), up to group_limit (call with the lock held)."""
-  first, group = waiting[0], waiting[:1]
-  mates = [t for t in waiting[1:] if pareto.shape_of(t.user_attrs) == pareto.shape_of(first.user_attrs)
-           and not t.system_attrs.get(ledger_lib.SOLO)]
-  cfg = _trial_config(sw, first) if mates and not first.system_attrs.get(ledger_lib.SOLO) else None
-  limit = group_limit(sw, cfg) if cfg is not None else 1
-  if limit > 1:
-    key = getattr(sw.trainer, "group_key", None)
-    group += [t for t in mates if key is None or key(_trial_config(sw, t)) == key(cfg)][:limit - 1]
-  claimed = [led.claim(t._trial_id) for t in group]
-  return [t for t in claimed if t is not None]
-
-
-def _propose(sw: Sweep, trials: list[FrozenTrial],
-             taken: set[str]) -> tuple[space_lib.Candidate | None, dict]:
-  """The next config to train (propose.py), as a candidate and the sampler's attrs for its trials."""
-  s = sw.settings
-  limit = math.ceil(s.max_trials / len(sw.members))  # the grid's prefix, in configs
-  if s.strategy == "grid":
-    return propose.next_in_grid(sw.ordered, taken, limit, s.policy), {}
-  cand, attrs = propose.from_sampler(s.strategy, sw.space, trials, sw.fitting, taken, sw.num_labels, s.seed,
-                                     limit)
-  if cand is None:
-    cand = propose.next_in_grid(sw.ordered, taken, limit, s.policy)
-    if cand is not None:
-      sw.log(f"the {s.strategy} sampler kept proposing configs that are taken or do not fit; "
-             "using the next grid config")
-  return cand, attrs
-
-
-def next_trials(sw: Sweep, led: ledger_lib.Ledger) -> list[FrozenTrial]:
-  """Under the study lock: requeue stale trials, then claim waiting trials or add the next config's member
-  trials and claim them; [] when there is nothing to train now."""
-  s = sw.settings
-  with led.lock():
-    for number, outcome in led.requeue_stale(s.max_attempts):
-      sw.log(f"trial {number}: its worker stopped sending heartbeats; {outcome}")
-    waiting = sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number)
-    if waiting:
-      return _claim_group(sw, led, waiting)
-    trials = led.trials()
-    if len(trials) >= s.max_trials:
-      return []
-    present: dict[str, set[str]] = {}  # config hash -> its member hashes in the ledger
-    for t in trials:
-      present.setdefault(pareto.shape_of(t.user_attrs), set()).add(t.user_attrs.get("hash"))
-    taken = {h for h, got in present.items() if len(got) >= len(sw.members)}
-    # A config whose members were cut short by --max-trials is completed before a new one is proposed.
-    cand = next((sw.fitting[h] for h in present if h not in taken and h in sw.fitting), None)
-    attrs: dict[str, Any] = {}
-    if cand is None:
-      cand, attrs = _propose(sw, trials, taken)
-    if cand is None:
-      return []
-    new = [k for k in sw.members if member_hash(cand.hash, k) not in present.get(cand.hash, set())]
-    dists = space_lib.distributions(sw.space)
-    for knobs in new[:s.max_trials - len(trials)]:  # --max-trials counts member trials
-      led.add_waiting(cand.optuna_params, dists, _member_attrs(cand, knobs),
-                      {**attrs, ledger_lib.HASH: member_hash(cand.hash, knobs)})
-    return _claim_group(sw, led, sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number))
-
-
-def hopeless(peers: list[tuple[int, dict[int, float]]], mine: int, step: int, value: float, es) -> bool:
-  """Pareto early stopping: `min_better` peers of at most `mine` bytes beat `value` by `margin` at `step`."""
-  better = sum(1 for size, curve in peers if size <= mine and curve.get(step, -math.inf) >= value + es.margin)
-  return better >= es.min_better
-
-
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
-@dataclasses.dataclass
-class Member:
-  """One claimed trial being trained (alone or in a group)."""
-  trial: FrozenTrial
-  cfg: Any
-  workdir: Path
-  mem: int
-  curve: dict[int, float]  # step -> validation metric, earlier attempts included
-  recorded: bool = False
-
-  @property
-  def tid(self) -> int:
-    return self.trial._trial_id
-
-
-def _member(sw: Sweep, trial: FrozenTrial) -> Member:
-  a, cfg = trial.user_attrs, _trial_config(sw, trial)
-  # Absolute: orbax refuses relative checkpoint paths.
-  workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{configs.config_hash(cfg)[:6]}").resolve()
-  # A resumed trial keeps the validations of its earlier attempts (the trainer reports only new ones).
-  return Member(trial, cfg, workdir, a["bytes"][sw.settings.policy]["total"],
-                {int(k): v for k, v in a.get("curve", [])})
-
-
-@dataclasses.dataclass
-class Group:
-  """What the report callbacks of one training call share."""
-  members: list[Member]
-  t0: float
-  pruned_exc: type
-  snapshot: dict = dataclasses.field(default_factory=dict)  # the ledger's curves at the latest step
-  doomed: dict[str, str] = dataclasses.field(default_factory=dict)  # setting key -> why it was stopped
-
-
-def _standing(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group, step: int):
-  """(peers, my value) for hopeless(): every other setting (pareto.setting_key: the repeats of one config
-  and tuning knobs) as one peer whose curve is the mean of its trials' curves, and my setting's mean at
-  `step` over the repeats that reached it. Without a train grid a setting is one trial.
-
-  The ledger is read once per validation step of a group, not once per member; the group's own curves
-  come from memory, fresher than that read.
-  """
-  if step not in grp.snapshot:
-    grp.snapshot.clear()
-    grp.snapshot[step] = {t._trial_id: (t.user_attrs, {int(k): v for k, v in t.user_attrs["curve"]})
-                          for t in led.trials((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-                          if t.user_attrs.get("curve")}
-  trials = {**grp.snapshot[step], **{g.tid: (g.trial.user_attrs, g.curve) for g in grp.members if g.curve}}
-  del trials[m.tid]
-  settings: dict[str, tuple[int, list[dict[int, float]]]] = {}
-  for attrs, curve in trials.values():
-    size = attrs["bytes"][sw.settings.policy]["total"]
-    settings.setdefault(pareto.setting_key(attrs), (size, []))[1].append(curve)
-  mine = [m.curve[step]] + [c[step] for c in settings.pop(pareto.setting_key(m.trial.user_attrs), (0, []))[1]
-                            if step in c]
-  peers = [(size, {k: sum(c[k] for c in curves if k in c) / sum(1 for c in curves if k in c)
-                   for k in set().union(*curves)}) for size, curves in settings.values()]
-  return peers, sum(mine) / len(mine)
-
-
-def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Callable:
-  """The trainer's report callback of one member: records its curve, stops it when hopeless.
-
-  The decision is per setting: the last of a setting's live members in the group to report a step judges
-  the setting's mean; a doomed setting's other members stop at their next validation. A stopped trial is
-  recorded PRUNED here, before the trainer unwinds. The last validation (step == --steps) never stops a
-  trial: one that ran all its steps is complete, however it compares.
-  """
-  es, steps = sw.space.early_stop, sw.settings.steps
-  key = pareto.setting_key(m.trial.user_attrs)
-
-  def stop(step: int, msg: str):
-    _record(sw, led, [(m, {"status": "pruned", "error": msg, "pruned_at": step})], grp)
-    return grp.pruned_exc(msg)
-
-  def report(step: int, metrics: dict) -> None:
-    step = int(step)
-    value = float(metrics.get(sw.metric, metrics.get("mcc", math.nan)))
-    m.curve[step] = value
-    led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
-    if not (es.enabled and es.after * steps <= step < steps):
-      return
-    if key in grp.doomed:
-      raise stop(step, grp.doomed[key])
-    live = [g for g in grp.members if not g.recorded and pareto.setting_key(g.trial.user_attrs) == key]
-    if not math.isfinite(value) or any(step not in g.curve for g in live):
-      return  # the setting's last member to report this step decides
-    peers, mine = _standing(sw, led, m, grp, step)
-    if hopeless(peers, m.mem, step, mine, es):
-      grp.doomed[key] = (f"hopeless at step {step}: {es.min_better}+ no-larger trials beat {mine:.4f} "
-                         f"by {es.margin}")
-      raise stop(step, grp.doomed[key])
-  return report
-
-
-def _train_one(sw: Sweep, m: Member, report: Callable, pruned_exc) -> dict:
-  """train_and_evaluate as one member's train_group outcome (statuses complete/pruned/failed)."""
-  try:
-    return {**sw.trainer.train_and_evaluate(m.cfg, m.workdir, report=report), "status": "complete"}
-  except (pruned_exc, PrunedTrial) as e:
-    return {"status": "pruned", "error": str(e), "pruned_at": max(m.curve) if m.curve else None}
-  except data.DataError:
-    raise
-  except Exception as e:  # NaN loss (TrainingDiverged) or any bug in one config: record it, go on
-    return {"status": "failed", "error": _one_line(e)}
-
-
-_STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
-_RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_time_s", "steps_per_s",
-                "tokens_per_s", "seq_len")
-
-
-def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], grp: Group) -> None:
-  """Writes the members' outcomes (train_group's dicts) to the ledger, under one lock, and logs them.
-
-  group_size: how many trials shared the training call (and its train_time_s)."""
-  lines = []
-  with led.lock():
-    for m, out in outcomes:
-      if m.recorded:
-        continue  # pruned from its report callback
-      m.recorded = True
-      status = out.get("status", "complete")
-      values, attrs = None, {"train_time_s": time.time() - grp.t0, "error": out.get("error") or status}
-      if status == "complete":
-        metric = out.get("metric", sw.metric)
-        value = float(out["validation"][metric])
-        attrs = {k: out.get(k) for k in _RESULT_KEYS}
-        if math.isfinite(value):
-          values = [value, float(m.mem)]
-        else:
-          status, attrs["error"] = "failed", f"validation {metric} is {value}"
-      elif status == "pruned":
-        attrs["pruned_at"] = out.get("pruned_at") or (max(m.curve) if m.curve else None)
-      attrs.update(worker=led.worker, group_size=len(grp.members))
-      if not led.finish(m.tid, _STATES.get(status, TrialState.FAIL), values, attrs):
-        lines.append(f"trial {m.trial.number}: another worker took it over meanwhile; this result is dropped")
-      elif values is not None:
-        test = (attrs.get("test") or {}).get(attrs.get("metric") or sw.metric)
-        lines.append(f"trial {m.trial.number} complete: validation {attrs['metric']} {values[0]:.4f}, test "
-                     f"{test if test is None else round(test, 4)}, {attrs.get('train_time_s') or 0:.0f} s")
-      else:
-        lines.append(f"trial {m.trial.number} {status}: {attrs['error']}")
-  for line in lines:
-    sw.log(line)
-
-
-def _requeue(sw: Sweep, led: ledger_lib.Ledger, members: list[Member], reason: str, solo: bool = False):
-  with led.lock():
-    for m in members:
-      if not m.recorded:
-        if solo:
-          led.set_system_attr(m.tid, ledger_lib.SOLO, True)
-        led.requeue(m.tid, reason)
-
-
-def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> int:
-  """Trains claimed member trials of one config (one program: trainer.train_group; or one trial:
-  train_and_evaluate) and records every member's outcome; returns how many it recorded."""
-  s = sw.settings
-  members = [_member(sw, t) for t in trials]
-  grp = Group(members, time.time(), getattr(sw.trainer, "Pruned", None) or PrunedTrial)
-  reports = [_reporter(sw, led, m, grp) for m in members]
-  a = trials[0].user_attrs
-  attempt = max(t.system_attrs.get(ledger_lib.ATTEMPTS, 1) for t in trials)
-  who = (f"trial {trials[0].number}" if len(trials) == 1 else
-         f"trials {', '.join(str(t.number) for t in trials)} together")
-  knobs = "; ".join(", ".join(f"{k}={v}" for k, v in t.user_attrs.get("train", {}).items()) for t in trials)
-  sw.log(f"{who} start: {a['describe']}, {memory.format_bytes(members[0].mem)} {s.policy}, "
-         f"{a['params']:,} params" + (f" ({knobs})" if knobs.strip("; ") else "") +
-         (f" (attempt {attempt})" if attempt > 1 else ""))
-  try:
-    with led.heartbeat([m.tid for m in members]):
-      if len(members) == 1:
-        outcomes = [_train_one(sw, members[0], reports[0], grp.pruned_exc)]
-      else:
-        outcomes = sw.trainer.train_group([m.cfg for m in members], [m.workdir for m in members],
-                                          report=lambda i, step, metrics: reports[i](step, metrics))
-  except (Preempted, KeyboardInterrupt):
-    _requeue(sw, led, members, "worker stopped (SIGTERM/SIGINT)")
-    sw.log(f"{who}: stopped; back in the queue for the next worker")
-    raise
-  except data.DataError:
-    _requeue(sw, led, members, "data unavailable")
-    raise
-  except Exception as e:  # the group program itself broke (not one member): each member retries alone
-    _requeue(sw, led, members, f"group training failed: {_one_line(e)}", solo=True)
-    sw.log(f"{who}: group training failed ({_one_line(e)}); the trials go back to the queue, to train alone")
-    return sum(m.recorded for m in members)
-  _record(sw, led, list(zip(members, outcomes)), grp)
-  return len(members)
-
-
-def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
-  """The worker loop; returns the number of trials this worker ran."""
-  ran = 0
-  while True:
-    trials = next_trials(sw, led)
-    if trials:
-      ran += run_group(sw, led, trials)
-      continue
-    if led.trials((TrialState.RUNNING, TrialState.WAITING)):
-      # Others are still training: wait, so that a trial whose worker dies is still retried.
-      time.sleep(min(5.0, sw.settings.heartbeat_interval))
-      continue
-    return ran
-
-
-def _enable_compilation_cache() -> None:
-  """JAX's persistent compilation cache (in the data cache folder) if the trainer uses JAX."""
-  if "jax" not in sys.modules:
-    return
-  import jax
-  if not jax.config.jax_compilation_cache_dir:
-    from embbert_jax import train
-    train.enable_compilation_cache()
 
 
 def summarize(led: ledger_lib.Ledger, out: Path, settings: dict[str, Any], wandb_mode: str | None = None,
@@ -583,7 +281,7 @@ def summarize(led: ledger_lib.Ledger, out: Path, settings: dict[str, Any], wandb
         folder = pareto.log_wandb_summary(rows, front, files, settings, wandb_mode, out)
         log(f"wandb summary run ({wandb_mode}) in {folder}")
       except Exception as e:  # the ledger and files are the record; wandb is a view of them
-        log(f"wandb summary failed: {_one_line(e)}")
+        log(f"wandb summary failed: {one_line(e)}")
   return {"rows": rows, "front": front, "files": files, "table": table, "finished": finished}
 
 
@@ -592,30 +290,3 @@ def wandb_mode(enabled: bool) -> str:
   if not enabled:
     return "disabled"
   return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-
-
-def run_sweep(settings: ml_collections.ConfigDict, trainer: Any = None, log: Callable = say,
-              summary: bool = True) -> dict[str, Any]:
-  """Runs one worker of the sweep to the end; returns summarize()'s dict (plus "ran": trials run here).
-
-  `trainer`: a module-like object with get_config() and train_and_evaluate(cfg, workdir, report); None
-  imports settings.trainer (embbert_jax.train). Several processes may call this on one study at once.
-  """
-  sw = prepare(settings, trainer, log)
-  _enable_compilation_cache()
-  led = open_ledger(sw)
-  s = sw.settings
-  sw.out.mkdir(parents=True, exist_ok=True)
-  (sw.out / "sweep.json").write_text(json.dumps(
-      {**s.to_dict(), "storage": ledger_lib.redact(sw.storage_url), "budget_bytes": sw.budget,
-       "min_budget_bytes": sw.min_budget, "fitting_configs": len(sw.ordered)}, indent=2, default=str))
-  within = (f"{memory.format_bytes(sw.min_budget)}..{memory.format_bytes(sw.budget)}" if sw.min_budget
-            else memory.format_bytes(sw.budget))
-  log(f"study {s.study} ({ledger_lib.redact(sw.storage_url)}): {len(sw.ordered)} configs of space "
-      f"{sw.space.name!r} fit {within} under {s.policy}; strategy {s.strategy}, at most {s.max_trials} "
-      f"trials of {s.steps} steps (worker {led.worker})")
-  ran = work(sw, led)
-  out = {"ran": ran}
-  if summary:
-    out.update(summarize(led, sw.out, led.study_attrs().get("settings", {}), wandb_mode(s.wandb), log))
-  return out

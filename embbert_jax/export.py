@@ -28,6 +28,7 @@ Layouts (row-major): Dense kernels (in, out) with y = x W + b, per-output-channe
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from embbert_jax import configs, memory
+from embbert_jax.files import write_bytes_atomic, write_text_atomic
 
 MODEL_FORMAT = "embbert_jax.model/1"
 EXPORT_FORMAT = "embbert_jax.export/1"
@@ -79,17 +81,20 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def save_model(path: str | Path, params: Any, model_cfg: Any,
                tokenizer_path: str | Path | None = None) -> Path:
-  """Writes params.npz, config.json and (if given) the tokenizer as tokenizer.model into directory `path`."""
+  """Writes params.npz, config.json and (if given) the tokenizer as tokenizer.model into directory `path`,
+  each file whole (files.py: a training run killed while saving never leaves half a model behind)."""
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
-  np.savez(path / PARAMS_FILE, **flatten_params(params))
+  buf = io.BytesIO()
+  np.savez(buf, **flatten_params(params))
+  write_bytes_atomic(path / PARAMS_FILE, buf.getvalue())
   tok_name = None
   if tokenizer_path is not None:
     tok_name = TOKENIZER_FILE
     if Path(tokenizer_path).resolve() != (path / tok_name).resolve():
-      shutil.copyfile(tokenizer_path, path / tok_name)
+      write_bytes_atomic(path / tok_name, Path(tokenizer_path).read_bytes())
   meta = {"format": MODEL_FORMAT, "model": model_cfg.to_dict(), "tokenizer": tok_name}
-  (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+  write_text_atomic(path / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
   return path
 
 

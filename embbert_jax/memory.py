@@ -3,10 +3,14 @@
 Total memory = weight bytes + peak activation bytes of one inference at batch 1 and full length L.
 Layers run one after another, so the peak is the worst stage (embedder, one layer, or the head).
 
-Everything here is a closed form of the model config: `param_shapes` lists every parameter tensor the
-Flax modules create (paths and shapes; a test checks it against the initialised pytree for every
-architecture), `activation_values` gives the peak live set of each stage's schedule, and `estimate`
-prices both under a `DtypePolicy`. `compiled_memory` asks XLA for the same quantity as a cross-check.
+Everything here is a closed form of the (frozen) model config, and this module is the only place that
+prices memory: `param_shapes` lists every parameter tensor the Flax modules create (paths and shapes; a
+test checks it against the initialised pytree for every architecture), `activation_values` gives the peak
+live set of each stage's schedule, `weight_bytes_of` is the one pricing rule of a `DtypePolicy`.
+`estimate` reports it all for one config (describe, experiment tables), `policy_bytes` gives the same
+totals under every policy fast enough for the sweep's budget filter over thousands of configs (cached per
+config), and `training_bytes` sizes one member of a training group. XLA's own figure for the compiled
+program is `describe.compiled_memory`.
 
 Sizes are decimal: 1 MB = 10^6 bytes, 1 kB = 10^3 bytes (MiB/KiB are binary).
 """
@@ -14,9 +18,9 @@ Sizes are decimal: 1 MB = 10^6 bytes, 1 kB = 10^3 bytes (MiB/KiB are binary).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
-from collections import Counter
 from typing import Any, Iterable
 
 from embbert_jax import configs
@@ -114,21 +118,26 @@ def _layer_specs(c, p):
   return []
 
 
+def _stem_specs(c) -> list[ParamSpec]:
+  specs = _embedder_specs(c, ("encoder", "embedder"))
+  return specs + _conv(("encoder",), "conv", c.conv_kernel, c.hidden) if c.arch == "embedder_conv" else specs
+
+
+def _num_layers(c) -> int:
+  return c.num_layers if c.arch in ("embbert", "bert", "nanobert", "nanobert_efficient", "mamba") else 0
+
+
+def _head_specs(c, task: str) -> list[ParamSpec]:
+  if task == "classify":
+    return _dense(("head",), "dense", c.hidden, c.num_labels)
+  return _dense(("head",), "mlm", c.hidden, c.vocab_size) + _dense(("head",), "nsp", c.hidden, 2)
+
+
 def param_shapes(cfg, task: str = "classify") -> list[ParamSpec]:
   """Every parameter tensor of `models.build_model(cfg, task)`, from the config alone."""
-  c = cfg
-  enc = ("encoder",)
-  specs = _embedder_specs(c, (*enc, "embedder"))
-  if c.arch == "embedder_conv":
-    specs += _conv(enc, "conv", c.conv_kernel, c.hidden)
-  if c.arch in ("embbert", "bert", "nanobert", "nanobert_efficient", "mamba"):
-    for i in range(c.num_layers):
-      specs += _layer_specs(c, (*enc, f"layer_{i}"))
-  if task == "classify":
-    specs += _dense(("head",), "dense", c.hidden, c.num_labels)
-  else:
-    specs += _dense(("head",), "mlm", c.hidden, c.vocab_size) + _dense(("head",), "nsp", c.hidden, 2)
-  return specs
+  c = configs.ModelConfig.from_dict(cfg)
+  layers = [s for i in range(_num_layers(c)) for s in _layer_specs(c, ("encoder", f"layer_{i}"))]
+  return _stem_specs(c) + layers + _head_specs(c, task)
 
 
 def part_of(path: tuple[str, ...]) -> str:
@@ -139,6 +148,8 @@ def part_of(path: tuple[str, ...]) -> str:
 
 
 def num_params(cfg, task: str = "classify") -> int:
+  if task == "classify":
+    return sum(_tally(configs.ModelConfig.from_dict(cfg))[0].values())
   return sum(s.size for s in param_shapes(cfg, task))
 
 
@@ -174,7 +185,7 @@ def stage_activations(cfg) -> dict[str, int]:
   Nano Embedder: the token part (Ld) while the position rows (Lr) are projected to Ld: 2Ld + Lr.
   Standard embedder: 2Ld. embedder_conv's conv: input and output, 2Ld. Head: d + C.
   """
-  c = cfg
+  c = configs.ModelConfig.from_dict(cfg)
   L, d = c.max_len, c.hidden
   st = {"embedder": 2 * L * d + (L * c.embed_dim if c.embedder == "nano" else 0)}
   if c.arch == "embedder_conv":
@@ -249,15 +260,29 @@ def is_quantized(policy: DtypePolicy, kind: str) -> bool:
   return kind != OTHER and policy.bytes_for(kind) == 1
 
 
+def _class_totals(specs: Iterable[ParamSpec]) -> tuple[dict[str, int], dict[str, int]]:
+  """Values and output channels (one int8 scale each) per tensor class, in order of first appearance."""
+  size: dict[str, int] = {}
+  channels: dict[str, int] = {}
+  for s in specs:
+    kind = classify(s.path, s.shape)
+    size[kind] = size.get(kind, 0) + math.prod(s.shape)
+    channels[kind] = channels.get(kind, 0) + s.shape[-1]
+  return size, channels
+
+
+def _price(size: dict[str, int], channels: dict[str, int], pol: DtypePolicy) -> dict[str, int]:
+  """The pricing rule: values x bytes per class, plus one scale per output channel of a quantized class."""
+  out = {k: int(n * getattr(pol, k)) for k, n in size.items()}
+  scales = sum([channels[k] * pol.scale_bytes for k in size if is_quantized(pol, k)])
+  if scales:
+    out["scales"] = int(scales)
+  return out
+
+
 def weight_bytes_of(specs: Iterable[ParamSpec], policy: str | DtypePolicy) -> dict[str, int]:
   """Weight bytes per tensor class, plus the quantization scales as their own entry."""
-  pol = get_policy(policy)
-  out = Counter()
-  for s in specs:
-    out[s.kind] += s.size * pol.bytes_for(s.kind)
-    if is_quantized(pol, s.kind):
-      out["scales"] += s.shape[-1] * pol.scale_bytes
-  return {k: int(v) for k, v in out.items()}
+  return _price(*_class_totals(specs), get_policy(policy))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,18 +307,55 @@ class MemoryReport:
 
 def estimate(cfg, policy: str | DtypePolicy = "fp32") -> MemoryReport:
   """Weights + peak activations of the classifier for `cfg`, priced under `policy`."""
+  m = configs.ModelConfig.from_dict(cfg)
   pol = get_policy(policy)
-  specs = param_shapes(cfg, "classify")
+  specs = param_shapes(m, "classify")
   by_class = weight_bytes_of(specs, pol)
-  acts = activation_values(cfg)
-  return MemoryReport(policy=pol.name, params=sum(s.size for s in specs), params_by_part=params_by_part(cfg),
+  acts = activation_values(m)
+  return MemoryReport(policy=pol.name, params=sum(s.size for s in specs), params_by_part=params_by_part(m),
                       weight_bytes=sum(by_class.values()), weight_bytes_by_class=by_class,
                       activation_values=acts, activation_bytes=int(acts * pol.activation),
-                      stage_activations=stage_activations(cfg))
+                      stage_activations=stage_activations(m))
 
 
 def total_bytes(cfg, policy: str | DtypePolicy = "fp32") -> int:
   return estimate(cfg, policy).total_bytes
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tally(m: configs.ModelConfig) -> tuple[dict[str, int], dict[str, int], int]:
+  """(values per class, channels per class, peak activation values) of the classifier, once per config:
+  param_shapes' totals, with the N equal layers listed once and counted N times (the sweep prices
+  thousands of configs)."""
+  size, channels = _class_totals(_stem_specs(m) + _head_specs(m, "classify"))
+  n = _num_layers(m)
+  if n:
+    layer_size, layer_channels = _class_totals(_layer_specs(m, ("encoder", "layer_0")))
+    for k in layer_size:
+      size[k] = size.get(k, 0) + n * layer_size[k]
+      channels[k] = channels.get(k, 0) + n * layer_channels[k]
+  return size, channels, activation_values(m)
+
+
+def policy_bytes(cfg) -> dict[str, dict[str, int]]:
+  """{policy: {"weight", "activation", "total"}} under every policy: estimate()'s figures, shapes
+  counted once per config (the sweep's budget filter prices every config of a space with this)."""
+  size, channels, acts = _tally(configs.ModelConfig.from_dict(cfg))
+  out = {}
+  for name, pol in POLICIES.items():
+    weight = sum(_price(size, channels, pol).values())
+    act = int(acts * pol.activation)
+    out[name] = {"weight": weight, "activation": act, "total": weight + act}
+  return out
+
+
+def training_bytes(cfg, batch_size: int) -> int:
+  """A conservative estimate of one training member's memory (what sizes a group of trainings): params,
+  gradients, AdamW moments, the best copy and the update (6 x fp32 params) plus every layer's activations
+  of a batch kept for the backward pass (the inference live set x layers x 3, at full length)."""
+  m = configs.ModelConfig.from_dict(cfg)
+  acts = sum(stage_activations(m).values()) * (m.num_layers + 2) * 3 * batch_size
+  return 4 * (6 * num_params(m) + acts)
 
 
 # ------------------------------------------------------------------------------------------ budgets
@@ -328,26 +390,3 @@ def format_bytes(n: float) -> str:
     if abs(n) >= scale:
       return f"{n / scale:.4g} {unit}"
   return f"{int(n)} B"
-
-
-# ------------------------------------------------------------------------------ compiled cross-check
-
-
-def compiled_memory(cfg) -> dict[str, int]:
-  """XLA's memory analysis of the jitted fp32 inference at batch 1, full length (weights are arguments).
-
-  `argument` is the parameters plus the ids, `temp` the scratch XLA allocates for activations; their
-  sum is what the formula estimates. Nothing is executed: the program is lowered from abstract shapes.
-  """
-  import jax
-  import jax.numpy as jnp
-  from embbert_jax import models
-
-  model = models.build_model(cfg)
-  ids = jax.ShapeDtypeStruct((1, cfg.max_len), jnp.int32)
-  params = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
-  compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(params, ids).compile()
-  ma = compiled.memory_analysis()
-  return {"argument": int(ma.argument_size_in_bytes), "temp": int(ma.temp_size_in_bytes),
-          "output": int(ma.output_size_in_bytes),
-          "total": int(ma.argument_size_in_bytes + ma.temp_size_in_bytes)}

@@ -1,6 +1,7 @@
 """Flax (linen) modules: EmbBERT, its components and the paper's baselines.
 
-Every module reads one model ConfigDict (see `configs.py`). Parameters are plain pytrees of the layout
+Every module reads one frozen `configs.ModelConfig` (`build_model` freezes a ConfigDict). Parameters are
+plain pytrees of the layout
 
     {"encoder": {"embedder": ..., "layer_0": ..., ...}, "head": {...}}
 
@@ -458,8 +459,8 @@ class Pretrainer(nn.Module):
 
 
 def build_model(cfg, task: str = "classify") -> nn.Module:
-  """The module for `task` ("classify" or "pretrain") from a model config."""
-  configs.validate(cfg)
+  """The module for `task` ("classify" or "pretrain") from a model config (ConfigDict or ModelConfig)."""
+  cfg = configs.ModelConfig.from_dict(cfg)
   if task == "classify":
     return Classifier(cfg)
   if task == "pretrain":
@@ -471,13 +472,3 @@ def init_params(cfg, rng: Array, task: str = "classify", batch: int = 1) -> Any:
   """Initialised parameters (a plain nested dict) for `task`."""
   ids = jnp.full((batch, cfg.max_len), configs.CLS_ID, jnp.int32)
   return build_model(cfg, task).init({"params": rng}, ids)["params"]
-
-
-def main(argv: list[str] | None = None) -> None:
-  """`python -m embbert_jax.models --preset embbert`: the describe table (see `describe.py`)."""
-  from embbert_jax import describe
-  describe.main(argv)
-
-
-if __name__ == "__main__":
-  main()

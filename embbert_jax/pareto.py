@@ -13,7 +13,7 @@ axis mean different things to a user:
   and the same other knobs) are repeats, so the setting scores the mean over them (the max over seeds
   would reward luck; the table shows the spread). A setting with a failed (NaN) or pruned member has no
   point: a recipe that diverges on some seed is not one to pick, and a pruned member's setting was judged
-  hopeless (engine.py's early stopping compares settings by the same mean);
+  hopeless (early_stop.py's rule compares settings by the same mean);
 * every other axis (learning rate, weight decay, ...) is tuning: the shape's point is its best setting,
   i.e. what the shape reaches with its tuned hyperparameters, as a user would report it.
 
@@ -31,7 +31,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from embbert_jax import data, memory
+from embbert_jax import memory
+from embbert_jax.files import write_text_atomic
 
 METRICS = ("accuracy", "mcc", "macro_f1")
 _STATUS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
@@ -224,10 +225,10 @@ def write_files(rows: list[dict], front: list[dict], settings: dict[str, Any], o
     w.writeheader()
     for r in subset:
       w.writerow({**r, "pareto": r["trial"] in on_front})
-    data.write_text_atomic(files[key], buf.getvalue())
-  data.write_text_atomic(files["trials_jsonl"], "".join(
+    write_text_atomic(files[key], buf.getvalue())
+  write_text_atomic(files["trials_jsonl"], "".join(
       json.dumps({**r, "pareto": r["trial"] in on_front}, default=str) + "\n" for r in rows))
-  data.write_text_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
+  write_text_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
   tmp = files["plot"].with_name(f".{os.getpid()}.{files['plot'].name}")
   plotting.frontier_figure(rows, front, tmp, budget=settings.get("budget"),
                            min_budget=settings.get("min_budget"), policy=settings.get("policy", "fp32"),

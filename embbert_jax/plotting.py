@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from embbert_jax.files import save_figure
+
 # (name, total fp32 memory in bytes as the paper plots it, authors' GLUE score): spec section 5.
 PAPER_POINTS = (("nano", 0.65e6, 55.3), ("tiny", 1.24e6, 57.1), ("EmbBERT", 1.95e6, 63.5),
                 ("med", 9.6e6, 64.4), ("big", 39.7e6, 65.5))
@@ -77,8 +79,6 @@ def frontier_figure(rows: list[dict[str, Any]], front: list[dict[str, Any]], pat
   # Below the axes: inside, it would hide trials.
   fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
   fig.tight_layout(rect=(0, 0.12, 1, 1))
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
+  path = save_figure(fig, path)
   plt.close(fig)
   return path

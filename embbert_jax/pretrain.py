@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     args.steps = None  # --steps here means pre-training steps
     cfg = train.config_from_args(args, extra)
     if steps is not None:
-      cfg.pretrain.steps = steps
+      configs.set_field(cfg, "pretrain.steps", steps)
     if cfg.pretrain.steps <= 0:
       raise ValueError("give the number of pre-training steps with --steps N")
   except (configs.ConfigError, ValueError) as e:

@@ -163,12 +163,6 @@ def ste_fake_quant(params: Any, policy: str | memory.DtypePolicy = "int8") -> An
   return jax.tree_util.tree_map_with_path(one, params)
 
 
-def quantized_paths(params: Any, policy: str | memory.DtypePolicy) -> list[str]:
-  """The "/"-joined paths of the leaves that `policy` stores in int8."""
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  return ["/".join(_keys(p)) for p, x in leaves if tensor_format(_keys(p), np.shape(x), policy) == "int8"]
-
-
 # ------------------------------------------------------------------------------------------------ LoRA
 
 

@@ -1,6 +1,6 @@
 """The sweep's search space: load a `sweeps/*.py` file, enumerate its configs, filter by memory, order them.
 
-A space file's `get_config()` returns a ConfigDict (see sweeps/default.py):
+A space file's `get_config()` returns a ConfigDict (see embbert_jax/sweeps/default.py):
 
   families.<name>.preset  the model preset whose fields the grid overrides (configs.PRESETS)
   families.<name>.fixed   further overrides shared by the whole family (optional)
@@ -9,15 +9,16 @@ A space file's `get_config()` returns a ConfigDict (see sweeps/default.py):
   train_grid              training field -> tuple of values (optional): every model config trains once
                           per point of their product, e.g. dict(learning_rate=(1e-3, 3e-3), seed=(0, 1, 2))
                           gives 6 member trials per config (see `members`); the sweep trains the members
-                          of one config together in one program when the trainer can (engine.py)
+                          of one config together in one program when the trainer can (worker.py)
   evals                   validations per trial (the early-stopping rungs)
   early_stop              enabled, after (fraction of steps), margin, min_better: see sweep.hopeless
   num_labels              C used for the memory filter when the task is not loaded (tests)
 
-The space is the union over families. Each config is canonicalised before hashing (fields that a config
-does not use are reset to the defaults of configs.model_config(), e.g. conv_kernel when use_conv=False),
-so two grid points that build the same network are one candidate. The memory budget is a hard filter:
-only candidates with min_budget <= memory.estimate(cfg, policy).total_bytes <= budget are ever proposed.
+The space is the union over families. Each config is a frozen configs.ModelConfig, canonicalised before
+hashing (fields that a config does not use are reset to their defaults, e.g. conv_kernel when
+use_conv=False), so two grid points that build the same network are one candidate. The memory budget is a
+hard filter priced by memory.py (memory.policy_bytes: memory.estimate's totals under every policy): only
+candidates with min_budget <= total bytes <= budget are ever proposed.
 
 Ledger trials carry a candidate's grid point as Optuna parameters named "<family>.<field>" with a
 categorical distribution over the grid's values, so that samplers (TPE, NSGA-II) see a consistent space.
@@ -30,7 +31,6 @@ import dataclasses
 import heapq
 import itertools
 import math
-import types
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import ml_collections
 
 from embbert_jax import configs, memory
 
-REPO_SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
+PACKAGE_SWEEPS = Path(__file__).resolve().parent / "sweeps"
 FAMILY_PARAM = "family"
 
 
@@ -51,14 +51,10 @@ class Candidate:
   """One trainable configuration: where it sits in the space, its canonical model config and its memory."""
   family: str
   point: tuple[tuple[str, Any], ...]  # (field, value) of the grid, in the family's field order
-  model_fields: dict[str, Any]  # the canonical model config as a plain dict (configs.model_config fields)
+  model: configs.ModelConfig  # the canonical model config
   hash: str  # configs.config_hash of the model config
-  bytes: dict[str, dict[str, int]]  # policy -> {"weight", "activation", "total"}
+  bytes: dict[str, dict[str, int]]  # policy -> {"weight", "activation", "total"} (memory.policy_bytes)
   params: int
-
-  @property
-  def model(self) -> ml_collections.ConfigDict:
-    return configs.model_config(**self.model_fields)
 
   def total(self, policy: str) -> int:
     return self.bytes[policy]["total"]
@@ -69,7 +65,7 @@ class Candidate:
 
   def describe(self) -> str:
     """Short knob string, e.g. 'embbert V8192 L128 d128 r16 e1 k32 N4'."""
-    return describe_model(types.SimpleNamespace(**self.model_fields), self.family)
+    return describe_model(self.model, self.family)
 
 
 _SHORT = dict(vocab_size="V", max_len="L", hidden="d", embed_dim="r", conv_expansion="e", conv_kernel="k",
@@ -98,8 +94,8 @@ def describe_model(m, family: str = "") -> str:
 
 
 def resolve(space: str) -> Path:
-  """A space file from a path, or a name looked up in ./sweeps then in the repository's sweeps/."""
-  return configs.find_config_file(space, "sweeps", REPO_SWEEPS, SpaceError, "search space")
+  """A space file from a path, or a name: the package's embbert_jax/sweeps/ first, then ./sweeps."""
+  return configs.find_config_file(space, PACKAGE_SWEEPS, "sweeps", SpaceError, "search space")
 
 
 def load(space: str) -> ml_collections.ConfigDict:
@@ -108,7 +104,7 @@ def load(space: str) -> ml_collections.ConfigDict:
   cfg = configs.run_config_file(path, SpaceError, 'search space')
   if not isinstance(cfg, ml_collections.ConfigDict) or "families" not in cfg or not cfg.families:
     raise SpaceError(f"search space {path}: get_config() must return a ConfigDict with a non-empty "
-                     "'families' field (see sweeps/default.py)")
+                     "'families' field (see embbert_jax/sweeps/default.py)")
   defaults = dict(name=path.stem, train=ml_collections.ConfigDict(), train_grid=ml_collections.ConfigDict(),
                   evals=4, num_labels=2,
                   early_stop=ml_collections.ConfigDict(dict(enabled=True, after=0.5, margin=0.02,
@@ -136,88 +132,52 @@ def members(space: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------- enumeration
 
-_DEFAULTS = configs.model_config().to_dict()
+_DEFAULTS = configs.ModelConfig()
 
 
-def _coerce(field: str, value: Any) -> Any:
-  """The value as ConfigDict would store it in `field` (ints widen to floats), else ConfigError."""
-  want = type(_DEFAULTS[field])
-  if want is float and isinstance(value, int) and not isinstance(value, bool):
-    return float(value)
-  if type(value) is not want:
-    raise configs.ConfigError(f"{field} expects {want.__name__}, got {value!r}")
-  return value
-
-
-def model_fields(preset: str, **overrides: Any) -> dict[str, Any]:
-  """configs.get_preset(preset, **overrides).to_dict() without building a ConfigDict (enumerating the
-  default space is 10x faster); validated by configs.validate. tests/test_sweep.py checks the equality."""
+def model_of(preset: str, **overrides: Any) -> configs.ModelConfig:
+  """configs.get_preset(preset, **overrides) frozen, without building a ConfigDict (enumerating the
+  default space is 10x faster); tests/test_sweep.py checks the equality."""
   if preset not in configs.PRESETS:
     raise configs.ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(configs.PRESETS)}")
-  m = dict(_DEFAULTS)
-  for field, value in {**configs.PRESETS[preset], **overrides}.items():
-    if field not in m:
-      raise configs.ConfigError(f"unknown model field {field!r}")
-    m[field] = _coerce(field, value)
-  configs.validate(types.SimpleNamespace(**m))
-  return m
+  return configs.ModelConfig.from_dict({**configs.PRESETS[preset], **overrides})
 
 
-def canonical(m: dict[str, Any]) -> dict[str, Any]:
-  """Resets the fields `m` does not use to configs.model_config()'s defaults (same network, same hash)."""
-  c = types.SimpleNamespace(**m)
+def canonical(m: configs.ModelConfig) -> configs.ModelConfig:
+  """Resets the fields `m` does not use to their defaults (same network, same hash)."""
   unused: list[str] = []
-  uses_conv = (c.arch == "embbert" and c.use_conv) or c.arch == "embedder_conv"
+  uses_conv = (m.arch == "embbert" and m.use_conv) or m.arch == "embedder_conv"
   if not uses_conv:
     unused += ["conv_kernel", "conv_expansion"]
-  elif c.arch == "embedder_conv":
+  elif m.arch == "embedder_conv":
     unused += ["conv_expansion"]
-  if c.arch != "embbert" or not (c.use_attention and c.use_conv):
+  if m.arch != "embbert" or not (m.use_attention and m.use_conv):
     unused += ["aggregation"]
-  if c.arch != "embbert":
+  if m.arch != "embbert":
     unused += ["use_attention", "use_conv", "residual"]
-  if c.embedder != "nano":
+  if m.embedder != "nano":
     unused += ["embed_dim"]
-  if c.arch not in ("bert", "nanobert"):
+  if m.arch not in ("bert", "nanobert"):
     unused += ["num_heads"]
-  if c.arch not in ("bert", "nanobert", "nanobert_efficient"):
+  if m.arch not in ("bert", "nanobert", "nanobert_efficient"):
     unused += ["ffn_dim"]
-  if c.arch != "mamba":
+  if m.arch != "mamba":
     unused += ["d_state", "d_conv", "dt_rank", "mamba_expand"]
-  if c.arch in ("embedder", "embedder_conv"):
+  if m.arch in ("embedder", "embedder_conv"):
     unused += ["num_layers", "dropout"]
-  return {**m, **{field: _DEFAULTS[field] for field in unused}}
+  reset = {f: getattr(_DEFAULTS, f) for f in unused if getattr(m, f) != getattr(_DEFAULTS, f)}
+  return dataclasses.replace(m, **reset) if reset else m
 
 
-def _bytes(m) -> tuple[dict[str, dict[str, int]], int]:
-  """memory.estimate's weight/activation/total bytes under every policy, shapes computed once.
-
-  The memory functions only read attributes, so they get a plain namespace: ConfigDict attribute access
-  made enumerating the default space 20x slower. tests/test_sweep.py checks equality with estimate().
-  """
-  ns = types.SimpleNamespace(**m)
-  specs = memory.param_shapes(ns)
-  acts = memory.activation_values(ns)
-  # Per tensor class: values, and output channels (one int8 scale each), as memory.weight_bytes_of prices.
-  size, channels = dict.fromkeys(memory.CLASSES, 0), dict.fromkeys(memory.CLASSES, 0)
-  for spec in specs:
-    size[spec.kind] += spec.size
-    channels[spec.kind] += spec.shape[-1]
-  out = {}
-  for name, pol in memory.POLICIES.items():
-    weight = sum(int(size[k] * pol.bytes_for(k)) for k in memory.CLASSES)
-    weight += int(sum(channels[k] * pol.scale_bytes for k in memory.CLASSES if memory.is_quantized(pol, k)))
-    act = int(acts * pol.activation)
-    out[name] = {"weight": weight, "activation": act, "total": weight + act}
-  return out, sum(size.values())
-
-
-def build(family: str, fam, point: dict[str, Any], num_labels: int) -> Candidate:
-  """The candidate of one grid point; raises configs.ConfigError for a point no model can be built from."""
-  fixed = dict(fam.get("fixed", {}) or {})
-  m = canonical(model_fields(fam.preset, **{**fixed, **point, "num_labels": num_labels}))
-  by_policy, params = _bytes(m)
-  return Candidate(family, tuple(point.items()), m, configs.config_hash(m), by_policy, params)
+def build(family: str, fam, point: dict[str, Any], num_labels: int, fixed: dict[str, Any] | None = None
+          ) -> Candidate:
+  """The candidate of one grid point; raises configs.ConfigError for a point no model can be built from.
+  `fixed`: the family's fixed fields, if the caller has read them already (ConfigDict.get of a missing
+  key is slow: it looks for near names to suggest)."""
+  fixed = dict(fam.get("fixed", {}) or {}) if fixed is None else fixed
+  m = canonical(model_of(fam.preset, **{**fixed, **point, "num_labels": num_labels}))
+  return Candidate(family, tuple(point.items()), m, configs.config_hash(m), memory.policy_bytes(m),
+                   memory.num_params(m))
 
 
 def enumerate_space(space: ml_collections.ConfigDict, num_labels: int | None = None) -> list[Candidate]:
@@ -234,16 +194,16 @@ def enumerate_space(space: ml_collections.ConfigDict, num_labels: int | None = N
                        f"{', '.join(configs.PRESETS)}")
     grid = dict(fam.get("grid", {}) or {})
     for field, values in [*grid.items(), *dict(fam.get("fixed", {}) or {}).items()]:
-      if field not in _DEFAULTS or field == "num_labels":
+      if field not in configs.FIELD_TYPES or field == "num_labels":
         raise SpaceError(f"family {family!r}: unknown model field {field!r}; fields: "
-                         f"{', '.join(sorted(_DEFAULTS.keys()))}")
+                         f"{', '.join(sorted(configs.FIELD_TYPES))}")
     for field, values in grid.items():
       if not isinstance(values, (tuple, list)) or not values:
         raise SpaceError(f"family {family!r}: grid.{field} must be a non-empty tuple of values")
-    fields = list(grid)
+    fields, fixed = list(grid), dict(fam.get("fixed", {}) or {})
     for values in itertools.product(*(tuple(grid[f]) for f in fields)):
       try:
-        cand = build(family, fam, dict(zip(fields, values)), c)
+        cand = build(family, fam, dict(zip(fields, values)), c, fixed)
       except (configs.ConfigError, TypeError):
         continue
       seen.setdefault(cand.hash, cand)
@@ -258,14 +218,6 @@ def distributions(space) -> dict[str, Any]:
     for field, values in dict(fam.get("grid", {}) or {}).items():
       out[f"{family}.{field}"] = CategoricalDistribution(tuple(values))
   return out
-
-
-def from_params(space, params: dict[str, Any], num_labels: int) -> Candidate:
-  """The candidate of Optuna parameters (a ledger trial's or a sampler's proposal)."""
-  family = params[FAMILY_PARAM]
-  fam = space.families[family]
-  point = {f: params[f"{family}.{f}"] for f in dict(fam.get("grid", {}) or {})}
-  return build(family, fam, point, num_labels)
 
 
 # ------------------------------------------------------------------------------------ filter and order

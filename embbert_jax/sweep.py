@@ -8,7 +8,8 @@
 Start the third line on as many machines as you like: the workers share the study's trials through the
 ledger (ledger.py), no trial runs twice, a killed worker's trial is retried by another, and a relaunch
 resumes the sweep. SQLite is for workers on one machine; use PostgreSQL (or any SQLAlchemy URL) for
-several. The engine is engine.py; this module is the command line.
+several. The flags are engine.SETTINGS (declared once there), the setup engine.py, the worker loop
+worker.py; this module is the command line.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 from embbert_jax import configs, data, memory
 from embbert_jax import ledger as ledger_lib
 from embbert_jax import space as space_lib
-from embbert_jax.engine import (  # noqa: F401  (the sweep's API, importable from here)
-    STRATEGIES, Preempted, SweepError, get_config, hopeless, open_ledger, prepare, run_sweep, say, summarize,
-    wandb_mode)
+from embbert_jax.early_stop import hopeless  # noqa: F401  (the sweep's API, importable from here)
+from embbert_jax.engine import (  # noqa: F401
+    SETTINGS, STRATEGIES, Preempted, SweepError, get_config, open_ledger, prepare, say, summarize, wandb_mode)
+from embbert_jax.worker import run_sweep
 from embbert_jax.propose import DIRECTIONS
 
 INPUT_ERRORS = (SweepError, memory.BudgetError, space_lib.SpaceError, configs.ConfigError, data.DataError,
@@ -34,50 +36,32 @@ INPUT_ERRORS = (SweepError, memory.BudgetError, space_lib.SpaceError, configs.Co
 
 
 def _run_parser() -> argparse.ArgumentParser:
-  d = get_config()
   ap = argparse.ArgumentParser(
       prog="python -m embbert_jax.sweep",
       description="Train EmbBERT configurations that fit a memory budget and keep the accuracy-vs-memory "
                   "Pareto frontier. `python -m embbert_jax.sweep report SWEEP` redraws a finished or "
                   "running sweep without training.")
-  add = ap.add_argument
-  add("--budget", required=True, help=f"memory budget (weights + activations): {memory.BUDGET_FORMS}")
-  add("--min-budget", default="", help="skip configs smaller than this")
-  add("--policy", default=d.policy, choices=list(memory.POLICIES), help="dtype policy memory is priced under")
-  add("--task", default=d.task, help="registry name (rt_polarity, sms_spam) or a local .jsonl/.csv file")
-  add("--space", default=d.space, help="search space: a name in sweeps/ (default, tiny, families) or a file")
-  add("--strategy", default=d.strategy, choices=list(STRATEGIES),
-      help="grid: fitting configs in memory-spread order; tpe/nsga2: two-objective sampler")
-  add("--max-trials", type=int, default=d.max_trials,
-      help="trials in the study, all workers together (with a train_grid: member trials)")
-  add("--steps", type=int, default=d.steps, help="training steps per trial")
-  add("--pretrain-steps", type=int, default=d.pretrain_steps, help="MLM+NSP steps before each fine-tuning")
-  add("--seed", type=int, default=d.seed)
-  add("--storage", default="", help="ledger: SQLAlchemy URL or SQLite file (default <out>/ledger.db)")
-  add("--study", default="", help="study name (default <space>-<task>-<budget>-<policy>)")
-  add("--out", default="", help="results folder (default runs/sweeps/<study>)")
-  add("--workers", default="1", help="worker processes here: N or auto (one per GPU; CPU: cores / 4)")
-  add("--wandb", action=argparse.BooleanOptionalAction, default=True,
-      help="one wandb run per trial + a summary run (offline without WANDB_API_KEY)")
-  add("--heartbeat-interval", type=int, default=d.heartbeat_interval, help="seconds")
-  add("--grace-period", type=int, default=d.grace_period,
-      help="seconds without heartbeat before a RUNNING trial is requeued")
-  add("--max-attempts", type=int, default=d.max_attempts,
-      help="worker deaths during one trial before the trial counts as failed")
-  add("--group", action=argparse.BooleanOptionalAction, default=d.group,
-      help="train the member trials of one config (a space's train_grid: seeds, learning rates) together "
-           "in one program when the trainer can; --no-group trains them one at a time")
-  add("--trainer", default=d.trainer, help=argparse.SUPPRESS)  # tests: a fake trainer module or file
-  add("--no-summary", action="store_true", help=argparse.SUPPRESS)  # the launcher's children
+  for s in SETTINGS:  # every setting of the sweep is a flag, declared once in engine.SETTINGS
+    kw: dict = {"default": s.default, "help": argparse.SUPPRESS if s.hidden else s.help}
+    if isinstance(s.default, bool):
+      kw["action"] = argparse.BooleanOptionalAction
+    elif isinstance(s.default, int):
+      kw["type"] = int
+    if s.choices:
+      kw["choices"] = list(s.choices)
+    if s.name == "budget":
+      kw = {**kw, "required": True, "default": None}
+    ap.add_argument(s.flag, **kw)
+  ap.add_argument("--workers", default="1",
+                  help="worker processes here: N or auto (one per GPU; CPU: cores / 4)")
+  ap.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # the launcher's children
   return ap
 
 
 def _settings(args):
   s = get_config()
-  for key in ("budget", "min_budget", "policy", "task", "space", "strategy", "max_trials", "steps",
-              "pretrain_steps", "seed", "storage", "study", "out", "wandb", "heartbeat_interval",
-              "grace_period", "max_attempts", "trainer", "group"):
-    s[key] = getattr(args, key)
+  for setting in SETTINGS:
+    configs.set_field(s, setting.name, getattr(args, setting.name))
   return s
 
 

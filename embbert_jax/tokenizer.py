@@ -28,7 +28,8 @@ import numpy as np
 import sentencepiece as spm
 
 from .configs import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
-from .data import normalize_text, pretraining_corpus, resolve_cache_dir, sha256_file
+from .data import normalize_text, pretraining_corpus, resolve_cache_dir
+from .files import sha256_file
 
 __all__ = [
     "PAD_ID",

@@ -2,7 +2,7 @@
 
     python experiments/quantization.py WORKDIR/finetune/model --task rt_polarity --steps 200
 
-Loads a model saved by `train.py` (its best params), evaluates it in fp32, after post-training
+Loads a model saved by `python -m embbert_jax.train` (its best params), evaluates it in fp32, after post-training
 quantization under each int8 policy (weights fake-quantized exactly as `export` stores them), and after
 a short LoRA (r=8, lr 1e-4, the paper's recipe) or straight-through adaptation on the training split.
 Prints one Markdown row per variant with its memory under the policy.
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import data, export, memory, metrics, models, quantize, train
+from embbert_jax import data, export, losses, memory, metrics, models, quantize, train
 from embbert_jax import tokenizer as tok_lib
 
 
@@ -41,7 +41,7 @@ def main() -> None:
   enc = batch_lib.trim(enc, batch_lib.auto_seq_len(enc["train"].ids, cfg.max_len))
   model = models.build_model(cfg)
   tcfg = train.get_config()
-  loss = lambda p, b, r: train.classify_loss(model, p, b, r, False)[0]
+  loss = lambda p, b, r: losses.classify_loss(model, p, b, r, False)[0]
   train_batches = (b for _, b in batch_lib.train_batches(enc["train"], tcfg.batch_size, args.seed))
   print("| variant | policy | memory | test accuracy | test MCC | test macro-F1 |")
   print("|---|---|---|---|---|---|")

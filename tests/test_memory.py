@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from embbert_jax import configs, memory, models
+from embbert_jax import configs, describe, memory, models
 
 # Spec sections 1.6, 3 and 2: exact parameter counts and the fp32 totals of the rule.
 SPEC_PARAMS = {"embbert": 357_506, "nano": 65_986, "big": 7_307_778}
@@ -108,6 +108,6 @@ def test_format_bytes():
 
 def test_compiled_memory_is_close_to_estimate():
   c = configs.get_preset("embbert")
-  cm = memory.compiled_memory(c)
+  cm = describe.compiled_memory(c)
   assert cm["argument"] >= 4 * 357_506  # the weights are arguments of the program
   assert 0.8 < cm["total"] / memory.total_bytes(c) < 1.5

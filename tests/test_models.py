@@ -1,5 +1,7 @@
 """Model behaviour: masks, causality, segments, no NaN, and a gradient step for every architecture."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -265,3 +267,38 @@ def test_overrides_and_unknown_preset():
     configs.get_preset("huge")
   with pytest.raises(configs.ConfigError, match="unknown config field"):
     configs.apply_overrides(c, ["hiden=3"])
+
+
+def test_model_config_is_frozen_hashable_and_built_once():
+  cd = configs.get_preset("nano", hidden=96)
+  m = configs.ModelConfig.from_dict(cd)
+  assert m == configs.ModelConfig.from_dict(cd.to_dict()) and hash(m) == hash(configs.ModelConfig.from_dict(cd))
+  assert configs.ModelConfig.from_dict(m) is m and m.to_dict() == cd.to_dict()
+  assert configs.config_hash(m) == configs.config_hash(cd)  # ledger hashes do not depend on the type
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    m.hidden = 3
+  wider = m.replace(conv_expansion=2)  # a new config; ints widen to float fields as ConfigDict widens them
+  assert wider.conv_expansion == 2.0 and m.conv_expansion == 1.0 and wider != m
+  with pytest.raises(configs.ConfigError, match="unknown model field 'hiden'"):
+    configs.ModelConfig.from_dict({"hiden": 3})
+  with pytest.raises(configs.ConfigError, match="expects int"):
+    configs.ModelConfig.from_dict({"hidden": "96"})
+  with pytest.raises(configs.ConfigError):
+    m.replace(use_attention=False, use_conv=False)  # validated like any other config
+  assert set(configs.FIELD_TYPES) == set(configs.model_config().keys())  # the dataclass is the one table
+
+
+def test_set_field_is_the_one_setter():
+  from embbert_jax import train
+  cfg = train.get_config("nano")
+  configs.set_field(cfg, "model.hidden", "96")  # a command-line string, parsed to the field's type
+  configs.set_field(cfg, "learning_rate", 1)  # a typed value; ints widen to a float field
+  configs.set_field(cfg, "pretrain.steps", 7)
+  assert cfg.model.hidden == 96 and cfg.learning_rate == 1.0 and type(cfg.learning_rate) is float
+  assert cfg.pretrain.steps == 7
+  with pytest.raises(configs.UnknownField, match="fields here"):
+    configs.set_field(cfg, "model.hiden", 3)
+  with pytest.raises(configs.ConfigError, match="bad value for 'model.hidden'"):
+    configs.set_field(cfg, "model.hidden", "wide")
+  copy = configs.with_fields(cfg, {"model.num_labels": 4})
+  assert copy.model.num_labels == 4 and cfg.model.num_labels == 2  # the caller's config is untouched

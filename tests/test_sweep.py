@@ -197,11 +197,11 @@ def test_budget_filter_is_exact_and_matches_memory_estimate():
   assert all(totals[3] <= c.total("fp32") <= budget for c in lo)
 
 
-def test_model_fields_equal_configs_presets():
+def test_model_of_equals_configs_presets():
   for preset in configs.PRESETS:
-    assert space_lib.model_fields(preset, hidden=64 if preset != "bert" else 80) == \
+    assert space_lib.model_of(preset, hidden=64 if preset != "bert" else 80).to_dict() == \
         configs.get_preset(preset, hidden=64 if preset != "bert" else 80).to_dict()
-  assert space_lib.model_fields("embbert", conv_expansion=2)["conv_expansion"] == 2.0
+  assert space_lib.model_of("embbert", conv_expansion=2).conv_expansion == 2.0
 
 
 def test_dedupe_by_canonical_config_hash(tmp_path):
@@ -219,7 +219,7 @@ def test_dedupe_by_canonical_config_hash(tmp_path):
   # headline's V and N: its k=8 point is a's k=8 network, its k=32 point is the headline model.
   hashes = [c.hash for c in cands]
   assert len(hashes) == len(set(hashes))
-  assert sum(1 for c in cands if not c.model_fields["use_conv"]) == 1
+  assert sum(1 for c in cands if not c.model.use_conv) == 1
   assert len(cands) == 4  # a: k8, k16, no-conv; b: k32 (b's k8 is a's k8)
 
 
@@ -327,7 +327,7 @@ def test_nan_trials_are_failed_and_the_sweep_goes_on(tmp_path, fake, monkeypatch
 def test_early_stopping_prunes_dominated_trials_only(tmp_path, fake, monkeypatch):
   monkeypatch.setenv("FAKE_BIGGER_IS_WORSE", "1")
   f = tmp_path / "es.py"
-  f.write_text((REPO / "sweeps" / "tiny.py").read_text().replace("enabled=False", "enabled=True")
+  f.write_text((space_lib.PACKAGE_SWEEPS / "tiny.py").read_text().replace("enabled=False", "enabled=True")
                .replace("margin=0.02", "margin=0.001").replace("min_better=2", "min_better=1"))
   out = sweep.run_sweep(_settings(tmp_path, fake, study="s4", space=str(f)), log=lambda m: None)
   rows = sorted(out["rows"], key=lambda r: r["fp32_total_bytes"])
@@ -455,7 +455,7 @@ def test_one_at_a_time_fallbacks_give_the_grouped_results(tmp_path, quick, monke
 
 def _es_space(tmp_path, base, evals=None, **early_stop):
   f = tmp_path / f"es_{base}.py"
-  text = (REPO / "sweeps" / f"{base}.py").read_text()
+  text = (space_lib.PACKAGE_SWEEPS / f"{base}.py").read_text()
   text = text.replace("ConfigDict(dict(enabled=False, after=0.5, margin=0.02, min_better=2))",
                       f"ConfigDict({dict(enabled=True, **early_stop)!r})")
   assert "enabled': True" in text
@@ -766,3 +766,17 @@ def test_real_trainer_grouped_end_to_end(tmp_path):
   for r in out["rows"]:
     by_setting.setdefault((r["shape"], r["setting"]), []).append(r["validation_accuracy"])
   assert any(len(set(v)) > 1 for v in by_setting.values())
+
+
+def test_shipped_spaces_are_found_before_the_working_directory(tmp_path, monkeypatch):
+  # A file that happens to sit in ./sweeps must not replace a space of the package of the same name
+  # (it runs as code); a name only there is still found, and a path is taken as given.
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "sweeps").mkdir()
+  (tmp_path / "sweeps" / "default.py").write_text("raise SystemExit('not this one')\n")
+  (tmp_path / "sweeps" / "mine.py").write_text((space_lib.PACKAGE_SWEEPS / "tiny.py").read_text())
+  assert space_lib.resolve("default") == space_lib.PACKAGE_SWEEPS / "default.py"
+  assert space_lib.resolve("mine") == Path("sweeps") / "mine.py"
+  assert space_lib.load("sweeps/mine.py").name == "mine"
+  with pytest.raises(space_lib.SpaceError, match="known: .*default.*mine"):
+    space_lib.resolve("nope")

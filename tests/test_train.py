@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embbert_jax import batches, metrics, models, train
+from embbert_jax import batches, loop, memory, metrics, models, programs, train
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 TINY_MODEL = dict(vocab_size=96, max_len=32, hidden=16, embed_dim=8, conv_kernel=4, num_layers=1)
@@ -116,7 +116,7 @@ def test_pretrain_then_finetune_carries_the_encoder(tmp_path):
   cfg.pretrain.steps, cfg.pretrain.batch_size, cfg.pretrain.eval_pairs = 20, 16, 32
   pre = train.pretrain(cfg, tmp_path / "pre")
   assert {"mlm_loss", "nsp_accuracy", "mlm_accuracy"} <= set(pre["validation"])
-  enc = train.load_encoder(str(tmp_path / "pre"), cfg.model)
+  enc = programs.load_encoder(str(tmp_path / "pre"), cfg.model)
   saved = jax.tree.leaves(enc)
   fresh = jax.tree.leaves(models.init_params(cfg.model, jax.random.key(cfg.seed))["encoder"])
   assert not all(np.allclose(a, b) for a, b in zip(saved, fresh))  # pre-training changed the encoder
@@ -131,7 +131,7 @@ def test_incompatible_encoder_is_refused(tmp_path):
   train.pretrain(cfg, tmp_path / "pre")
   other = train.get_config("embbert", **{**TINY_MODEL, "hidden": 24})
   with pytest.raises(ValueError, match="does not match"):
-    train.load_encoder(str(tmp_path / "pre"), other.model)
+    programs.load_encoder(str(tmp_path / "pre"), other.model)
 
 
 MESH_RUNNER = """
@@ -290,7 +290,7 @@ def test_group_members_must_share_shapes(tmp_path):
 def test_group_size_follows_memory():
   small, big = train.get_config("nano"), train.get_config("big")
   assert train.max_group_size(small) >= train.max_group_size(big) >= 1
-  assert train.train_bytes_per_member(big) > 10 * train.train_bytes_per_member(small)
+  assert memory.training_bytes(big.model, big.batch_size) > 10 * memory.training_bytes(small.model, small.batch_size)
 
 
 def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
@@ -305,7 +305,7 @@ def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
     c = tiny_config(tmp_path, steps=12, eval_every=6, seed=seed, bucket_window=4)
     c.task, c.model.max_len = str(tmp_path / "varied.jsonl"), 64
     cfgs.append(c)
-  enc = train.prepare_task(cfgs[0])[2]
+  enc = loop.prepare_task(cfgs[0])[2]
   lengths = {b["ids"].shape[1] for _, (_, b) in zip(range(20), batches.train_batches(enc["train"], 16, 0, 0, 4))}
   assert lengths == {32, 64}  # the windows do produce batches of both lengths
   grouped = train.train_group(cfgs, [tmp_path / "g0", tmp_path / "g1"])
@@ -331,7 +331,17 @@ def test_interrupted_group_resumes_to_the_uninterrupted_result(tmp_path):
   dirs = [tmp_path / f"k{i}" for i in range(3)]
   with pytest.raises(KeyboardInterrupt):
     train.train_group(cfgs, dirs, report=stop_at_15)
+  # What a SIGKILL in the middle of a write leaves: a metrics row cut short, and a half-written temporary
+  # members.json beside the whole one (files.py writes by rename). Neither may be read back as the truth.
+  metrics_file = dirs[0] / "finetune" / "metrics.jsonl"
+  with open(metrics_file, "a") as f:
+    f.write('{"step": 14, "train/lo')
+  [members] = [g / "members.json" for g in tmp_path.glob("group-*")
+               if str(dirs[0]) in (g / "config.json").read_text()]
+  (members.parent / f".members.json.{os.getpid() + 1}.tmp").write_text('{"1": {"status": "fai')
   resumed = train.train_group(cfgs, dirs)
+  rows = [json.loads(line) for line in metrics_file.read_text().splitlines()]  # every row whole again
+  assert [r["step"] for r in rows] == sorted(r["step"] for r in rows) and rows[-1]["step"] == 20
   assert [r["status"] for r in resumed] == ["complete", "failed", "complete"]
   for a, b in zip(straight, resumed):
     if a["status"] == "complete":

@@ -15,7 +15,7 @@ def get_config():
                                                          num_layers=(1,)))
   space.train = ml_collections.ConfigDict(dict(batch_size=16))
   # Per config: one member trial per point of this product (seeds are repeats, averaged on the frontier;
-  # the learning rate is tuned: the config's point is its best one). See sweeps/default.py.
+  # the learning rate is tuned: the config's point is its best one). See embbert_jax/sweeps/default.py.
   space.train_grid = ml_collections.ConfigDict(dict(learning_rate=(1e-3, 3e-3), seed=(0, 1)))
   space.evals = 2
   space.early_stop = ml_collections.ConfigDict(dict(enabled=False, after=0.5, margin=0.02, min_better=2))

@@ -1,6 +1,6 @@
 """EmbBERT against the 2 MB baselines of spec section 2, on the same tasks, data and budget.
 
-    python -m embbert_jax.experiment experiments/baselines_2mb.py [--quick] [--tasks rt_polarity,sms_spam]
+    python -m embbert_jax.experiment baselines_2mb [--quick] [--tasks rt_polarity,sms_spam]
 
 Arms: EmbBERT with and without pre-training (the paper reports both: 87.19 and 80.82 TinyNLP), bert,
 mamba, embedder, embedder_conv, nanobert, and nanobert_efficient with pre-training (the paper's 87.04) and
@@ -9,7 +9,7 @@ they run from scratch here. Paper numbers are TinyNLP mean accuracy (spec sectio
 Full settings are the paper's recipe (spec section 4); --quick trains experiment.QUICK_TRAIN, one seed.
 """
 
-from embbert_jax.experiment import QUICK_TRAIN, paper_study
+from embbert_jax.study import QUICK_TRAIN, paper_study
 
 
 def tinynlp(value):

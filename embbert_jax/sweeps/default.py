@@ -36,7 +36,7 @@ def get_config():
   # config scores the mean over its seeds (repeats: the max would reward luck) at its best setting of
   # the other knobs (tuning: what the config reaches with a tuned learning rate), e.g.
   #   space.train_grid = ml_collections.ConfigDict(dict(learning_rate=(1e-3, 3e-3), seed=(0, 1, 2)))
-  # Off here: one trial per config, as the README's measured sweep ran. sweeps/tiny_grouped.py uses one.
+  # Off here: one trial per config, as the README's measured sweep ran. tiny_grouped.py (beside this) uses one.
   space.evals = 4  # validations per trial: the early-stopping rungs, and the best one is kept
   # Pareto early stopping (engine.hopeless): from `after` x steps on, stop a trial when `min_better` trials
   # that are no larger already beat it by `margin` (validation metric) at the same step. Only the last

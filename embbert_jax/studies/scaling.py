@@ -1,6 +1,6 @@
 """Accuracy against total memory for the EmbBERT family nano .. big, plus a sweep's frontier configs.
 
-    python -m embbert_jax.experiment experiments/scaling.py [--quick] [--frontier SWEEP/frontier.csv]
+    python -m embbert_jax.experiment scaling [--quick] [--frontier SWEEP/frontier.csv]
 
 The presets of spec section 2, pre-trained as in the paper, at fp32 and at the paper's int8 policy
 (memory.estimate), with the paper's GLUE points (spec section 5) drawn on a secondary axis for the shape
@@ -8,7 +8,7 @@ of the curve only: GLUE is a different set of tasks and a different score. --fro
 configs of a sweep (pareto.write_files' frontier.csv / trials.jsonl), trained the same way.
 """
 
-from embbert_jax.experiment import QUICK_TRAIN, paper_study
+from embbert_jax.study import QUICK_TRAIN, paper_study
 
 
 def glue(value):

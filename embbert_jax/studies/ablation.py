@@ -1,6 +1,6 @@
 """The headline EmbBERT with one switch changed at a time (spec section 8.1, the model's ablation fields).
 
-    python -m embbert_jax.experiment experiments/ablation.py [--quick] [--tasks rt_polarity,sms_spam]
+    python -m embbert_jax.experiment ablation [--quick] [--tasks rt_polarity,sms_spam]
 
 Every arm is pre-trained as the headline model is, except `no_pretrain` (with --quick only the headline
 is: see `quick` below). Paper numbers (spec section 5):
@@ -9,7 +9,7 @@ number for the other switches one at a time (its "standard residual FFN at equal
 GLUE 63.5 vs 57.1, is a different model, not one of these arms).
 """
 
-from embbert_jax.experiment import QUICK_TRAIN, paper_study
+from embbert_jax.study import QUICK_TRAIN, paper_study
 
 
 def get_config():

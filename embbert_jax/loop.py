@@ -1,0 +1,439 @@
+"""Training: `fit`, the one loop, and the runs built on it.
+
+`train_group(cfgs, workdirs)` fine-tunes G configs that differ only in GROUP_KNOBS as one program over
+stacked params (`train_and_evaluate` is a group of one); `pretrain(cfg, workdir)` runs MLM + NSP and saves
+the encoder; `run_seeds` trains a config's seeds as groups sized by `max_group_size`
+(memory.training_bytes). `fit`:
+
+* the state is a plain dict {step, seed, params, opt_state, alive, failed_at, best}; dropout keys are
+  `fold_in(seed, step)` and the batch order a function of (seed, epoch), so a run resumed from an orbax
+  checkpoint replays exactly what an uninterrupted run does;
+* a member whose loss is not finite stops as failed (`TrainingDiverged` for a lone run) before anything
+  after the last good checkpoint is written; the others go on;
+* every file it writes (config.json, members.json, result.json, metrics.jsonl, wandb_id.txt) goes through
+  files.py, so a run killed at any moment resumes: no half-written file is ever read back;
+* metrics go to metrics.jsonl and wandb (runlog.py) and to a tqdm bar with steps/s and tokens/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from embbert_jax import batches as batch_lib
+from embbert_jax import configs, data, files, memory, metrics
+from embbert_jax import tokenizer as tok_lib
+from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
+                                  save_params)
+from embbert_jax.runlog import Logger
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or infinite."""
+
+
+class Pruned(Exception):
+  """Raised by a `report` callback to stop a hopeless run early (the sweep's pruner)."""
+
+
+@dataclasses.dataclass
+class Member:
+  """One training of a group: its config (seed, learning rate, weight decay, wandb name) and the folder
+  of its metrics.jsonl and wandb run."""
+  cfg: Any
+  workdir: Path
+
+
+def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_arrays: batch_lib.Arrays,
+        total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
+        group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
+        checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train") -> dict:
+  """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
+
+  `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
+  per member (`evaluate(None)` names the metrics); with `select`, each member keeps the params of its best
+  validation `select`. `report(i, step, validation)` may raise Pruned to stop member i. A member whose
+  loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`. Batches
+  are assembled and sent to the device by a thread two steps ahead (batches.prefetch); `bucket_window`
+  > 0 groups examples of similar length (batches.train_batches).
+  Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from"}.
+  """
+  from tqdm.auto import tqdm
+
+  mesh = make_mesh()
+  if batch_size % mesh.size:
+    raise ValueError(f"batch size {batch_size} is not divisible by the {mesh.size} devices")
+  repl = NamedSharding(mesh, P())
+  g = len(members)
+  eval_keys = sorted(evaluate(None)) if select else []
+  hp = lambda name, dtype: np.array([m.cfg[name] for m in members], dtype)
+  state = programs.init(hp("seed", np.int32), hp("learning_rate", np.float32),
+                        hp("weight_decay", np.float32), init_params_G,
+                        {k: np.zeros(g, np.float32) for k in eval_keys})
+  ckpt_dir, outcomes_file = group_dir / "checkpoints", group_dir / "members.json"
+  ckpt_every = checkpoint_every or eval_every
+  mgr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  start, outcomes = 0, {}
+  if mgr.latest_step() is not None:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    try:
+      state = mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # a corrupt or incompatible checkpoint must not be silently overwritten
+      raise RuntimeError(f"cannot resume from {ckpt_dir} (step {mgr.latest_step()}): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}; use a fresh --workdir") from None
+    start = int(state["step"])
+    print(f"resuming {desc} from step {start} ({ckpt_dir})", file=sys.stderr)
+  alive = np.array(jax.device_get(state["alive"]))  # host copy; flush and pruning keep it current
+  if start and outcomes_file.exists():  # outcomes after the checkpoint are replayed, not loaded
+    outcomes = {int(i): o for i, o in json.loads(outcomes_file.read_text()).items() if not alive[int(i)]}
+  loggers = [Logger(m.workdir, m.cfg, start) for m in members]
+  pending: list[tuple[int, dict]] = []
+  tokens, t_last, t0 = np.zeros(g), time.perf_counter(), time.perf_counter()
+  bar = tqdm(total=total_steps, initial=start, desc=desc + (f" x{g}" if g > 1 else ""), unit="step",
+             dynamic_ncols=True, disable=None if sys.stderr.isatty() else True)
+
+  def flush(step):
+    """Host sync: records members that died since the last one, logs each live member's mean metrics."""
+    nonlocal tokens, t_last
+    if not pending:
+      return
+    host = jax.device_get([m for _, m in pending])
+    now_alive, failed_at = (np.asarray(x) for x in jax.device_get((state["alive"], state["failed_at"])))
+    now = time.perf_counter()
+    dt = max(now - t_last, 1e-9)
+    rate = len(pending) / dt
+    for i in np.flatnonzero(alive):
+      rows = [m for (s, _), m in zip(pending, host) if now_alive[i] or s + 1 < failed_at[i]]
+      if not now_alive[i] and int(failed_at[i]):
+        bad = next((float(m["loss"][i]) for m in host if not np.isfinite(m["loss"][i])), float("nan"))
+        outcomes[int(i)] = {"status": "failed", "error": f"loss is {bad} at step {int(failed_at[i])}; the "
+                            f"last good checkpoint is step {mgr.latest_step()} in {ckpt_dir}"}
+      if rows:
+        mean = {f"train/{k}": float(np.mean([m[k][i] for m in rows])) for k in rows[0]}
+        mean.update({"train/steps_per_s": rate, "train/tokens_per_s": tokens[i] / dt})
+        loggers[i].log(step, mean)
+    alive[:] = now_alive & alive
+    live = host[-1]["loss"][alive]
+    bar.set_postfix(loss=f"{float(np.mean(live)) if live.size else float('nan'):.4f}", steps_s=f"{rate:.1f}",
+                    tok_s=f"{tokens.sum() / dt:.0f}", live=f"{alive.sum()}/{g}")
+    pending.clear()
+    tokens, t_last = np.zeros(g), now
+
+  def save(step):
+    mgr.save(step, args=ocp.args.StandardSave(state))
+    files.write_json_atomic(outcomes_file, outcomes)
+
+  shard = NamedSharding(mesh, P(None, "data"))
+  stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window),
+                              size=2, put=lambda item: batch_lib.to_device(item, shard))
+  try:
+    for step, batch, batch_tokens in stream:
+      if step >= total_steps or not alive.any():
+        break
+      tokens += np.asarray(batch_tokens)
+      state, m = programs.step(state, batch)
+      pending.append((step, m))
+      bar.update(1)
+      done = step + 1
+      if done % log_every == 0 or done % eval_every == 0 or done == total_steps:
+        flush(done)
+      if (done % eval_every == 0 or done == total_steps) and alive.any():
+        state = _evaluate_members(state, programs, evaluate, select, eval_keys, done, alive, loggers,
+                                  report, outcomes, repl)
+      if done % ckpt_every == 0 or done == total_steps or not alive.any():
+        save(done)
+    mgr.wait_until_finished()
+  finally:
+    stream.close()
+    bar.close()
+    mgr.close()
+  return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": time.perf_counter() - t0,
+          "resumed_from": start}
+
+
+def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
+                   bucket_window: int = 0):
+  """(step, batch (G, B, L), real tokens per member): member i's batch is the one a lone run with its
+  seed would see (with bucketing, padded to the longest member's length: outputs do not change)."""
+  streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window) for m in members]
+  for parts in zip(*streams):
+    batch = batch_lib.stack_batches([b for _, b in parts])
+    yield parts[0][0], batch, (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2)).tolist()  # stays on host
+
+
+def _evaluate_members(state, programs, evaluate, select, eval_keys, step, alive, loggers, report, outcomes,
+                      sharding):
+  """Logs each live member's evaluation; keeps each one's best; lets `report` prune members."""
+  results = evaluate(state["params"])
+  for i in np.flatnonzero(alive):
+    loggers[i].log(step, _eval_flat(results[i]))
+  if select is None:
+    return state
+  scores = np.array([r["validation"][select] for r in results], np.float32)
+  # Strictly better: ties keep the earlier evaluation; a NaN score never wins.
+  improved = alive & (scores > np.asarray(jax.device_get(state["best"]["score"])))
+  flat = [_eval_flat(r) for r in results]
+  metrics_G = {k: np.array([f[k] for f in flat], np.float32) for k in eval_keys}
+  state = programs.keep_best(state, improved, scores, metrics_G, np.int32(step))
+  if report is None:
+    return state
+  pruned = np.zeros_like(alive)
+  for i in np.flatnonzero(alive):
+    try:
+      report(int(i), step, results[i]["validation"])
+    except Pruned as e:
+      pruned[i] = True
+      outcomes[int(i)] = {"status": "pruned", "error": str(e), "pruned_at": step}
+  if pruned.any():  # the step, checkpoint and a resumed run see them stopped; members.json says why
+    alive &= ~pruned
+    state = {**state, "alive": jax.device_put(alive.copy(), sharding)}
+  return state
+
+
+def _eval_flat(result: dict) -> dict:
+  return {f"{split}/{k}": v for split, ms in result.items() for k, v in ms.items()}
+
+
+def _unflatten(flat: dict) -> dict:
+  out: dict = {}
+  for k, v in flat.items():
+    split, name = k.split("/", 1)
+    out.setdefault(split, {})[name] = float(v)
+  return out
+
+
+def prepare_task(cfg):
+  """(task, tokenizer, encoded splits at cfg.seq_len or the auto length)."""
+  cache = cfg.cache_dir or None
+  task = data.load_task(cfg.task, cache_dir=cache)
+  tok = tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None, cache_dir=cache)
+  enc = batch_lib.encode_task(task, tok, cfg.model.max_len, cfg.add_cls)
+  seq_len = cfg.seq_len or batch_lib.auto_seq_len(enc["train"].ids, cfg.model.max_len)
+  return task, tok, batch_lib.trim(enc, seq_len)
+
+
+def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
+  """Creates the folder and records its config; refuses a folder that holds a run of another config."""
+  wd = Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  cfg_file = wd / "config.json"
+  want = record if record is not None else json.loads(cfg.to_json())
+  if cfg_file.exists():
+    if json.loads(cfg_file.read_text()) != want:
+      raise ValueError(f"{wd} holds a run with a different config; use another --workdir to start afresh")
+  else:
+    files.write_json_atomic(cfg_file, want)
+  return wd
+
+
+# Config fields in which the members of one group may differ (everything else, shapes included, is shared).
+GROUP_KNOBS = ("seed", "learning_rate", "weight_decay", "init_from", "wandb.name", "wandb.group")
+
+
+def group_key(cfg) -> str:
+  """Equal keys: the trainings can run as one vmapped program (train_group)."""
+  flat = configs.flatten_dict(cfg.to_dict())
+  return configs.config_hash({k: v for k, v in flat.items() if k not in GROUP_KNOBS})
+
+
+def device_memory_bytes() -> int:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # CPU: host memory
+
+
+def max_group_size(cfg, limit: int = 256) -> int:
+  """How many members of this config train together: half the device memory over the per-member
+  estimate (memory.training_bytes), at most `limit` (>= 1)."""
+  return int(max(1, min(limit, device_memory_bytes() // 2 // memory.training_bytes(cfg.model, cfg.batch_size))))
+
+
+def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
+                group_dir: str | os.PathLike | None = None) -> list[dict]:
+  """Fine-tunes G configs that differ only in GROUP_KNOBS as one vmapped program over stacked params.
+
+  Each member writes what train_and_evaluate writes to workdirs[i]/finetune; the group's checkpoints go
+  to `group_dir` (default: beside the members). `report(i, step, validation)` may raise Pruned to stop
+  member i. Returns per member train_and_evaluate's result plus "status": "complete", or
+  {"status": "failed", "error"} (non-finite loss) or {"status": "pruned", "error", "pruned_at"}.
+  """
+  if not cfgs or len(cfgs) != len(workdirs):
+    raise ValueError("train_group needs one workdir per config, and at least one config")
+  if len({group_key(c) for c in cfgs}) > 1:
+    raise ValueError(f"the configs of a group may differ only in {', '.join(GROUP_KNOBS)}")
+  configs.validate(cfgs[0].model)
+  workdirs = [Path(w) for w in workdirs]
+  init_from = []
+  for c, wd in zip(cfgs, workdirs):
+    if c.pretrain.steps > 0 and not c.init_from:
+      pretrain(c, wd / "pretrain")
+    init_from.append(c.init_from or (str(wd / "pretrain") if c.pretrain.steps > 0 else ""))
+  task, tok, enc = prepare_task(cfgs[0])
+  # num_labels follows the task: new configs, the callers' stay as they are.
+  cfgs = [configs.with_fields(c, {"model.num_labels": task.num_labels}) for c in cfgs]
+  first = cfgs[0]
+  member_dirs = [_prepare_workdir(c, wd / "finetune") for c, wd in zip(cfgs, workdirs)]
+  if len(cfgs) == 1:
+    gdir = member_dirs[0]
+  else:
+    gdir = Path(group_dir) if group_dir else _default_group_dir(member_dirs)
+    _prepare_workdir(first, gdir, {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
+  progs = programs_for(first, "classify", task.is_regression)
+  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
+  per_epoch = len(enc["train"]) // first.batch_size
+  total = first.steps or first.epochs * per_epoch
+  eval_every = min(first.eval_every or per_epoch, total)
+  t0 = time.perf_counter()
+  out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,
+            train_arrays=enc["train"], total_steps=total, eval_every=eval_every,
+            evaluate=_make_classify_eval(progs, first, enc, task.is_regression), select=task.metric,
+            group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
+            checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
+            desc=f"finetune {first.preset}")
+  best = jax.device_get(out["state"]["best"])
+  seq_len = int(enc["train"].ids.shape[1])
+  steps_per_s = (total - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
+  train_time = time.perf_counter() - t0
+  results = []
+  for i, (c, wd) in enumerate(zip(cfgs, member_dirs)):
+    if i in out["outcomes"]:
+      results.append(out["outcomes"][i])
+      out["loggers"][i].close({"outcome": out["outcomes"][i]})
+      continue
+    b = member_params(best, i)
+    result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]), "steps": total,
+              "train_time_s": train_time, "seq_len": seq_len,
+              "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
+              "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
+    save_params(wd / "model", b["params"], c.model, tok.model_path)
+    files.write_json_atomic(wd / "result.json", result)
+    out["loggers"][i].close({"best": result})
+    results.append({**result, "status": "complete"})
+  return results
+
+
+def _default_group_dir(member_dirs: list[Path]) -> Path:
+  names = "|".join(str(d) for d in member_dirs)
+  return Path(os.path.commonpath([str(d.parent.resolve()) for d in member_dirs])) / (
+      "group-" + configs.config_hash({"members": names})[:10])
+
+
+def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
+  """Fine-tunes a classifier on cfg.task; returns metrics of the best validation evaluation.
+
+  Raises TrainingDiverged on a non-finite loss and Pruned when `report(step, validation)` raised it."""
+  member_report = (lambda i, step, validation: report(step, validation)) if report else None
+  [res] = train_group([cfg], [workdir], member_report)
+  status = res.pop("status")
+  if status == "failed":
+    raise TrainingDiverged(res["error"])
+  if status == "pruned":
+    raise Pruned(res["error"])
+  return res
+
+
+def _make_classify_eval(progs: Programs, cfg, enc, is_regression):
+  names = (["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1"])
+
+  def evaluate(params_G):
+    if params_G is None:
+      return [f"{s}/{n}" for s in ("validation", "test") for n in names]
+    g = jax.tree.leaves(params_G)[0].shape[0]
+    out = [{} for _ in range(g)]
+    for split in ("validation", "test"):
+      arr = enc[split]
+      logits_G = np.concatenate([np.asarray(progs.apply(params_G, b["ids"]))[:, b["weights"] > 0]
+                                 for b in batch_lib.eval_batches(arr, cfg.batch_size)], axis=1)
+      for i in range(g):
+        out[i][split] = metrics.task_metrics(arr.labels, logits_G[i], is_regression)
+    return out
+  return evaluate
+
+
+def pretrain(cfg, workdir) -> dict:
+  """MLM + NSP on the offline corpus (spec 4); saves the model (encoder + heads) to workdir/model."""
+  pc = cfg.pretrain
+  cache = cfg.cache_dir or None
+  wd = _prepare_workdir(cfg, workdir)
+  tok = tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None, cache_dir=cache)
+  docs = data.read_documents(cfg.corpus) if cfg.corpus else data.pretraining_documents(cache)
+  seq_len = min(pc.seq_len or cfg.model.max_len, cfg.model.max_len)
+  arrays = batch_lib.pretraining_arrays(docs, tok, seq_len, cfg.seed)
+  order = np.random.default_rng(cfg.seed + 1).permutation(len(arrays))
+  held, train_idx = order[:pc.eval_pairs], order[pc.eval_pairs:]
+  train_arr = batch_lib.Arrays(arrays.ids[train_idx, :seq_len], arrays.labels[train_idx])
+  eval_arr = batch_lib.Arrays(arrays.ids[held, :seq_len], arrays.labels[held])
+  progs = programs_for(cfg, "pretrain")
+  pcfg = cfg.copy_and_resolve_references()
+  pcfg.learning_rate = pc.learning_rate
+
+  def evaluate(params_G):
+    if params_G is None:
+      return ["validation/mlm_loss"]
+    rows = [jax.device_get(progs.apply(params_G, b, jax.random.key(i)))
+            for i, b in enumerate(batch_lib.eval_batches(eval_arr, pc.batch_size)) if b["weights"].all()]
+    g = len(rows[0]["loss"])
+    return [{"validation": {k: float(np.mean([r[k][i] for r in rows])) for k in rows[0]}} for i in range(g)]
+
+  out = fit(programs=progs, members=[Member(pcfg, wd)], init_params_G=init_members(cfg.model, [cfg.seed],
+                                                                                  "pretrain"),
+            train_arrays=train_arr, total_steps=pc.steps, eval_every=pc.eval_every or max(pc.steps // 5, 1),
+            evaluate=evaluate, select=None, group_dir=wd, batch_size=pc.batch_size, log_every=cfg.log_every,
+            desc=f"pretrain {cfg.preset}")
+  if 0 in out["outcomes"]:
+    out["loggers"][0].close()
+    raise TrainingDiverged(out["outcomes"][0]["error"])
+  final = member_params(jax.device_get(out["state"]["params"]), 0)
+  result = {**evaluate(jax.tree.map(lambda x: x[None], final))[0], "steps": pc.steps,
+            "train_time_s": out["elapsed_s"], "seq_len": seq_len}
+  out["loggers"][0].log(pc.steps, _eval_flat({k: v for k, v in result.items() if k == "validation"}))
+  save_params(wd / "model", final, cfg.model, tok.model_path)
+  files.write_json_atomic(wd / "result.json", result)
+  out["loggers"][0].close({"pretrain": result})
+  return result
+
+
+def run_seeds(cfg, workdir: Path, seeds: int) -> dict:
+  """Fine-tunes seeds cfg.seed .. cfg.seed + seeds - 1 as vmapped groups (train_group, as many per group
+  as fit the device); returns the per-seed results, the failed seeds and mean/std over the others."""
+  workdir = Path(workdir)
+  cfgs = []
+  for i in range(seeds):
+    c = cfg.copy_and_resolve_references()
+    c.seed = cfg.seed + i
+    if c.wandb.name:
+      c.wandb.name = f"{cfg.wandb.name}-seed{c.seed}"
+    cfgs.append(c)
+  if seeds == 1:
+    return _seed_summary([{**train_and_evaluate(cfgs[0], workdir), "status": "complete"}])
+  size = max_group_size(cfg)
+  outcomes = []
+  for lo in range(0, seeds, size):
+    part = cfgs[lo:lo + size]
+    outcomes += train_group(part, [workdir / f"seed_{c.seed}" for c in part],
+                            group_dir=workdir / f"group_seeds_{part[0].seed}-{part[-1].seed}")
+  return _seed_summary(outcomes)
+
+
+def _seed_summary(outcomes: list[dict]) -> dict:
+  runs = [o for o in outcomes if o["status"] == "complete"]
+  failed = [o for o in outcomes if o["status"] != "complete"]
+  if not runs:
+    raise TrainingDiverged(f"every seed failed; the first: {failed[0]['error']}")
+  summary = {}
+  for split in ("validation", "test"):
+    for k in runs[0][split]:
+      vals = np.array([r[split][k] for r in runs])
+      summary[f"{split}/{k}"] = (float(vals.mean()), float(vals.std()))
+  return {"runs": runs, "failed": failed, "summary": summary}

@@ -1,0 +1,48 @@
+"""The objective of a training step: the fine-tuning and MLM+NSP losses (softmax and losses in f32) and the
+optimiser (clip + AdamW, spec section 4), whose learning rate and weight decay live in its state so the
+members of a group share one update program."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from embbert_jax import batches as batch_lib
+
+
+def make_optimizer(cfg, learning_rate: float | None = None,
+                   weight_decay: float | None = None) -> optax.GradientTransformation:
+  """Clip + AdamW, its hyperparameters held in the optimiser state (`optax.inject_hyperparams`), so the
+  members of a group share one update program and each carries its own learning rate and weight decay."""
+  lr = cfg.learning_rate if learning_rate is None else learning_rate
+  wd = cfg.weight_decay if weight_decay is None else weight_decay
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.grad_clip),
+      optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                            weight_decay=wd))
+
+
+def classify_loss(model, params, batch, rng, is_regression: bool):
+  logits = model.apply({"params": params}, batch["ids"], train=True, rngs={"dropout": rng})
+  if is_regression:
+    loss = jnp.mean(jnp.square(logits[:, 0] - batch["labels"]))
+    return loss, {"loss": loss}
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+  acc = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
+  return loss, {"loss": loss, "accuracy": acc}
+
+
+def pretrain_loss(model, params, batch, rng, vocab_size: int, mask_rate: float):
+  k_mask, k_drop = jax.random.split(rng)
+  inputs, positions, targets, weights = batch_lib.mask_tokens(k_mask, batch["ids"], vocab_size, mask_rate)
+  mlm_logits, nsp_logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": k_drop},
+                                       positions_BxP=positions)
+  per_tok = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, targets)
+  n = jnp.maximum(weights.sum(), 1.0)
+  mlm = (per_tok * weights).sum() / n
+  nsp = optax.softmax_cross_entropy_with_integer_labels(nsp_logits, batch["labels"]).mean()
+  mlm_acc = ((jnp.argmax(mlm_logits, -1) == targets) * weights).sum() / n
+  nsp_acc = jnp.mean(jnp.argmax(nsp_logits, -1) == batch["labels"])
+  return mlm + nsp, {"loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp, "mlm_accuracy": mlm_acc,
+                     "nsp_accuracy": nsp_acc}

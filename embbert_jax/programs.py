@@ -1,0 +1,202 @@
+"""The jitted programs of a training shape, built once per process and shared by every trial of that shape.
+
+* the step is a pure `train_step(state, batch, rng) -> (state, metrics)`; a group of G members runs it
+  mapped over stacked params and optimiser states (`make_group_step`: `vmap`, or `lax.map` on CPU);
+* the batch is sharded over a 1-D `('data',)` mesh and the state replicated (runs unchanged on 1 CPU, 8
+  fake CPU devices, a GPU, or several hosts after `jax.distributed.initialize`), the state donated;
+* `programs_for(cfg)` is cached on the frozen model config (configs.ModelConfig), the optimiser fields,
+  the loss and the devices: trials of equal shapes reuse the traced and compiled programs;
+* initial params of a group (`init_members`), optionally with a saved encoder (`load_encoder`), and the
+  deployable model folder (`save_params`: export.save_model's format).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from embbert_jax import configs, models
+from embbert_jax.losses import classify_loss, make_optimizer, pretrain_loss
+
+
+def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
+  """A pure step: (state, batch, rng) -> (state, metrics), with grad and update norms logged."""
+  def train_step(state, batch, rng):
+    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    aux = {**aux, "grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates)}
+    return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, aux
+  return train_step
+
+
+def _where_members(mask_G, new, old):
+  """Per member (leading axis G): `new` where mask_G, else `old`."""
+  return jax.tree.map(lambda n, o: jnp.where(mask_G.reshape(mask_G.shape + (1,) * (n.ndim - 1)), n, o),
+                      new, old)
+
+
+def over_members(fn: Callable, impl: str = "auto") -> Callable:
+  """fn mapped over a leading member axis of every argument: `jax.vmap` (one batched program: what an
+  accelerator wants) or `jax.lax.map` (a loop over members inside one program: on CPU the vmapped
+  group step measured slower at every G, benchmarks/grouped_training.py). "auto": map on CPU, vmap
+  elsewhere."""
+  if impl == "auto":
+    impl = "map" if jax.default_backend() == "cpu" else "vmap"
+  if impl == "vmap":
+    return jax.vmap(fn)
+  if impl == "map":
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+  raise ValueError(f"unknown group_impl {impl!r}: 'auto', 'vmap' or 'map'")
+
+
+def make_group_step(loss_fn: Callable, optimizer: optax.GradientTransformation, impl: str = "auto"):
+  """The step of G members at once: `make_train_step` mapped (over_members) over stacked params,
+  optimiser states (each with its own learning rate and weight decay), batches (G, B, L) and dropout keys.
+
+  A member whose loss or gradient is not finite keeps its last finite params and is marked dead
+  (`alive` False, `failed_at` = the step); the others go on. Dropout keys are fold_in(key(seed), step)
+  per member, computed inside the program: exactly what a one-member run of that seed uses.
+  """
+  single = make_train_step(loss_fn, optimizer)
+
+  def member(params, opt_state, batch, rng):
+    new, aux = single({"step": 0, "params": params, "opt_state": opt_state}, batch, rng)
+    return new["params"], new["opt_state"], aux
+
+  def group_step(state, batch_G):
+    rngs = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), state["step"]))(state["seed"])
+    params, opt_state, aux = over_members(member, impl)(state["params"], state["opt_state"], batch_G, rngs)
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(aux["grad_norm"]) & jnp.isfinite(aux["update_norm"])
+    ok = state["alive"] & finite
+    died = state["alive"] & ~finite
+    return {**state, "step": state["step"] + 1,
+            "params": _where_members(ok, params, state["params"]),
+            "opt_state": _where_members(ok, opt_state, state["opt_state"]),
+            "alive": ok, "failed_at": jnp.where(died, state["step"] + 1, state["failed_at"])}, aux
+  return group_step
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), ("data",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """The jitted programs of one (model, loss, optimiser) shape, shared by every trial that has it."""
+  init: Callable  # (seeds_G, lrs_G, wds_G, params_G, zero metrics_G) -> state
+  step: Callable  # (state, batch_G) -> (state, aux_G); the state is donated
+  keep_best: Callable  # (state, improved_G, score_G, metrics_G, step) -> state
+  apply: Callable  # (params_G, *inputs) -> per-member outputs (the evaluation forward pass)
+
+
+# Optimiser fields shared by a group's program (learning rate and weight decay live in each member's state).
+OPTIMIZER_FIELDS = ("grad_clip", "b1", "b2", "eps")
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: tuple, devices: tuple,
+              group_impl: str = "auto") -> Programs:
+  """Built once per process for each distinct key (the frozen model config is hashable), so trials of
+  equal shapes (a sweep's, the seeds of run_seeds, a resumed run) reuse the traced and compiled programs in
+  memory; across processes the persistent compilation cache does the same (enable_compilation_cache)."""
+  opt_cfg = ml_collections.ConfigDict(dict(opt))  # learning rate / weight decay: per member
+  model = models.build_model(model_cfg, "pretrain" if kind == "pretrain" else "classify")
+  if kind == "pretrain":
+    vocab, rate = loss_args
+    loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
+    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: loss_fn(p, b, r)[1], group_impl)(p_G))
+  else:
+    (is_regression,) = loss_args
+    loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression)
+    apply = jax.jit(lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G))
+  optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
+  mesh = Mesh(np.array(devices), ("data",))
+  repl, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
+
+  def init(seeds_G, lrs_G, wds_G, params_G, metrics_G):
+    opt_state = jax.vmap(lambda p, lr, wd: make_optimizer(opt_cfg, lr, wd).init(p))(params_G, lrs_G, wds_G)
+    g = seeds_G.shape[0]
+    return {"step": jnp.zeros((), jnp.int32), "seed": seeds_G, "params": params_G, "opt_state": opt_state,
+            "alive": jnp.ones((g,), bool), "failed_at": jnp.zeros((g,), jnp.int32),
+            "best": {"score": jnp.full((g,), -jnp.inf), "step": jnp.zeros((g,), jnp.int32),
+                     "params": jax.tree.map(jnp.copy, params_G), "metrics": metrics_G}}
+
+  def keep_best(state, improved_G, score_G, metrics_G, step):
+    b = state["best"]
+    best = {"score": jnp.where(improved_G, score_G, b["score"]),
+            "step": jnp.where(improved_G, step, b["step"]),
+            "params": _where_members(improved_G, state["params"], b["params"]),
+            "metrics": _where_members(improved_G, metrics_G, b["metrics"])}
+    return {**state, "best": best}
+
+  return Programs(
+      init=jax.jit(init, out_shardings=repl),
+      step=jax.jit(make_group_step(loss_fn, optimizer, group_impl), in_shardings=(repl, shard),
+                   out_shardings=(repl, repl), donate_argnums=0),
+      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
+
+
+def programs_for(cfg, kind: str = "classify", is_regression: bool = False) -> Programs:
+  opt = tuple((k, cfg[k]) for k in OPTIMIZER_FIELDS)
+  loss_args = (cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain" else (is_regression,)
+  return _programs(kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),
+                   cfg.get("group_impl", "auto"))
+
+
+@functools.lru_cache(maxsize=32)
+def _init_program(model_cfg: configs.ModelConfig, task: str):
+  one = lambda seed: models.init_params(model_cfg, jax.random.key(seed), task)
+  return jax.jit(jax.vmap(one))
+
+
+def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None):
+  """Stacked initial params (leading axis G): member i from key(seeds[i]), its encoder replaced by the
+  saved encoder init_from[i] where that is set."""
+  program = _init_program(configs.ModelConfig.from_dict(model_cfg), task)
+  params = jax.device_get(program(np.asarray(seeds, np.int32)))
+  for i, path in enumerate(init_from or []):
+    if path:
+      enc = jax.device_get(load_encoder(path, model_cfg))
+      params["encoder"] = jax.tree.map(lambda stack, e: _set_row(stack, i, e), params["encoder"], enc)
+  return params
+
+
+def _set_row(stack: np.ndarray, i: int, row) -> np.ndarray:
+  stack = np.array(stack)
+  stack[i] = row
+  return stack
+
+
+def member_params(tree, i: int):
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def save_params(path: Path, params, model_cfg, tokenizer_path) -> None:
+  """The deployable model: float params + config + tokenizer (export.save_model's format)."""
+  from embbert_jax import export
+  export.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path)
+
+
+def load_encoder(path: str, model_cfg):
+  """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked."""
+  from embbert_jax import export
+  p = Path(path)
+  folder = p / "model" if (p / "model").exists() else p
+  params, saved_cfg, _ = export.load_model(folder)
+  expected = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))["encoder"]
+  got = jax.tree.map(lambda x: (tuple(x.shape)), params["encoder"])
+  want = jax.tree.map(lambda x: (tuple(x.shape)), expected)
+  if got != want:
+    raise ValueError(f"the encoder in {folder} ({saved_cfg.arch}, d={saved_cfg.hidden}) does not match "
+                     f"the model config ({model_cfg.arch}, d={model_cfg.hidden})")
+  return jax.tree.map(jnp.asarray, params["encoder"])
