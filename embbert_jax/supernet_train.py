@@ -37,7 +37,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from embbert_jax import asha, configs, data, memory, models, space as space_lib, supernet
+from embbert_jax import asha, configs, data, files, losses, memory, models, space as space_lib, supernet
 from embbert_jax import batches as batch_lib
 from embbert_jax import tokenizer as tok_lib
 
@@ -62,7 +62,6 @@ def _loss_fn(sup, hidden: int, layers: int, mask_rate: float, evaluation: bool =
 
 @functools.lru_cache(maxsize=64)
 def _cached_loss_fn(sup_json: str, hidden: int, layers: int, mask_rate: float, evaluation: bool):
-  from embbert_jax import train  # the pre-training loss lives with the other losses
   sup = configs.model_config(**json.loads(sup_json))
   cfg = supernet.train_config(sup, hidden, layers)
   if evaluation:
@@ -71,7 +70,7 @@ def _cached_loss_fn(sup_json: str, hidden: int, layers: int, mask_rate: float, e
 
   def loss(params, m, batch, rng):
     child = supernet.train_params(params, sup, hidden, layers, m)
-    return train.pretrain_loss(model, child, batch, rng, sup.vocab_size, mask_rate)
+    return losses.pretrain_loss(model, child, batch, rng, sup.vocab_size, mask_rate)
   return jax.jit(loss if evaluation else jax.value_and_grad(loss, has_aux=True))
 
 
@@ -138,7 +137,7 @@ class Trainer:
 
 def _log(path: Path, rows: list[dict], row: dict) -> None:
   rows.append(row)
-  data.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+  files.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
         file=sys.stderr, flush=True)
 
@@ -157,7 +156,7 @@ def _check_recipe(wd: Path, args) -> None:
     if diff:
       raise ValueError(f"{wd} holds a supernet run with {', '.join(diff)}; use the same flags or another --workdir")
   else:
-    data.write_text_atomic(path, json.dumps(recipe, indent=2) + "\n")
+    files.write_text_atomic(path, json.dumps(recipe, indent=2) + "\n")
 
 
 def run(args, argv: list[str]) -> dict:
@@ -228,9 +227,9 @@ def run(args, argv: list[str]) -> dict:
   manifest = {"command": "python -m embbert_jax.supernet_train " + shlex.join(argv),
               "space": args.space, "budget_bytes": budget, "policy": args.policy, "vocab_size": args.vocab,
               "children": len(children), "supernet": sup.to_dict(), "corpus": corpus.name,
-              "corpus_sha256": data.sha256_file(corpus), "seed": args.seed, "steps": final_step,
+              "corpus_sha256": files.sha256_file(corpus), "seed": args.seed, "steps": final_step,
               "stopped_by": stopped, "wall_s": wall, "final": final, "recipe": vars(args)}
-  data.write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+  files.write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
   print(f"supernet saved to {out} after {final_step} steps ({stopped}), {wall / 60:.1f} min: "
         + ", ".join(f"{k} {v:.4f}" for k, v in final.items()), file=sys.stderr)
   return manifest
