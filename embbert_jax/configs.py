@@ -60,6 +60,9 @@ class ModelConfig:
   aggregation: str = "difference"  # "difference": lam1*a - lam2*s; "sum": a + s (no lambda vectors)
   embedder: str = "nano"  # "nano" (factorised r -> d) or "standard" (tables at width d)
   head: str = "cls"  # "cls": Dense on position 0; "rms_pool": RMS over time, then Dense
+  # The authors' padding behaviour (spec 8.7); off by default, on in the paper comparisons (PUBLISHED).
+  attend_to_pad: bool = False  # attention gets no padding mask: real tokens attend to [PAD] (bert, nanobert)
+  pool_over_pad: bool = False  # rms_pool averages over every position, pads included (embedders, mamba)
   # Numerics: params are stored in param_dtype, matmuls run in dtype; softmax/norms/losses in f32.
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -126,16 +129,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     "big": dict(vocab_size=16384, max_len=1024, hidden=512, embed_dim=32, conv_expansion=2,
                 conv_kernel=64, num_layers=6),
     # 2 MB baselines.
+    # norm_eps 1e-5: the authors' LayerNorm (torch's default) and Mamba RMSNorm. mamba classifies by RMS
+    # pooling, as the authors do: a position-0 head on a causal model cannot see the text after [CLS].
     "bert": dict(arch="bert", vocab_size=2048, hidden=80, ffn_dim=160, num_heads=2, num_layers=2,
-                 embedder="standard"),
+                 embedder="standard", norm_eps=1e-5),
     "mamba": dict(arch="mamba", vocab_size=2048, hidden=64, mamba_expand=1, d_state=6, d_conv=4,
-                  dt_rank=4, num_layers=5, embedder="standard"),
+                  dt_rank=4, num_layers=5, embedder="standard", head="rms_pool", norm_eps=1e-5),
     "embedder": dict(arch="embedder", hidden=320, embed_dim=32, num_layers=0, head="rms_pool"),
     "embedder_conv": dict(arch="embedder_conv", hidden=320, embed_dim=32, conv_kernel=16, num_layers=0,
                           head="rms_pool"),
-    "nanobert": dict(arch="nanobert", hidden=90, embed_dim=16, ffn_dim=180, num_heads=2, num_layers=2),
+    "nanobert": dict(arch="nanobert", hidden=90, embed_dim=16, ffn_dim=180, num_heads=2, num_layers=2,
+                     norm_eps=1e-5),
     "nanobert_efficient": dict(arch="nanobert_efficient", hidden=128, embed_dim=16, ffn_dim=89,
                                num_layers=4),
+}
+
+# The model fields whose published value (the authors' code, spec 8.7) differs from the default, per arch:
+# bert and nanobert pass no padding mask to their encoder; the RMS pooling head of the embedders and mamba
+# averages over all positions of the padded batch. The paper comparisons (embbert_jax/studies/) set these.
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "bert": dict(attend_to_pad=True),
+    "nanobert": dict(attend_to_pad=True),
+    "mamba": dict(pool_over_pad=True),
+    "embedder": dict(pool_over_pad=True),
+    "embedder_conv": dict(pool_over_pad=True),
 }
 
 EMBBERT_PRESETS = ("nano", "tiny", "embbert", "med", "big")

@@ -10,7 +10,8 @@ so that a pre-trained encoder is carried into a classifier by swapping `params["
 
 Shapes are in names: `x_BxLxD` is (batch, length, hidden). Initialisation follows the reference code
 (spec 1.5): embedding tables N(0, 1) with the PAD row zeroed, Dense/Conv as PyTorch defaults
-(U(+-1/sqrt(fan_in)) for kernels and biases), norm scales 1, lambda vectors N(0, 0.1^2). Unlike PyTorch's
+(U(+-1/sqrt(fan_in)) for kernels and biases), norm scales 1, lambda vectors N(0, 0.1^2); mamba's
+`dt_proj` bias as the Mamba reference (`mamba_dt_bias_init`). Unlike PyTorch's
 `padding_idx`, the PAD row is not frozen; nothing reads it at real positions, so it does not matter.
 """
 
@@ -312,16 +313,37 @@ class TransformerLayer(nn.Module):
 
 
 class EfficientTransformerLayer(nn.Module):
-  """nanobert_efficient: x + EffAttn(RMSNorm(x)), then x + W2 silu(W1 RMSNorm(x))."""
+  """nanobert_efficient as the authors build it: u = RMSNorm(x), h = u + EffAttn(u), v = RMSNorm(h),
+  out = v + W2 silu(W1 v).
+
+  Each norm replaces the residual stream by its normalised value before the residual is added (their
+  layer returns `out(ctx) + x` on the normalised x), so this is not pre-LN x + f(LN(x)): no un-normalised
+  path runs from the embedder to the output. The published 87.04 TinyNLP comes from this layer.
+  """
   cfg: Any
 
   @nn.compact
   def __call__(self, x_BxLxD: Array, mask_BxL: Array, deterministic: bool) -> Array:
     c = self.cfg
-    x = x_BxLxD + EfficientAttention(c, name="attention")(rms_norm(c, "norm1")(x_BxLxD), mask_BxL,
-                                                          deterministic)
-    v = rms_norm(c, "norm2")(x)
-    return x + dense(c, c.hidden, c.ffn_dim, "ffn_out")(nn.silu(dense(c, c.ffn_dim, c.hidden, "ffn_in")(v)))
+    u = rms_norm(c, "norm1")(x_BxLxD)
+    h = u + EfficientAttention(c, name="attention")(u, mask_BxL, deterministic)
+    v = rms_norm(c, "norm2")(h)
+    return v + dense(c, c.hidden, c.ffn_dim, "ffn_out")(nn.silu(dense(c, c.ffn_dim, c.hidden, "ffn_in")(v)))
+
+
+MAMBA_DT_MIN, MAMBA_DT_MAX, MAMBA_DT_FLOOR = 1e-3, 1e-1, 1e-4  # the Mamba reference's defaults
+
+
+def mamba_dt_bias_init(dt_min: float = MAMBA_DT_MIN, dt_max: float = MAMBA_DT_MAX,
+                       floor: float = MAMBA_DT_FLOOR):
+  """The Mamba reference's `dt_proj` bias: softplus(bias) = dt, log-uniform in [dt_min, dt_max] (at
+  least `floor`), so each channel starts with its own time scale; a plain U(+-1/sqrt(fan_in)) bias would
+  start every step near softplus(0) = 0.69, which forgets the past within a few tokens."""
+  def init(key, shape, dtype=jnp.float32):
+    u = jax.random.uniform(key, shape, jnp.float32)
+    dt = jnp.maximum(jnp.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)), floor)
+    return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)  # inverse softplus
+  return init
 
 
 def selective_scan(u_BxLxI: Array, delta_BxLxI: Array, a_IxN: Array, b_BxLxN: Array, c_BxLxN: Array,
@@ -358,7 +380,10 @@ class MambaBlock(nn.Module):
     u = nn.silu(CausalDepthwiseConv(c, di, c.d_conv, name="conv")(x))
     dbc = dense(c, r + 2 * n, di, "x_proj", use_bias=False)(u)
     dt, b, cc = jnp.split(dbc, [r, r + n], axis=-1)
-    delta = nn.softplus(dense(c, di, r, "dt_proj")(dt))
+    # Kernel U(+-1/sqrt(dt_rank)): the reference's dt_init="random" with dt_scale 1 (= the torch default).
+    dt_proj = nn.Dense(di, dtype=c.dtype, param_dtype=c.param_dtype, kernel_init=torch_kernel_init(),
+                       bias_init=mamba_dt_bias_init(), name="dt_proj")
+    delta = nn.softplus(dt_proj(dt))
     a_log = self.param("A_log", lambda k, s: jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=jnp.float32),
                                                                        s)), (di, n))
     d_skip = self.param("D", nn.initializers.ones, (di,), c.param_dtype)
@@ -388,6 +413,8 @@ class Encoder(nn.Module):
   def __call__(self, ids_BxL: Array, mask_BxL: Array | None = None, train: bool = False) -> Array:
     c = self.cfg
     mask = pad_mask(ids_BxL) if mask_BxL is None else mask_BxL
+    if c.attend_to_pad:  # the authors' bert / nanobert: no padding mask, every position is a key
+      mask = jnp.ones_like(mask)
     x = make_embedder(c)(ids_BxL)
     if c.arch == "embedder_conv":
       x = CausalDepthwiseConv(c, c.hidden, c.conv_kernel, name="conv")(x)
@@ -401,7 +428,9 @@ class Encoder(nn.Module):
 
 
 def rms_pool(x_BxLxD: Array, mask_BxL: Array) -> Array:
-  """Per channel sqrt(mean over real positions of x^2). Masked, so padding does not dilute it."""
+  """Per channel sqrt(mean over the positions in `mask_BxL` of x^2). Given the padding mask, padding
+  does not dilute it; given all True (`pool_over_pad`, the authors' RMSClassifier), it averages over the
+  padded batch width, so the logits depend on how much padding the batch has."""
   m = mask_BxL[..., None].astype(jnp.float32)
   mean_sq = jnp.sum(jnp.square(x_BxLxD.astype(jnp.float32)) * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
   return jnp.sqrt(mean_sq + 1e-12)
@@ -414,7 +443,11 @@ class ClassifierHead(nn.Module):
   @nn.compact
   def __call__(self, h_BxLxD: Array, mask_BxL: Array) -> Array:
     c = self.cfg
-    pooled = h_BxLxD[:, 0] if c.head == "cls" else rms_pool(h_BxLxD, mask_BxL).astype(h_BxLxD.dtype)
+    if c.head == "cls":
+      pooled = h_BxLxD[:, 0]
+    else:
+      pool_mask = jnp.ones_like(mask_BxL) if c.pool_over_pad else mask_BxL
+      pooled = rms_pool(h_BxLxD, pool_mask).astype(h_BxLxD.dtype)
     return dense(c, c.num_labels, c.hidden, "dense")(pooled).astype(jnp.float32)
 
 

@@ -163,8 +163,9 @@ class ExportedModel:
     np.add(x, seg, out=x)
     live.drop("seg")
     live.held["x"] = live.held.pop("tok")
+    keys_L = mask_L | bool(c.get("attend_to_pad", False))  # see models.Encoder
     for i in range(c["num_layers"]):
-      x = self.layer(f"encoder/layer_{i}", x, mask_L, live)
+      x = self.layer(f"encoder/layer_{i}", x, keys_L, live)
     return self.head(x, mask_L, live)
 
   def layer(self, p: str, x: np.ndarray, mask_L: np.ndarray, live: LiveSet) -> np.ndarray:
@@ -213,7 +214,7 @@ class ExportedModel:
     if self.cfg["head"] == "cls":
       pooled = x[:1]
     else:
-      m = mask_L[:, None].astype(f32)
+      m = (mask_L[:, None] | bool(self.cfg.get("pool_over_pad", False))).astype(f32)  # see models.rms_pool
       pooled = np.sqrt((x.astype(f32) ** 2 * m).sum(0, keepdims=True) / max(m.sum(), 1.0) + 1e-12)
     live.put("pooled", pooled, "head")
     live.drop("x")

@@ -15,7 +15,8 @@ SMALL = dict(vocab_size=64, max_len=16, num_labels=3)
 SMALL_ARCH = {
     "embbert": dict(hidden=16, embed_dim=4, conv_kernel=4, num_layers=2),
     "bert": dict(arch="bert", hidden=16, ffn_dim=24, num_heads=2, num_layers=2, embedder="standard"),
-    "mamba": dict(arch="mamba", hidden=8, d_state=3, d_conv=3, dt_rank=2, num_layers=2, embedder="standard"),
+    "mamba": dict(arch="mamba", hidden=8, d_state=3, d_conv=3, dt_rank=2, num_layers=2, embedder="standard",
+                  head="rms_pool"),
     "embedder": dict(arch="embedder", hidden=16, embed_dim=4, num_layers=0, head="rms_pool"),
     "embedder_conv": dict(arch="embedder_conv", hidden=16, embed_dim=4, conv_kernel=4, num_layers=0,
                           head="rms_pool"),
@@ -302,3 +303,141 @@ def test_set_field_is_the_one_setter():
     configs.set_field(cfg, "model.hidden", "wide")
   copy = configs.with_fields(cfg, {"model.num_labels": 4})
   assert copy.model.num_labels == 4 and cfg.model.num_labels == 2  # the caller's config is untouched
+
+
+# ------------------------------------------------------------- the published baselines (spec 8.7, issue 15)
+
+# The baseline presets shrunk, keeping every preset value not named here (head, norm_eps, ...).
+SHRINK = {
+    "bert": dict(hidden=16, ffn_dim=24),
+    "nanobert": dict(hidden=16, embed_dim=4, ffn_dim=24),
+    "mamba": dict(hidden=8, d_state=3, d_conv=3, dt_rank=2, num_layers=2),
+    "embedder": dict(hidden=16, embed_dim=4),
+    "embedder_conv": dict(hidden=16, embed_dim=4, conv_kernel=4),
+}
+
+
+def shrunk(preset, **kw):
+  return configs.get_preset(preset, **{**SMALL, **SHRINK[preset], **kw})
+
+
+def test_mamba_logits_depend_on_the_text_after_position_0():
+  """A causal model read at position 0 sees only [CLS]; the preset's RMS pooling sees the whole text."""
+  cfg = shrunk("mamba")
+  ids = batch(cfg, lengths=(16, 12))
+  other = ids.at[:, 1:].set(jnp.where(ids[:, 1:] == PAD_ID, PAD_ID, (ids[:, 1:] + 7) % 59 + 5))
+  both = jnp.concatenate([ids, other])
+  for head, changes in (("rms_pool", True), ("cls", False)):
+    clf = models.Classifier(configs.model_config(**{**cfg.to_dict(), "head": head}))
+    logits = np.asarray(jax.jit(lambda x: clf.apply(clf.init(jax.random.key(0), x), x))(both))
+    diff = np.abs(logits[:2] - logits[2:]).max(axis=-1)
+    assert (diff > 1e-4).all() if changes else (diff == 0).all(), (head, diff)
+  assert configs.PRESETS["mamba"]["head"] == "rms_pool"
+  assert configs.PUBLISHED["mamba"] == dict(pool_over_pad=True)  # the authors' RMSClassifier
+
+
+def test_mamba_initial_step_sizes_are_log_uniform_in_the_reference_range():
+  cfg = configs.get_preset("mamba", vocab_size=64, max_len=16)  # the preset's widths: 64 channels x 5 layers
+  p = jax.jit(lambda k: models.init_params(cfg, k))(jax.random.key(0))["encoder"]
+  dt = np.concatenate([np.asarray(jax.nn.softplus(p[f"layer_{i}"]["mixer"]["dt_proj"]["bias"]))
+                       for i in range(cfg.num_layers)])
+  assert dt.shape == (cfg.num_layers * configs.mamba_inner(cfg),)
+  assert dt.min() >= 0.001 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+  # Log-uniform: about half below the geometric middle 0.01, and both decades filled.
+  assert 0.35 < (dt < 0.01).mean() < 0.65
+  assert dt.min() < 0.002 and dt.max() > 0.05
+  kernel = np.asarray(p["layer_0"]["mixer"]["dt_proj"]["kernel"])
+  assert np.abs(kernel).max() <= cfg.dt_rank ** -0.5  # dt_init="random", dt_scale 1
+
+
+def _np_rms(x, scale, eps):
+  return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * scale
+
+
+def _np_dense(p, x):
+  return x @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+
+
+def _np_nanobert_efficient_layer(p, x, mask, eps):
+  """The authors' NanoBERTEfficient layer in NumPy: x <- RMSNorm(x); x <- out(softmax(q(x) x^T / sqrt d)
+  x) + x (keys masked with -inf on both sides, NaN rows -> 0); x <- RMSNorm(x); x <- FFN(x) + x."""
+  u = _np_rms(x, np.asarray(p["norm1"]["scale"], np.float64), eps)
+  scores = _np_dense(p["attention"]["q"], u) @ u.transpose(0, 2, 1) / np.sqrt(x.shape[-1])
+  scores = np.where(mask[:, :, None] & mask[:, None, :], scores, -np.inf)
+  with np.errstate(invalid="ignore"):
+    w = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    w = np.nan_to_num(w / w.sum(axis=-1, keepdims=True))
+  h = _np_dense(p["attention"]["out"], w @ u) + u
+  v = _np_rms(h, np.asarray(p["norm2"]["scale"], np.float64), eps)
+  f = _np_dense(p["ffn_in"], v)
+  return _np_dense(p["ffn_out"], f / (1 + np.exp(-f))) + v
+
+
+def test_nanobert_efficient_layer_is_the_published_formula():
+  cfg = small("nanobert_efficient")
+  layer = models.EfficientTransformerLayer(cfg)
+  ids = batch(cfg, lengths=(16, 9, 1))
+  mask = ids != PAD_ID
+  x = jax.random.normal(jax.random.key(1), (3, cfg.max_len, cfg.hidden)) * 3
+  params = jax.jit(layer.init, static_argnums=3)(jax.random.key(0), x, mask, True)
+  # Non-trivial norm scales, so a swapped or missing norm shows.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, v: v * (1 + 0.5 * jax.random.uniform(jax.random.key(len(str(path))), v.shape))
+      if "scale" in str(path) else v, params)
+  got = np.asarray(jax.jit(layer.apply, static_argnums=3)(params, x, mask, True))
+  want = _np_nanobert_efficient_layer(params["params"], np.asarray(x, np.float64), np.asarray(mask),
+                                      cfg.norm_eps)
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def _pad_wider(ids, width):
+  return jnp.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=PAD_ID)
+
+
+def _real_outputs_with_more_padding(cfg, fn):
+  """(fn at width 10, fn at width 16) for the same sentences: padding added at the right."""
+  ids = batch(cfg, lengths=(10, 6, 3))[:, :10]
+  return fn(ids), fn(_pad_wider(ids, cfg.max_len))
+
+
+@pytest.mark.parametrize("preset", ["bert", "nanobert"])
+def test_attend_to_pad_lets_padding_change_real_positions(preset):
+  for published in (False, True):
+    cfg = shrunk(preset, attend_to_pad=published)
+    enc = models.Encoder(cfg)
+    params = jax.jit(enc.init)(jax.random.key(0), batch(cfg))
+    narrow, wide = _real_outputs_with_more_padding(cfg, lambda x: np.asarray(jax.jit(enc.apply)(params, x)))
+    mask = np.asarray(batch(cfg, lengths=(10, 6, 3))[:, :10] != PAD_ID)
+    diff = np.abs(np.where(mask[..., None], narrow - wide[:, :10], 0)).max(axis=(1, 2))
+    if published:  # every sentence here is followed by padding in the wide batch
+      assert (diff > 1e-4).all(), diff
+    else:
+      assert (diff < 1e-5).all(), diff
+  assert configs.PUBLISHED[preset] == dict(attend_to_pad=True)
+
+
+@pytest.mark.parametrize("preset", ["embedder", "embedder_conv"])  # mamba shares the head
+def test_pool_over_pad_lets_padding_change_the_logits(preset):
+  for published in (False, True):
+    cfg = shrunk(preset, pool_over_pad=published)
+    clf = models.Classifier(cfg)
+    params = jax.jit(clf.init)(jax.random.key(0), batch(cfg))
+    narrow, wide = _real_outputs_with_more_padding(cfg, lambda x: np.asarray(jax.jit(clf.apply)(params, x)))
+    diff = np.abs(narrow - wide).max(axis=-1)
+    if published:
+      assert (diff > 1e-4).all(), diff
+    else:
+      assert (diff < 1e-5).all(), diff
+  assert configs.PUBLISHED[preset] == dict(pool_over_pad=True)
+
+
+def test_published_switches_are_off_by_default_and_on_in_the_baselines_study():
+  from embbert_jax import study as study_lib
+  assert not any(configs.get_preset(p).attend_to_pad or configs.get_preset(p).pool_over_pad
+                 for p in configs.PRESETS)
+  study = study_lib.load_study("baselines_2mb", quick=True)
+  for arm in study_lib.arm_list(study):
+    cfg = study_lib.arm_config(study, arm, "sms_spam")
+    switches = configs.PUBLISHED.get(cfg.model.arch, {})
+    assert all(cfg.model[k] == v for k, v in switches.items()), arm["name"]
+    assert cfg.bucket_window == (0 if switches else 64), arm["name"]  # one padded width per run

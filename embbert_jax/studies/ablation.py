@@ -6,7 +6,8 @@ Every arm is pre-trained as the headline model is, except `no_pretrain` (with --
 is: see `quick` below). Paper numbers (spec section 5):
 the headline 87.19 and no pre-training 80.82 (TinyNLP mean accuracy, other tasks); the paper has no
 number for the other switches one at a time (its "standard residual FFN at equal budget" comparison,
-GLUE 63.5 vs 57.1, is a different model, not one of these arms).
+GLUE 63.5 vs 57.1, is a different model, not one of these arms). Every arm is an EmbBERT model, which the
+authors' code runs with the padding mask as ours does: no published switch (configs.PUBLISHED) applies.
 """
 
 from embbert_jax.study import QUICK_TRAIN, paper_study

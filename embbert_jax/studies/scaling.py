@@ -5,7 +5,9 @@
 The presets of spec section 2, pre-trained as in the paper, at fp32 and at the paper's int8 policy
 (memory.estimate), with the paper's GLUE points (spec section 5) drawn on a secondary axis for the shape
 of the curve only: GLUE is a different set of tasks and a different score. --frontier adds the Pareto
-configs of a sweep (pareto.write_files' frontier.csv / trials.jsonl), trained the same way.
+configs of a sweep (pareto.write_files' frontier.csv / trials.jsonl), trained the same way. Every arm is an
+EmbBERT model, which the authors' code runs with the padding mask as ours does: no published switch
+(configs.PUBLISHED) applies.
 """
 
 from embbert_jax.study import QUICK_TRAIN, paper_study
