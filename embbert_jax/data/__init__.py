@@ -4,7 +4,8 @@
 * ``splits``: what a task is (``Split``, ``TaskData``), label encoding, the seeded stratified split;
 * ``tasks``: ``load_task`` by registry key (rt_polarity, sms_spam, tweets, amazon, nyt), local file or hub
   name; ``hub``: dataset-hub tasks (``task_from_dataset_dict``);
-* ``corpus``: the offline pre-training corpus (Shakespeare, Brown), evaluation texts removed.
+* ``corpus``: the offline pre-training corpus (about 49 MB; Debian readers in ``sources``), evaluation texts
+  removed, with its card.
 
 Choices (see design/data.md and section 4 of design/embbert.md): splits are decided by hashing
 ``(seed, text, text_pair)``, not by a random generator; validation is 10 % of train for hub tasks; a
@@ -12,7 +13,8 @@ failed fetch raises ``DataError`` with a one-line message naming the command to 
 pass. Nothing ever falls back to synthetic data. This package's namespace is the public API below.
 """
 
-from embbert_jax.data.corpus import pretraining_corpus, pretraining_documents, read_documents
+from embbert_jax.data.corpus import (DEFAULT_CORPUS_SOURCES, pretraining_corpus, pretraining_documents,
+                                     read_corpus_card, read_documents)
 from embbert_jax.data.fetch import (CACHE_ENV, ArchiveSource, DataError, ensure_archive, fetch_archive,
                                     resolve_cache_dir)
 from embbert_jax.data.hub import HUB_TASKS, HubTask, task_from_dataset_dict
@@ -42,7 +44,9 @@ __all__ = [
     "load_task",
     "load_local_task",
     "task_from_dataset_dict",
+    "DEFAULT_CORPUS_SOURCES",
     "pretraining_corpus",
+    "read_corpus_card",
     "pretraining_documents",
     "read_documents",
     "sha256_file",

