@@ -13,8 +13,12 @@ archive whose ``data.tar.*`` member ``tarfile`` opens; nothing is installed or u
   document of its definition followed by its quoted examples.
 
 Novels become one document per chapter (headings and title pages dropped, ``_italics_`` marks removed).
+* GCIDE (``dict-gcide``, Webster 1913 and its supplements): the definitions and literary quotations of
+  each entry, without headwords, pronunciations, etymologies, citations, labels or WordNet-derived senses.
+
 ``clean_documents`` then removes evaluation texts and duplicate sentences and reports what it removed, for
-the corpus card. ``python -m embbert_jax.corpus_sources`` builds the corpus and prints its card.
+the corpus card. ``python -m embbert_jax.corpus_sources`` builds the corpus and prints its card. A change
+to any reader here must bump ``data._CORPUS_VERSION`` so that cached corpora are rebuilt.
 """
 
 from __future__ import annotations
@@ -166,11 +170,15 @@ _HEADING = re.compile(r"^(CHAPTER|Chapter|BOOK|Book|PART|VOLUME)\b")
 _TITLE_ABBREVIATION = re.compile(r"(?:^|\s)(?:Mr|Mrs|Messrs|Dr|St|Col|Capt|Gen|Lieut|Rev|Mme)\.$")
 
 
+_CURLY_SENTENCE_END = re.compile(r"(?<=[.!?][”’])\s+(?=[“‘]?[A-Z0-9])")
+
+
 def _sentences(text: str) -> list[str]:
-  """data.split_sentences, re-joining the splits it makes after a title ("Mrs. Morland" stays whole)."""
+  """data.split_sentences, also after a closing curly quote (”), re-joining splits after a title
+  ("Mrs. Morland" stays whole)."""
   from .data import split_sentences
   out: list[str] = []
-  for piece in split_sentences(text):
+  for piece in (p for part in split_sentences(text) for p in _CURLY_SENTENCE_END.split(part)):
     if out and _TITLE_ABBREVIATION.search(out[-1]):
       out[-1] = f"{out[-1]} {piece}"
     else:
@@ -305,9 +313,8 @@ def ztext_chapters(files: dict[str, bytes], origin: str = "zText") -> list[str]:
 
 def web_documents(deb: Path) -> list[list[str]]:
   """The World English Bible, one document per chapter (plus the preface), split into sentences."""
-  from .data import split_sentences
   files = deb_files(deb, lambda p: "/modules/texts/ztext/" in p and p.endswith((".bzs", ".bzv", ".bzz")))
-  docs = [split_sentences(osis_to_text(chapter)) for chapter in ztext_chapters(files, str(deb))]
+  docs = [_sentences(osis_to_text(chapter)) for chapter in ztext_chapters(files, str(deb))]
   return [[s for s in d if s] for d in docs if any(d)]
 
 
@@ -350,9 +357,21 @@ _GCIDE_ACCENT = re.compile(r"\[[`'\"=~.\-]([A-Za-z])\]|\[([A-Za-z])\^\]")  # ['e
 _GCIDE_LIGATURE = re.compile(r"\[(ae|oe|AE|OE)\]")
 _GCIDE_BRACKET = re.compile(r"\[[^\[\]]*\]")  # etymology, [Obs.], [R.], source tags
 _GCIDE_PRON = re.compile(r"\\[^\\]*\\")  # \Ab*do"men\ pronunciations
-_GCIDE_CITATION = re.compile(r"--\s*[A-Z][^\n]*$", re.M)  # --Milton.  --Acts xvii. 27.
+_GCIDE_CITATION = re.compile(r"--[A-Z0-9][^\n]*$", re.M)  # --Milton.  --Acts xvii. 27.  --2 John 10.
 _GCIDE_LABEL = re.compile(r"^(?:\d+\.|\([a-z]\)|\(\w+\.(?:\s*\w+\.)*\)|Note:|\s)+")  # "2. (Zool.) "
+_GCIDE_INLINE_LABEL = re.compile(r"\((?:[a-z]|(?:[A-Z][A-Za-z]*\.\s*(?:&\s*)?)+)\)\s*")  # (b), (Mil.)
+_GCIDE_SUBENTRY = re.compile(r"\s+--\s+(?=[A-Z])")  # "-- Fly block, a pulley ...": a new sentence
 _GCIDE_NOT_TEXT = re.compile(r"[\\\[\]{}|<>*]")
+_GCIDE_MAX_WORDS = 120  # longer "sentences" are word lists and tables (e.g. the Factbook country entries)
+
+
+def _gcide_prose(sentence: str) -> bool:
+  """A real sentence: not markup, a cross-reference, a word list or a Factbook "key: value" table."""
+  words = sentence.split()
+  capitalised = sum(w[0].isupper() for w in words)
+  return (3 <= len(words) <= _GCIDE_MAX_WORDS and not _GCIDE_NOT_TEXT.search(sentence)
+          and not sentence.startswith("See ") and sentence.count(":") <= 2
+          and (len(words) < 8 or capitalised <= 0.6 * len(words)))
 
 
 def _gcide_head_lines(lines: Sequence[str]) -> int:
@@ -372,7 +391,6 @@ def gcide_entry_document(entry: str) -> list[str]:
   citations, sense numbers and subject labels, synonym lists, and blocks taken from WordNet (a source of
   its own here). Accented letters written as [\'e] become plain letters (the tokenizer strips accents).
   """
-  from .data import split_sentences
   blocks = [b.split("\n") for b in entry.split("\n\n") if b.strip()]
   if not blocks:
     return []
@@ -390,9 +408,9 @@ def gcide_entry_document(entry: str) -> list[str]:
     while _GCIDE_BRACKET.search(text):
       text = _GCIDE_BRACKET.sub("", text)
     text = _GCIDE_LABEL.sub("", " ".join(text.replace("{", "").replace("}", "").split()))
-    for sentence in split_sentences(text):
-      if len(sentence.split()) >= 3 and not _GCIDE_NOT_TEXT.search(sentence):
-        out.append(sentence)
+    text = _GCIDE_INLINE_LABEL.sub("", text)
+    for part in _GCIDE_SUBENTRY.split(text):
+      out.extend(s for s in _sentences(part) if _gcide_prose(s))
   return out
 
 

