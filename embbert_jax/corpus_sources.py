@@ -102,7 +102,7 @@ def deb_files(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
         if member.isfile() and wanted(path):
           out[path] = tf.extractfile(member).read()
   except tarfile.ReadError as err:  # e.g. data.tar.zst, which this Python's tarfile cannot read
-    raise _error(f"{deb}: cannot read its data.tar ({err}); unpack it with `dpkg-deb -x`") from err
+    raise _error(f"{deb}: cannot read its data.tar ({err}); delete it and retry") from err
   return out
 
 
@@ -433,6 +433,7 @@ def gcide_documents(deb: Path) -> list[list[str]]:
 
 _MARKUP = re.compile(r"<[A-Za-z/][^>]*>|\b[A-Za-z]+/[a-z$]+(?:-[a-z]+)?\b(?:\s+\S+/[a-z$]+){2}|^\d+:\d+\s")
 _DEDUP_MIN_WORDS = 5  # shorter sentences ("Yes, sir.") recur legitimately inside documents
+_REMOVED = ("evaluation_sentences", "duplicate_sentences", "duplicate_documents", "markup_sentences")
 
 
 def leftover_markup(sentence: str) -> bool:
@@ -456,8 +457,7 @@ def clean_documents(
   stats: dict[str, dict[str, int]] = {}
   for name, docs in sources:
     st = stats.setdefault(name, dict.fromkeys(
-        ("documents", "sentences", "words", "bytes", "read_documents", "read_sentences", "evaluation_sentences",
-         "duplicate_sentences", "duplicate_documents", "markup_sentences"), 0))
+        ("documents", "sentences", "words", "bytes", "read_documents", "read_sentences", *_REMOVED), 0))
     for doc in docs:
       st["read_documents"] += 1
       st["read_sentences"] += len(doc)
@@ -491,9 +491,6 @@ def clean_documents(
         st["words"] += sum(len(s.split()) for s in kept)
         st["bytes"] += sum(len(s.encode("utf-8")) + 1 for s in kept) + 1
   return out, stats
-
-
-_REMOVED = ("evaluation_sentences", "duplicate_sentences", "duplicate_documents", "markup_sentences")
 
 
 def corpus_card(corpus: Path, key: str, version: int, stats: dict[str, dict[str, int]],
@@ -534,7 +531,8 @@ def card_markdown(card: dict[str, Any]) -> str:
       f"{removed['markup_sentences']:,} sentences with leftover markup.",
   ]
   lines += [f"Skipped source {name}: {why}" for name, why in card["skipped_sources"].items()]
-  lines += ["", "Archives (sha256-checked): " + "; ".join(f"{s['name']}: {s['file']}" for s in card["sources"])]
+  archives = "; ".join(f"{s['name']}: {s['file']}" for s in card["sources"])
+  lines += ["", f"Archives (sha256-checked): {archives}"]
   return "\n".join(lines) + "\n"
 
 
@@ -544,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m embbert_jax.corpus_sources", description=main.__doc__)
   parser.add_argument("--sources", nargs="+", default=list(data.DEFAULT_CORPUS_SOURCES),
                       help=f"corpus sources (default: all of {list(data.DEFAULT_CORPUS_SOURCES)})")
-  parser.add_argument("--cache-dir", default=None, help="cache folder (default: $EMBBERT_JAX_CACHE or ~/.cache)")
+  parser.add_argument("--cache-dir", default=None,
+                      help="cache folder (default: $EMBBERT_JAX_CACHE, else ~/.cache/embbert_jax)")
   args = parser.parse_args(argv)
   try:
     path = data.pretraining_corpus(args.cache_dir, sources=args.sources)

@@ -96,12 +96,13 @@ def _lazyload_deb(tmp_path: Path, package: str, objects: dict[str, object]) -> P
     rdb += record
   index = _rds({"variables": variables, "references": {}, "compressed": np.array([True])}, tmp_path)
   root = f"usr/lib/R/site-library/{package}/data/"
-  return _deb(tmp_path / f"{package}.deb", {root + "Rdata.rdx": gzip.compress(index), root + "Rdata.rdb": rdb})
+  files = {root + "Rdata.rdx": gzip.compress(index), root + "Rdata.rdb": rdb}
+  return _deb(tmp_path / f"{package}.deb", files)
 
 
 def test_austen_documents_from_a_lazyload_db(tmp_path):
-  novels = {name: np.array([name.upper(), "", "CHAPTER 1", "", f"The first line of {name}.", ""], dtype=object)
-            for name in cs._AUSTEN_NOVELS}
+  novels = {name: np.array([name.upper(), "", "CHAPTER 1", "", f"The first line of {name}.", ""],
+                           dtype=object) for name in cs._AUSTEN_NOVELS}
   deb = _lazyload_deb(tmp_path, "janeaustenr", novels)
   docs = cs.austen_documents(deb)
   assert docs == [[f"The first line of {name}."] for name in cs._AUSTEN_NOVELS]
@@ -117,8 +118,9 @@ def test_lazyload_db_rejects_a_corrupt_record(tmp_path):
 
 
 def test_mobydick_documents_keep_only_the_gutenberg_body(tmp_path):
-  text = ("\ufeffThe Project Gutenberg EBook of Moby Dick\r\n\r\n*** START OF THIS PROJECT GUTENBERG EBOOK ***"
-          "\r\n\r\nCHAPTER 1. Loomings.\r\n\r\nCall me Ishmael. Some years ago.\r\n\r\n"
+  text = ("\ufeffThe Project Gutenberg EBook of Moby Dick\r\n\r\n"
+          "*** START OF THIS PROJECT GUTENBERG EBOOK ***\r\n\r\nCHAPTER 1. Loomings.\r\n\r\n"
+          "Call me Ishmael. Some years ago.\r\n\r\n"
           "*** END OF THIS PROJECT GUTENBERG EBOOK ***\r\n\r\nLicence text here.\r\n")
   deb = _lazyload_deb(tmp_path, "tokenizers", {"mobydick": np.array([text], dtype=object)})
   assert cs.mobydick_documents(deb) == [["Call me Ishmael.", "Some years ago."]]
@@ -126,12 +128,15 @@ def test_mobydick_documents_keep_only_the_gutenberg_body(tmp_path):
 
 def test_tidytext_documents_from_an_rda(tmp_path):
   rdata = pytest.importorskip("rdata")
-  lines = ["BOOK ONE", "CHAPTER ONE", "", "No one would have believed.", "", "Chapter I", "", "My name was Pip."]
+  lines = ["BOOK ONE", "CHAPTER ONE", "", "No one would have believed.", "", "Chapter I", "",
+           "My name was Pip."]
   titles = ["The War of the Worlds"] * 5 + ["Great Expectations"] * 3
   # rdata 1.1 cannot write pandas 3 string columns, so the fixture is a named list of the same columns
   rda = tmp_path / "books.rda"
-  rdata.write_rda(rda, {"books": {"text": np.array(lines, dtype=object), "title": np.array(titles, dtype=object)}})
-  deb = _deb(tmp_path / "tidytext.deb", {"usr/lib/R/site-library/tidytext/extdata/books.rda": rda.read_bytes()})
+  columns = {"text": np.array(lines, dtype=object), "title": np.array(titles, dtype=object)}
+  rdata.write_rda(rda, {"books": columns})
+  member = "usr/lib/R/site-library/tidytext/extdata/books.rda"
+  deb = _deb(tmp_path / "tidytext.deb", {member: rda.read_bytes()})
   assert cs.tidytext_documents(deb) == [["No one would have believed."], ["My name was Pip."]]
 
 
@@ -156,18 +161,20 @@ def _ztext_files(chapters: list[list[str]]) -> dict[str, bytes]:
 def test_web_documents_strip_markup_notes_and_titles(tmp_path):
   chapters = [
       ['<chapter n="1" osisID="Jas.1" sID="Jas.1"/><title type="main">Greetings</title>',
-       '<w lemma="strong:G2385">James</w>, a servant<note placement="foot"><reference>1:1 </reference>or slave</note>'
-       ' of God, to the twelve tribes. <w>Greetings</w>.',
+       '<w lemma="strong:G2385">James</w>, a servant'
+       '<note placement="foot"><reference>1:1 </reference>or slave</note> of God, to the twelve tribes. '
+       '<w>Greetings</w>.',
        '<div type="x-p"/>Count it all joy &amp; peace, my brothers.'],
-      ['<chapter n="2" osisID="Jas.2" sID="Jas.2"/>', 'My brothers, don’t hold the faith with partiality. ¶ Amen.',
+      ['<chapter n="2" osisID="Jas.2" sID="Jas.2"/>',
+       'My brothers, don’t hold the faith with partiality. ¶ Amen.',
        'He said, “Go in peace.” Then he left.'],
   ]
   deb = _deb(tmp_path / "web.deb", _ztext_files(chapters))
   docs = cs.web_documents(deb)
   assert docs == [["James, a servant of God, to the twelve tribes.", "Greetings.",
                    "Count it all joy & peace, my brothers."],
-                  ["My brothers, don’t hold the faith with partiality.", "Amen.", "He said, “Go in peace.”",
-                   "Then he left."]]
+                  ["My brothers, don’t hold the faith with partiality.", "Amen.",
+                   "He said, “Go in peace.”", "Then he left."]]
   assert not any(cs.leftover_markup(s) for d in docs for s in d)
 
 
@@ -215,7 +222,8 @@ def test_gcide_entry_document_keeps_definitions_and_quotes_only():
       "One who, or that which, feels.",
       "Insects . . . perpetually searching before them with their feelers or antennae.",
       "One of the sense organs of certain animals, as the cafe ant, used in testing objects by touch.",
-      "Something put out.", "A scout sent ahead; -- called also picket.", "Feeler gauge, a thin strip of metal.",
+      "Something put out.", "A scout sent ahead; -- called also picket.",
+      "Feeler gauge, a thin strip of metal.",
   ]
 
 
@@ -281,6 +289,23 @@ def test_pretraining_corpus_writes_a_card_and_keys_on_its_sources(tmp_path, monk
       data._CorpusSource("wordnet", src_wn2, cs.wordnet_documents, optional=False, licence="WordNet"),))
   other = data.pretraining_corpus(cache, exclude_texts=["A VERB EXAMPLE"], sources=("wordnet",))
   assert other != path and other.name.startswith("corpus-wordnet-")
+
+
+def test_optional_source_missing_its_python_package_is_skipped_with_a_note(tmp_path, monkeypatch):
+  wn = {f"usr/share/wordnet/data.{p}": f"0001 03 n 01 x 0 | a {p} gloss\n".encode()
+        for p in ("noun", "verb", "adj", "adv")}
+  deb = _deb(tmp_path / "wn.deb", wn)
+  (tmp_path / "cache" / "downloads").mkdir(parents=True)
+  shutil.copy(deb, tmp_path / "cache" / "downloads" / "wn.deb")
+  src = data.ArchiveSource("wn.deb", "apt", ("unused=0",), data.sha256_file(deb))
+  never = data.ArchiveSource("never.deb", "apt", ("never=0",), "0" * 64)  # fetching it would fail
+  monkeypatch.setattr(data, "_CORPUS_SOURCES", (
+      data._CorpusSource("wordnet", src, cs.wordnet_documents, optional=False),
+      data._CorpusSource("austen", never, cs.austen_documents, optional=True, needs="no_such_module_embbert")))
+  path = data.pretraining_corpus(tmp_path / "cache", exclude_texts=(), sources=("wordnet", "austen"))
+  card = data.read_corpus_card(path)
+  assert path.name.startswith("corpus-wordnet-") and [s["name"] for s in card["sources"]] == ["wordnet"]
+  assert "pip install no_such_module_embbert" in card["skipped_sources"]["austen"]
 
 
 # --- real data
