@@ -170,7 +170,10 @@ def run(args, argv: list[str]) -> dict:
   corpus = Path(args.corpus) if args.corpus else data.pretraining_corpus(cache)
   tok = tok_lib.get_tokenizer(args.vocab, corpus_path=corpus, cache_dir=cache)
   seq_len = min(args.seq_len, sup.max_len)
-  arrays = batch_lib.pretraining_arrays(data.read_documents(corpus), tok, seq_len, args.seed)
+  first, second, labels = batch_lib.nsp_pairs(data.read_documents(corpus), args.seed)
+  keep = np.sort(np.random.default_rng(args.seed).permutation(len(labels))[:args.max_pairs])
+  arrays = batch_lib.Arrays(tok.encode_batch([first[i] for i in keep], [second[i] for i in keep],
+                                            max_len=seq_len), labels[keep])
   order = np.random.default_rng(args.seed + 1).permutation(len(arrays))
   held, train_idx = order[:args.eval_pairs], order[args.eval_pairs:]
   train_arr = batch_lib.Arrays(arrays.ids[train_idx], arrays.labels[train_idx])
@@ -271,6 +274,8 @@ def get_parser() -> argparse.ArgumentParser:
   ap.add_argument("--random-children", type=int, default=2, help="random children per step, one per band")
   ap.add_argument("--eval-every", type=int, default=500)
   ap.add_argument("--eval-pairs", type=int, default=2048, help="held-out NSP pairs for validation")
+  ap.add_argument("--max-pairs", type=int, default=300_000, help="NSP pairs drawn from the corpus (seeded) and "
+                  "tokenized up front; 300k at length 128 is 150 MB of ids, more than 20k steps of batch 32 see")
   ap.add_argument("--log-every", type=int, default=50)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--corpus", default="", help="a text file of documents (blank-line separated) instead of "
