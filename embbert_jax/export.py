@@ -44,7 +44,7 @@ EXPORT_FORMAT = "embbert_jax.export/1"
 PARAMS_FILE, CONFIG_FILE, TOKENIZER_FILE = "params.npz", "config.json", "tokenizer.model"
 MODEL_NPZ, MANIFEST, HEADER = "model.npz", "manifest.json", "model.h"
 SCALE_SUFFIX = ".scale"
-FORMATS = ("npz", "c-header", "all")
+FORMATS = ("npz", "c-header", "all", "c")
 
 
 class CheckpointError(ValueError):
@@ -268,6 +268,9 @@ def export(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", fmt: 
   from embbert_jax import quantize
   if fmt not in FORMATS:
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+  if fmt == "c":  # the C99 runtime folder (export_c), with the npz export beside it
+    from embbert_jax import export_c
+    return export_c.export_c(params, cfg, out_dir, policy=policy, tokenizer_path=tokenizer_path)
   task = task_of(flatten_params(params), cfg)
   if task != "classify":
     raise CheckpointError("only a classifier can be exported; these params are "
@@ -315,17 +318,26 @@ def _check_tokenizer(path: Path, cfg) -> None:
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m embbert_jax.export", description=__doc__.split("\n\n")[0])
   ap.add_argument("checkpoint", help="directory written by embbert_jax.export.save_model (or its params.npz)")
-  ap.add_argument("--format", default="npz", choices=FORMATS, help="npz, c-header, or all (default npz)")
+  ap.add_argument("--format", default="npz", choices=FORMATS,
+                  help="npz, c-header, all, or c (a C99 runtime folder: make, then ./embbert < texts)")
   ap.add_argument("--policy", default="int8", choices=tuple(memory.POLICIES),
                   help="int8 (paper: Dense kernels int8) or int8_full (also tables and conv kernels)")
   ap.add_argument("--out", required=True, help="output directory")
   ap.add_argument("--tokenizer", default=None, help="sentencepiece .model (default: the checkpoint's)")
+  ap.add_argument("--labels", default=None,
+                  help="--format c: comma-separated label names (default: the training run's task, else 0, 1, ...)")
   args = ap.parse_args(argv)
   try:
     params, cfg, tok = load_model(args.checkpoint)
-    manifest = export(params, cfg, args.out, policy=args.policy, fmt=args.format,
-                      tokenizer_path=args.tokenizer or tok)
-  except CheckpointError as e:
+    if args.format == "c":
+      from embbert_jax import export_c
+      labels, add_cls = export_c.discover_labels(args.checkpoint)
+      manifest = export_c.export_c(params, cfg, args.out, policy=args.policy, tokenizer_path=args.tokenizer or tok,
+                                   label_names=args.labels.split(",") if args.labels else labels, add_cls=add_cls)
+    else:
+      manifest = export(params, cfg, args.out, policy=args.policy, fmt=args.format,
+                        tokenizer_path=args.tokenizer or tok)
+  except (CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   est = manifest["memory_estimate"]
@@ -334,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         f"weights {memory.format_bytes(manifest['weight_bytes'])} ({manifest['weight_bytes']} B), "
         f"activations {memory.format_bytes(est['activation_bytes'])}, "
         f"total {memory.format_bytes(est['total_bytes'])}")
+  if "c" in manifest:
+    c = manifest["c"]
+    print(f"C runtime: flash {c['weight_bytes']} B weights + {c['tokenizer_bytes']} B tokenizer tables; "
+          f"RAM {c['arena_bytes']} B arena (rule {c['arena_vs_rule']['rule_activation_bytes']} B) + "
+          f"{c['tokenizer_ram_bytes']} B tokenizer buffers; weights + arena {c['weights_plus_arena_bytes']} B. "
+          f"Build: make -C {args.out}")
   return 0
 
 
