@@ -11,6 +11,7 @@
  * inner U+2581 (checked at export), so words are independent and run one at a time through a buffer of
  * EMBBERT_WORD_MAX characters (a longer word is cut into chunks of that many: the one documented
  * difference from Python). Characters outside the vocabulary are [UNK]; a run of [UNK] becomes one.
+ * A literal U+2581 in the text is a word boundary too, and trailing ones vanish, as in sentencepiece.
  * In the tables U+2581 is stored as the single byte ' '.
  */
 #include <string.h>
@@ -161,7 +162,7 @@ int embbert_tokenize(const char *text, size_t len, int32_t *ids) {
   static const uint8_t boundary = ' '; /* U+2581 */
   tok_state_t st;
   size_t i = 0;
-  int have_text = 0, space_pending = 0;
+  int have_text = 0, space_pending = 0, pending = 0;
   st.ids = ids; st.n = 0; st.word_syms = 0; st.word_len = 0; st.full = 0;
   if (EMBBERT_ADD_CLS) ids[st.n++] = EMBBERT_CLS_ID;
   while (i < len && !st.full) {
@@ -175,12 +176,13 @@ int embbert_tokenize(const char *text, size_t len, int32_t *ids) {
       int clen = b[k] < 0x80u ? 1 : b[k] < 0xe0u ? 2 : b[k] < 0xf0u ? 3 : 4;
       if (b[k] == ' ') {
         if (have_text) space_pending = 1;
-      } else {
-        if (!have_text || space_pending) { flush_word(&st); add_symbol(&st, &boundary, 1); }
+      } else { /* word boundaries wait for the next character: sentencepiece drops trailing U+2581s */
+        pending += !have_text || space_pending;
         have_text = 1; space_pending = 0;
         if (clen == 3 && b[k] == 0xe2u && b[k + 1] == 0x96u && b[k + 2] == 0x81u) { /* a literal U+2581 */
-          flush_word(&st); add_symbol(&st, &boundary, 1);
+          pending++;
         } else {
+          for (; pending > 0; pending--) { flush_word(&st); add_symbol(&st, &boundary, 1); }
           add_symbol(&st, b + k, clen);
         }
       }
