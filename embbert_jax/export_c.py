@@ -42,6 +42,9 @@ ALIGN = 16
 WORD_MAX = 256  # characters per word in the C tokenizer's buffer (a longer word is cut into chunks)
 BOUNDARY = "\u2581"
 SUPPORTED_ARCHS = ("embbert", "embedder", "embedder_conv")
+# Code points that can map to anything else: planes 4-13 are unassigned and planes 15-16 private use (both
+# map to themselves; a test checks it for the running Python's unicodedata).
+_ASSIGNED_RANGE = [*range(0x40000), *range(0xE0000, 0xF0000)]
 _TYPE = {"float32": "EMBBERT_F32", "float16": "EMBBERT_F16", "int8": "EMBBERT_I8"}
 _CTYPE = {"float32": "float", "float16": "uint16_t", "int8": "int8_t"}
 
@@ -137,7 +140,7 @@ def normalizer_table(known: frozenset) -> tuple[tuple[tuple[int, str], ...], tup
   the same ids as its image (a run of unknown characters is one [UNK]), so the table leaves it out.
   """
   maps, deleted = [], []
-  for cp in range(0x110000):
+  for cp in _ASSIGNED_RANGE:
     if 0xD800 <= cp <= 0xDFFF:
       continue
     ch = chr(cp)

@@ -30,6 +30,13 @@ ADVERSARIAL = [
 CFG = dict(max_len=32, hidden=16, embed_dim=8, conv_kernel=4, num_layers=2, num_labels=2)
 
 
+def random_params(cfg, seed: int = 0) -> dict:
+  """N(0, 0.3) parameters of the classifier's exact shapes, without a Flax init (fast)."""
+  rng = np.random.default_rng(seed)
+  return export.unflatten_params({"/".join(s.path): (0.3 * rng.standard_normal(s.shape)).astype(np.float32)
+                                  for s in memory.param_shapes(cfg)})
+
+
 def make_texts(n: int, seed: int) -> tuple[list[str], np.ndarray]:
   """Generated reviews: the label says whether good words outnumber bad ones (ties: 0)."""
   rng = np.random.default_rng(seed)
@@ -170,7 +177,7 @@ def test_arena_is_the_memory_rule_and_the_high_water_mark_reaches_it(trained, in
 def test_baselines_build_and_equal_reference(trained, preset):
   _, _, tok, _, root = trained
   cfg = configs.get_preset(preset, vocab_size=tok.vocab_size, max_len=32, hidden=24, embed_dim=8, conv_kernel=4)
-  params = jax.device_get(models.init_params(cfg, jax.random.key(3)))
+  params = random_params(cfg, 3)
   out = root / f"c_{preset}"
   manifest = export_c.export_c(params, cfg, out, policy="int8", tokenizer_path=tok.model_path)
   texts = make_texts(50, seed=6)[0] + ADVERSARIAL
@@ -195,16 +202,20 @@ def test_headline_int8_fits_781kB():
   assert weight_bytes + rule["arena_bytes"] <= 781_000
 
 
-def test_cli_writes_the_folder_and_refuses_unsupported_archs(trained, tmp_path):
+def test_cli_writes_the_folder_and_refuses_unsupported_archs(trained, tmp_path, capsys):
   cfg, _, _, ckpt, _ = trained
-  r = subprocess.run([sys.executable, "-m", "embbert_jax.export", str(ckpt), "--format", "c", "--out",
-                      str(tmp_path / "c"), "--labels", "no,yes"], capture_output=True, text=True)
-  assert r.returncode == 0, r.stderr
+  assert export.main([str(ckpt), "--format", "c", "--out", str(tmp_path / "c"), "--labels", "no,yes"]) == 0
   manifest = json.loads((tmp_path / "c" / export.MANIFEST).read_text())
   assert manifest["c"]["labels"] == ["no", "yes"] and (tmp_path / "c" / "Makefile").is_file()
+  assert "weights + arena" in capsys.readouterr().out
   bert = configs.get_preset("bert", vocab_size=cfg.vocab_size, max_len=16)
-  bad = export.save_model(tmp_path / "bert", jax.device_get(models.init_params(bert, jax.random.key(0))), bert,
-                          tokenizer_path=ckpt / export.TOKENIZER_FILE)
-  r = subprocess.run([sys.executable, "-m", "embbert_jax.export", str(bad), "--format", "c", "--out",
-                      str(tmp_path / "c2")], capture_output=True, text=True)
-  assert r.returncode == 2 and r.stderr.count("\n") == 1 and "arch" in r.stderr
+  bad = export.save_model(tmp_path / "bert", random_params(bert), bert, tokenizer_path=ckpt / export.TOKENIZER_FILE)
+  assert export.main([str(bad), "--format", "c", "--out", str(tmp_path / "c2")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "arch" in err
+
+
+def test_normaliser_skips_only_code_points_that_map_to_themselves():
+  import unicodedata
+  skipped = set(range(0x110000)) - set(export_c._ASSIGNED_RANGE)
+  assert all(unicodedata.category(chr(cp)) in ("Cn", "Co") for cp in skipped)
