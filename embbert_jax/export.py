@@ -44,7 +44,7 @@ EXPORT_FORMAT = "embbert_jax.export/1"
 PARAMS_FILE, CONFIG_FILE, TOKENIZER_FILE = "params.npz", "config.json", "tokenizer.model"
 MODEL_NPZ, MANIFEST, HEADER = "model.npz", "manifest.json", "model.h"
 SCALE_SUFFIX = ".scale"
-FORMATS = ("npz", "c-header", "all", "c")
+FORMATS = ("npz", "c-header", "all", "c", "onnx")
 
 
 class CheckpointError(ValueError):
@@ -271,6 +271,9 @@ def export(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", fmt: 
   if fmt == "c":  # the C99 runtime folder (export_c), with the npz export beside it
     from embbert_jax import export_c
     return export_c.export_c(params, cfg, out_dir, policy=policy, tokenizer_path=tokenizer_path)
+  if fmt == "onnx":  # the float graph for onnxruntime (export_onnx; needs the export extra)
+    from embbert_jax import export_onnx
+    return export_onnx.export_onnx(params, cfg, out_dir, tokenizer_path=tokenizer_path)
   task = task_of(flatten_params(params), cfg)
   if task != "classify":
     raise CheckpointError("only a classifier can be exported; these params are "
@@ -319,21 +322,35 @@ def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m embbert_jax.export", description=__doc__.split("\n\n")[0])
   ap.add_argument("checkpoint", help="directory written by embbert_jax.export.save_model (or its params.npz)")
   ap.add_argument("--format", default="npz", choices=FORMATS,
-                  help="npz, c-header, all, or c (a C99 runtime folder: make, then ./embbert < texts)")
+                  help="npz, c-header, all, c (a C99 runtime folder: make, then ./embbert < texts), "
+                       "or onnx (fp32 graph + tokenizer.json; needs the export extra)")
   ap.add_argument("--policy", default="int8", choices=tuple(memory.POLICIES),
                   help="int8 (paper: Dense kernels int8) or int8_full (also tables and conv kernels)")
   ap.add_argument("--out", required=True, help="output directory")
   ap.add_argument("--tokenizer", default=None, help="sentencepiece .model (default: the checkpoint's)")
   ap.add_argument("--labels", default=None,
-                  help="--format c: comma-separated label names (default: the training run's task, else 0, 1, ...)")
+                  help="--format c/onnx: comma-separated label names (default: the training run's task, "
+                       "else 0, 1, ...)")
   args = ap.parse_args(argv)
   try:
     params, cfg, tok = load_model(args.checkpoint)
-    if args.format == "c":
-      from embbert_jax import export_c
+    if args.format in ("c", "onnx"):
+      from embbert_jax import export_c, export_onnx
       labels, add_cls = export_c.discover_labels(args.checkpoint)
+      labels = args.labels.split(",") if args.labels else labels
+      if args.format == "onnx":
+        try:
+          manifest = export_onnx.export_onnx(params, cfg, args.out, tokenizer_path=args.tokenizer or tok,
+                                             label_names=labels, add_cls=add_cls)
+        except ImportError as e:
+          print(f"error: --format onnx needs the export extra (pip install 'embbert_jax[export]'): {e}",
+                file=sys.stderr)
+          return 2
+        print(f"wrote {args.out}: {', '.join(manifest['files'])}; onnxruntime vs JAX max |diff| "
+              f"{manifest['onnxruntime_vs_jax_max_abs']:.3g}; ops: {' '.join(manifest['ops'])}")
+        return 0
       manifest = export_c.export_c(params, cfg, args.out, policy=args.policy, tokenizer_path=args.tokenizer or tok,
-                                   label_names=args.labels.split(",") if args.labels else labels, add_cls=add_cls)
+                                   label_names=labels, add_cls=add_cls)
     else:
       manifest = export(params, cfg, args.out, policy=args.policy, fmt=args.format,
                         tokenizer_path=args.tokenizer or tok)

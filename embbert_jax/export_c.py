@@ -11,6 +11,8 @@ writes, beside the npz export (model.npz, manifest.json, tokenizer.model, which 
   kernels output-major ([out][in], as TFLite and CMSIS-NN), 16-byte aligned, and the label names.
 - `embbert_tokenizer_data.c`: the pieces, their sorted index and the normalisation table generated from
   `data.normalize_text` (see embbert_tokenizer.c for the algorithm).
+- `tokenizer.json` (when the `tokenizers` package is installed): the same tokenizer for Hugging Face
+  `tokenizers`, self-contained (the normalisation table compiled into a `Precompiled` charsmap).
 
 Memory, reported in manifest["c"]:
 - flash: the weights (`weight_bytes`) and the tokenizer tables (`tokenizer_bytes`), separately.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -403,6 +406,11 @@ def export_c(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8",
   tok_text, tok_bytes = tokenizer_c(tables)
   files = {"embbert_model.h": model_h(cfg, policy, plan, tables, add_cls), "embbert_weights.c": weights_text,
            "embbert_tokenizer_data.c": tok_text}
+  try:  # the tokenizer for Hugging Face users (optional: the `export` extra)
+    files["tokenizer.json"] = hf_tokenizer(tokenizer_path, cfg.max_len, add_cls).to_str(pretty=False)
+  except ImportError:
+    print("note: tokenizers is not installed (pip install 'embbert_jax[export]'): no tokenizer.json",
+          file=sys.stderr)
   for name, text in files.items():
     data.write_text_atomic(out / name, text)
   src = Path(__file__).with_name("cruntime")
@@ -456,3 +464,50 @@ def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
         return None, bool(run.get("add_cls", True))
   return None, True
 
+
+
+# ----------------------------------------------------------------------------------- tokenizer.json
+
+
+def precompiled_charsmap(tokenizer_path: Path) -> bytes:
+  """The normalisation table compiled by sentencepiece itself (normalization_rule_tsv), so that Hugging
+  Face's `Precompiled` normaliser applies the same per-character map as the C runtime."""
+  import tempfile
+  import sentencepiece as spm
+  t = tokenizer_tables(Path(tokenizer_path))
+  rows = [(cp, t["norm_bytes"][t["norm_offsets"][i]:t["norm_offsets"][i + 1]].decode("utf-8"))
+          for i, cp in enumerate(t["norm_cp"])]
+  rows += [(cp, "") for lo, hi in t["deleted"] for cp in range(lo, hi + 1)]
+  tsv = "".join(f"{cp:X}\t{' '.join(f'{ord(ch):X}' for ch in img)}\n" for cp, img in sorted(rows))
+  with tempfile.TemporaryDirectory() as tmp:
+    Path(tmp, "rules.tsv").write_text(tsv)
+    Path(tmp, "corpus.txt").write_text("abc\n" * 10)
+    spm.SentencePieceTrainer.train(input=f"{tmp}/corpus.txt", model_prefix=f"{tmp}/m", model_type="char",
+                                   vocab_size=8, normalization_rule_tsv=f"{tmp}/rules.tsv", minloglevel=2)
+    return _spm_pieces(Path(tmp, "m.model")).normalizer_spec.precompiled_charsmap
+
+
+def hf_tokenizer(tokenizer_path: str | Path, max_len: int, add_cls: bool = True):
+  """A Hugging Face `tokenizers.Tokenizer` giving Tokenizer.encode_batch's ids (unpadded): the normaliser
+  table as `Precompiled`, whitespace collapse, Metaspace, BPE whose merges are every split of every piece
+  ranked by the piece's id (sentencepiece's priority), [UNK] runs fused, the [CLS]/[SEP] templates and
+  longest-first truncation to max_len. Needs the `tokenizers` package (the `export` extra)."""
+  from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+  m = _spm_pieces(Path(tokenizer_path))
+  pieces = [p.piece for p in m.pieces]
+  normal = [i for i, p in enumerate(m.pieces) if p.type == 1]
+  vocab = {p: i for i, p in enumerate(pieces)}
+  normal_set = {pieces[i] for i in normal}
+  merges = [(p[:k], p[k:]) for i in normal for p in [pieces[i]] if len(p) > 1
+            for k in range(1, len(p)) if p[:k] in normal_set and p[k:] in normal_set]
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]", fuse_unk=True, byte_fallback=False))
+  tok.normalizer = normalizers.Sequence([normalizers.Precompiled(precompiled_charsmap(Path(tokenizer_path))),
+                                         normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip()])
+  tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True)
+  tok.decoder = decoders.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True)
+  cls, sep = ("[CLS]", configs.CLS_ID), ("[SEP]", configs.SEP_ID)
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A" if add_cls else "$A",
+      pair=("[CLS] " if add_cls else "") + "$A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
+  tok.enable_truncation(max_len, strategy="longest_first")
+  return tok
