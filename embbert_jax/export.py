@@ -44,7 +44,7 @@ EXPORT_FORMAT = "embbert_jax.export/1"
 PARAMS_FILE, CONFIG_FILE, TOKENIZER_FILE = "params.npz", "config.json", "tokenizer.model"
 MODEL_NPZ, MANIFEST, HEADER = "model.npz", "manifest.json", "model.h"
 SCALE_SUFFIX = ".scale"
-FORMATS = ("npz", "c-header", "all", "c", "onnx")
+FORMATS = ("npz", "c-header", "all", "c", "onnx", "tflite")
 
 
 class CheckpointError(ValueError):
@@ -274,6 +274,9 @@ def export(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", fmt: 
   if fmt == "onnx":  # the float graph for onnxruntime (export_onnx; needs the export extra)
     from embbert_jax import export_onnx
     return export_onnx.export_onnx(params, cfg, out_dir, tokenizer_path=tokenizer_path)
+  if fmt == "tflite":  # a LiteRT flatbuffer of builtin ops (export_tflite; needs tensorflow-cpu)
+    from embbert_jax import export_tflite
+    return export_tflite.export_tflite(params, cfg, out_dir, policy=policy, tokenizer_path=tokenizer_path)
   task = task_of(flatten_params(params), cfg)
   if task != "classify":
     raise CheckpointError("only a classifier can be exported; these params are "
@@ -306,6 +309,31 @@ def export(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", fmt: 
   return manifest
 
 
+def _export_tflite(args, params, cfg, tok, labels, add_cls) -> int:
+  """--format tflite: calibration/check texts from --calibration-file or the run's task."""
+  from embbert_jax import export_c, predict
+  from embbert_jax import tokenizer as tk
+  try:
+    from embbert_jax import export_tflite
+    import tensorflow  # noqa: F401
+  except ImportError as e:
+    print(f"error: --format tflite needs tensorflow-cpu and ai-edge-litert: {e}", file=sys.stderr)
+    return 2
+  texts = predict.read_texts(args.calibration_file) if args.calibration_file else export_c.discover_texts(
+      args.checkpoint)
+  if not texts or tok is None:
+    print("error: --format tflite needs the tokenizer and texts to calibrate/check on: pass "
+          "--calibration-file (the run's task could not be loaded)", file=sys.stderr)
+    return 2
+  ids = tk.Tokenizer(tok).encode_batch(texts[:256], max_len=cfg.max_len, add_cls=add_cls)
+  manifest = export_tflite.export_tflite(params, cfg, args.out, policy=args.policy, tokenizer_path=tok,
+                                         label_names=labels, add_cls=add_cls, check_ids=ids)
+  print(f"wrote {args.out}: {', '.join(manifest['files'])} ({manifest['bytes']} B, policy {args.policy}); "
+        f"LiteRT vs JAX labels {manifest['litert_vs_jax_label_agreement']:.3f} on {len(ids)} texts; "
+        f"builtin ops to register: {' '.join(manifest['builtin_ops'])}")
+  return 0
+
+
 def _check_tokenizer(path: Path, cfg) -> None:
   """The tokenizer must load and produce ids below V (a smaller vocabulary than V is fine)."""
   import sentencepiece as spm
@@ -323,21 +351,27 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("checkpoint", help="directory written by embbert_jax.export.save_model (or its params.npz)")
   ap.add_argument("--format", default="npz", choices=FORMATS,
                   help="npz, c-header, all, c (a C99 runtime folder: make, then ./embbert < texts), "
-                       "or onnx (fp32 graph + tokenizer.json; needs the export extra)")
+                       "onnx (fp32 graph + tokenizer.json; needs the export extra) or tflite (--policy fp32 "
+                       "or int8; needs tensorflow-cpu and ai-edge-litert)")
   ap.add_argument("--policy", default="int8", choices=tuple(memory.POLICIES),
                   help="int8 (paper: Dense kernels int8) or int8_full (also tables and conv kernels)")
   ap.add_argument("--out", required=True, help="output directory")
   ap.add_argument("--tokenizer", default=None, help="sentencepiece .model (default: the checkpoint's)")
+  ap.add_argument("--calibration-file", default=None,
+                  help="--format tflite --policy int8: texts (one per line) to calibrate and check on "
+                       "(default: the first 256 training texts of the run's task)")
   ap.add_argument("--labels", default=None,
                   help="--format c/onnx: comma-separated label names (default: the training run's task, "
                        "else 0, 1, ...)")
   args = ap.parse_args(argv)
   try:
     params, cfg, tok = load_model(args.checkpoint)
-    if args.format in ("c", "onnx"):
+    if args.format in ("c", "onnx", "tflite"):
       from embbert_jax import export_c, export_onnx
       labels, add_cls = export_c.discover_labels(args.checkpoint)
       labels = args.labels.split(",") if args.labels else labels
+      if args.format == "tflite":
+        return _export_tflite(args, params, cfg, args.tokenizer or tok, labels, add_cls)
       if args.format == "onnx":
         try:
           manifest = export_onnx.export_onnx(params, cfg, args.out, tokenizer_path=args.tokenizer or tok,

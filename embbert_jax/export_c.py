@@ -466,6 +466,22 @@ def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
 
 
 
+def discover_texts(checkpoint: str | Path, n: int = 256) -> list[str]:
+  """The first n training texts of the run's task (for calibration), or [] if it cannot be loaded."""
+  from embbert_jax import data
+  p = Path(checkpoint)
+  for folder in (p, p.parent, p.parent.parent):
+    f = folder / "config.json"
+    if f.is_file():
+      try:
+        run = json.loads(f.read_text())
+        if "task" in run:
+          return list(data.load_task(run["task"], cache_dir=run.get("cache_dir") or None).train.text[:n])
+      except Exception:  # no data here: the caller asks for a file instead
+        return []
+  return []
+
+
 # ----------------------------------------------------------------------------------- tokenizer.json
 
 

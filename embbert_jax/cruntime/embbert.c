@@ -177,11 +177,17 @@ static void dense(const embbert_dense_t *D, const float *x, act_t *y) {
       if (D->bias.data) v = v + tval(&D->bias, (size_t)o, (size_t)D->out);
       y[o] = f2a(v);
     }
-  } else {
+  } else { /* float kernels: sequential f32 sums (typed loops, no per-element dispatch) */
     for (o = 0; o < D->out; o++) {
       float acc = 0.0f;
       size_t base = (size_t)o * (size_t)D->in;
-      for (i = 0; i < D->in; i++) acc += x[i] * tval(&D->kernel, base + (size_t)i, (size_t)D->in);
+      if (D->kernel.type == EMBBERT_F32) {
+        const float *w = (const float *)D->kernel.data + base;
+        for (i = 0; i < D->in; i++) acc += x[i] * w[i];
+      } else {
+        const uint16_t *w = (const uint16_t *)D->kernel.data + base;
+        for (i = 0; i < D->in; i++) acc += x[i] * h2f(w[i]);
+      }
       if (D->bias.data) acc = acc + tval(&D->bias, (size_t)o, (size_t)D->out);
       y[o] = f2a(acc);
     }
