@@ -29,21 +29,21 @@ static uint8_t embbert_arena[EMBBERT_ARENA_BYTES + EMBBERT_GUARD_BYTES] EMBBERT_
 
 typedef union { uint32_t u; float f; } bits32_t;
 
-static float h2f(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  bits32_t out;
-  if (exp == 0 && man == 0) {
-    out.u = sign;
-  } else if (exp == 0) { /* subnormal: normalise */
-    exp = 113;
-    while (!(man & 0x400u)) { man <<= 1; exp--; }
-    out.u = sign | (exp << 23) | ((man & 0x3ffu) << 13);
-  } else if (exp == 31) {
-    out.u = sign | 0x7f800000u | (man << 13);
-  } else {
-    out.u = sign | ((exp + 112) << 23) | (man << 13);
+static float h2f(uint16_t h) { /* exact for every half, subnormals by one exact float subtraction */
+  bits32_t o, magic;
+  uint32_t exp;
+  magic.u = 113u << 23;
+  o.u = (uint32_t)(h & 0x7fffu) << 13;
+  exp = o.u & 0x0f800000u;
+  o.u += (127u - 15u) << 23;
+  if (exp == 0x0f800000u) {
+    o.u += (128u - 16u) << 23; /* inf, nan */
+  } else if (exp == 0) {
+    o.u += 1u << 23;
+    o.f -= magic.f; /* zero, subnormal */
   }
-  return out.f;
+  o.u |= (uint32_t)(h & 0x8000u) << 16;
+  return o.f;
 }
 
 /* Round half to even for |v| < 2^22 (the FPU's default mode; no libm rintf). */
@@ -237,10 +237,10 @@ static void causal_conv(const embbert_tensor_t *w, const embbert_tensor_t *b, co
 #endif
 
 #if EMBBERT_USE_ATTENTION
-static float score(const act_t *q, const act_t *u) {
+static float score(const float *q, const act_t *u) {
   float acc = 0.0f;
   int j;
-  for (j = 0; j < EMBBERT_HIDDEN; j++) acc += a2f(q[j]) * a2f(u[j]);
+  for (j = 0; j < EMBBERT_HIDDEN; j++) acc += q[j] * a2f(u[j]);
   return acc / EMBBERT_SQRT_HIDDEN;
 }
 
@@ -264,11 +264,12 @@ static void layer(const embbert_layer_t *P, const act_t *x, act_t *u, act_t *out
     act_t *p = s2 + (size_t)t * EMBBERT_MAX_LEN;
     float m, sum = 0.0f;
     to_f32(u + (size_t)t * d, d, XF);
-    dense(&P->q, XF, ROW); /* q_t */
-    m = score(ROW, u);
-    for (k = 1; k < n; k++) { float s = score(ROW, u + (size_t)k * d); if (s > m) m = s; }
-    for (k = 0; k < n; k++) sum += expf(score(ROW, u + (size_t)k * d) - m);
-    for (k = 0; k < n; k++) p[k] = f2a(expf(score(ROW, u + (size_t)k * d) - m) / sum);
+    dense(&P->q, XF, ROW); /* q_t, stored in the activation type, then read as f32 from XF */
+    to_f32(ROW, d, XF);
+    m = score(XF, u);
+    for (k = 1; k < n; k++) { float s = score(XF, u + (size_t)k * d); if (s > m) m = s; }
+    for (k = 0; k < n; k++) sum += expf(score(XF, u + (size_t)k * d) - m);
+    for (k = 0; k < n; k++) p[k] = f2a(expf(score(XF, u + (size_t)k * d) - m) / sum);
     for (j = 0; j < d; j++) { /* P.u row into ROW (q_t is no longer needed) */
       float acc = 0.0f;
       for (k = 0; k < n; k++) acc += a2f(p[k]) * a2f(u[(size_t)k * d + j]);
