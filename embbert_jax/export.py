@@ -16,6 +16,10 @@ final model with the same function. The export directory holds:
   dtype/shape/bytes (and its scale's), weight byte totals and the memory module's estimate.
 - `tokenizer.model`: the sentencepiece model, when the checkpoint or --tokenizer names one.
 
+`--format c` adds a C99 runtime folder (`export_c`: make, then `./embbert < texts`), `--format onnx` an
+ONNX graph (`export_onnx`) and `--format tflite` a LiteRT flatbuffer (`export_tflite`); the last two and
+`tokenizer.json` need optional packages (the `export` extra).
+
 Byte-exact by construction: the tensors' payload (array bytes, not the npz container) sums to
 `memory.estimate(cfg, policy).weight_bytes`, because `quantize` takes its int8/float decision from the
 same `memory` rule that prices the weights; `export` checks the equality before writing.

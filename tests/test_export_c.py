@@ -136,6 +136,16 @@ def test_c_labels_equal_reference_and_jax(trained, int8_build):
   assert len(set(logits_c.argmax(1))) == 2  # a trained model, not a constant
 
 
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
+def test_clang_build_gives_the_same_output(trained, int8_build, tmp_path):
+  folder = tmp_path / "clang"
+  shutil.copytree(int8_build[1], folder)
+  (folder / "embbert").unlink()
+  subprocess.run(["make", "-s", "-C", str(folder), "CC=clang"], check=True, capture_output=True)
+  texts = make_texts(200, seed=11)[0] + ADVERSARIAL
+  assert run(str(folder / "embbert"), texts).stdout == run(int8_build[2], texts).stdout
+
+
 def test_c_fp32_equals_reference(trained):
   cfg, params, tok, _, root = trained
   out = root / "c_fp32"
@@ -279,3 +289,21 @@ def test_tflite_export_builtin_ops_and_agreement(trained, tmp_path, policy):
     assert m["litert_vs_jax_max_abs"] < 1e-4 and m["litert_vs_jax_label_agreement"] == 1.0
   else:  # LiteRT's int8 PTQ (int8 activations too) is its own policy: measured 0.845 here, not asserted
     assert {"QUANTIZE", "DEQUANTIZE"} & set(m["builtin_ops"])
+
+
+@pytest.mark.slow  # trains nano on rt_polarity (cached data) and runs the reference on the whole test split
+def test_rt_polarity_test_split_agreement(tmp_path):
+  import importlib.util
+  from embbert_jax import train
+  cfg = train.get_config("nano", max_len=64)
+  cfg.task, cfg.steps, cfg.learning_rate, cfg.wandb.mode = "rt_polarity", 150, 1e-3, "disabled"
+  train.train_and_evaluate(cfg, tmp_path / "run")
+  spec = importlib.util.spec_from_file_location(
+      "c_runtime", export_c.Path(__file__).parents[1] / "benchmarks" / "c_runtime.py")
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  res = bench.measure(str(tmp_path / "run"), "rt_polarity", "test", ["int8"], tmp_path / "c")
+  r = res["policies"]["int8"]
+  assert r["ids_identical"] == res["texts"] >= 1000
+  assert r["labels_vs_reference"] == 1.0 and r["labels_vs_jax"] >= 0.99
+  assert r["guard_ok"] and r["high_water_bytes"] <= r["arena_bytes"]
