@@ -146,6 +146,14 @@ def test_clang_build_gives_the_same_output(trained, int8_build, tmp_path):
   assert run(str(folder / "embbert"), texts).stdout == run(int8_build[2], texts).stdout
 
 
+def test_fast_math_build_is_refused(int8_build, tmp_path):
+  folder = tmp_path / "fast"
+  shutil.copytree(int8_build[1], folder)
+  (folder / "embbert").unlink()
+  r = subprocess.run(["make", "-s", "-C", str(folder), "CFLAGS=-O2 -ffast-math"], capture_output=True, text=True)
+  assert r.returncode != 0 and "ffast-math" in r.stderr
+
+
 def test_c_fp32_equals_reference(trained):
   cfg, params, tok, _, root = trained
   out = root / "c_fp32"

@@ -13,6 +13,10 @@
 #include "embbert.h"
 
 #include <math.h> /* expf, sqrtf only */
+
+#if defined(__FAST_MATH__)
+#error "embbert.c must not be built with -ffast-math: it reorders the float sums the reference fixes"
+#endif
 #include <string.h>
 
 #if defined(__GNUC__) || defined(__clang__)
