@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embbert_jax import data, export, export_c, predict, reference
+from embbert_jax import data, export_c, predict, reference
 
 
 def measure(run: str, task_name: str, split: str, policies: list[str], out: Path) -> dict:

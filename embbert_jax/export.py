@@ -313,31 +313,6 @@ def export(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", fmt: 
   return manifest
 
 
-def _export_tflite(args, params, cfg, tok, labels, add_cls) -> int:
-  """--format tflite: calibration/check texts from --calibration-file or the run's task."""
-  from embbert_jax import export_c, predict
-  from embbert_jax import tokenizer as tk
-  try:
-    from embbert_jax import export_tflite
-    import tensorflow  # noqa: F401
-  except ImportError as e:
-    print(f"error: --format tflite needs tensorflow-cpu and ai-edge-litert: {e}", file=sys.stderr)
-    return 2
-  texts = predict.read_texts(args.calibration_file) if args.calibration_file else export_c.discover_texts(
-      args.checkpoint)
-  if not texts or tok is None:
-    print("error: --format tflite needs the tokenizer and texts to calibrate/check on: pass "
-          "--calibration-file (the run's task could not be loaded)", file=sys.stderr)
-    return 2
-  ids = tk.Tokenizer(tok).encode_batch(texts[:256], max_len=cfg.max_len, add_cls=add_cls)
-  manifest = export_tflite.export_tflite(params, cfg, args.out, policy=args.policy, tokenizer_path=tok,
-                                         label_names=labels, add_cls=add_cls, check_ids=ids)
-  print(f"wrote {args.out}: {', '.join(manifest['files'])} ({manifest['bytes']} B, policy {args.policy}); "
-        f"LiteRT vs JAX labels {manifest['litert_vs_jax_label_agreement']:.3f} on {len(ids)} texts; "
-        f"builtin ops to register: {' '.join(manifest['builtin_ops'])}")
-  return 0
-
-
 def _check_tokenizer(path: Path, cfg) -> None:
   """The tokenizer must load and produce ids below V (a smaller vocabulary than V is fine)."""
   import sentencepiece as spm
@@ -371,27 +346,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     params, cfg, tok = load_model(args.checkpoint)
     if args.format in ("c", "onnx", "tflite"):
-      from embbert_jax import export_c, export_onnx
-      labels, add_cls = export_c.discover_labels(args.checkpoint)
-      labels = args.labels.split(",") if args.labels else labels
-      if args.format == "tflite":
-        return _export_tflite(args, params, cfg, args.tokenizer or tok, labels, add_cls)
-      if args.format == "onnx":
-        try:
-          manifest = export_onnx.export_onnx(params, cfg, args.out, tokenizer_path=args.tokenizer or tok,
-                                             label_names=labels, add_cls=add_cls)
-        except ImportError as e:
-          print(f"error: --format onnx needs the export extra (pip install 'embbert_jax[export]'): {e}",
-                file=sys.stderr)
-          return 2
-        print(f"wrote {args.out}: {', '.join(manifest['files'])}; onnxruntime vs JAX max |diff| "
-              f"{manifest['onnxruntime_vs_jax_max_abs']:.3g}; ops: {' '.join(manifest['ops'])}")
-        return 0
-      manifest = export_c.export_c(params, cfg, args.out, policy=args.policy, tokenizer_path=args.tokenizer or tok,
-                                   label_names=labels, add_cls=add_cls)
-    else:
-      manifest = export(params, cfg, args.out, policy=args.policy, fmt=args.format,
-                        tokenizer_path=args.tokenizer or tok)
+      from embbert_jax import export_c
+      return export_c.cli(args, params, cfg, args.tokenizer or tok)
+    manifest = export(params, cfg, args.out, policy=args.policy, fmt=args.format,
+                      tokenizer_path=args.tokenizer or tok)
   except (CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -401,12 +359,6 @@ def main(argv: list[str] | None = None) -> int:
         f"weights {memory.format_bytes(manifest['weight_bytes'])} ({manifest['weight_bytes']} B), "
         f"activations {memory.format_bytes(est['activation_bytes'])}, "
         f"total {memory.format_bytes(est['total_bytes'])}")
-  if "c" in manifest:
-    c = manifest["c"]
-    print(f"C runtime: flash {c['weight_bytes']} B weights + {c['tokenizer_bytes']} B tokenizer tables; "
-          f"RAM {c['arena_bytes']} B arena (rule {c['arena_vs_rule']['rule_activation_bytes']} B) + "
-          f"{c['tokenizer_ram_bytes']} B tokenizer buffers; weights + arena {c['weights_plus_arena_bytes']} B. "
-          f"Build: make -C {args.out}")
   return 0
 
 

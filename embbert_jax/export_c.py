@@ -107,7 +107,7 @@ def plan_vs_rule(cfg, policy: str) -> dict[str, Any]:
   rule = est.activation_bytes
   regions = sum(b["bytes"] for b in plan if b["term"] != "scratch")
   scratch = sum(b["bytes"] for b in plan if b["term"] == "scratch")
-  a, L, d = act_bytes(policy), cfg.max_len, cfg.hidden
+  a, d = act_bytes(policy), cfg.hidden
   notes = []
   if a != memory.get_policy(policy).activation:
     notes.append(f"activations stored in {a} B (fp16), the policy prices {memory.get_policy(policy).activation} B")
@@ -464,6 +464,59 @@ def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
         return None, bool(run.get("add_cls", True))
   return None, True
 
+
+
+def cli(args, params: Any, cfg, tok) -> int:
+  """`export --format c|onnx|tflite`: label names and [CLS] from the training run, then the export and a
+  one-line summary; 2 with one error line for a missing optional package or unusable input."""
+  from embbert_jax import export_onnx
+  labels, add_cls = discover_labels(args.checkpoint)
+  labels = args.labels.split(",") if args.labels else labels
+  if args.format == "tflite":
+    return _cli_tflite(args, params, cfg, tok, labels, add_cls)
+  if args.format == "onnx":
+    try:
+      m = export_onnx.export_onnx(params, cfg, args.out, tokenizer_path=tok, label_names=labels, add_cls=add_cls)
+    except ImportError as e:
+      print(f"error: --format onnx needs the export extra (pip install 'embbert_jax[export]'): {e}",
+            file=sys.stderr)
+      return 2
+    print(f"wrote {args.out}: {', '.join(m['files'])}; onnxruntime vs JAX max |diff| "
+          f"{m['onnxruntime_vs_jax_max_abs']:.3g}; ops: {' '.join(m['ops'])}")
+    return 0
+  c = export_c(params, cfg, args.out, policy=args.policy, tokenizer_path=tok, label_names=labels,
+               add_cls=add_cls)["c"]
+  print(f"wrote {args.out} (policy {args.policy}): C runtime, model.npz, manifest.json. Flash {c['weight_bytes']} B "
+        f"weights + {c['tokenizer_bytes']} B tokenizer tables; RAM {c['arena_bytes']} B arena (rule "
+        f"{c['arena_vs_rule']['rule_activation_bytes']} B) + {c['tokenizer_ram_bytes']} B tokenizer buffers; "
+        f"weights + arena {c['weights_plus_arena_bytes']} B. Build: make -C {args.out}")
+  return 0
+
+
+def _cli_tflite(args, params, cfg, tok, labels, add_cls) -> int:
+  """--format tflite: calibration/check texts from --calibration-file or the run's task."""
+  from embbert_jax import predict
+  from embbert_jax import tokenizer as tk
+  import importlib.util
+  from embbert_jax import export_tflite
+  missing = [m for m in ("tensorflow", "ai_edge_litert") if importlib.util.find_spec(m) is None]
+  if missing:
+    print(f"error: --format tflite needs tensorflow-cpu and ai-edge-litert (missing: {', '.join(missing)})",
+          file=sys.stderr)
+    return 2
+  texts = predict.read_texts(args.calibration_file) if args.calibration_file else discover_texts(
+      args.checkpoint)
+  if not texts or tok is None:
+    print("error: --format tflite needs the tokenizer and texts to calibrate/check on: pass "
+          "--calibration-file (the run's task could not be loaded)", file=sys.stderr)
+    return 2
+  ids = tk.Tokenizer(tok).encode_batch(texts[:256], max_len=cfg.max_len, add_cls=add_cls)
+  manifest = export_tflite.export_tflite(params, cfg, args.out, policy=args.policy, tokenizer_path=tok,
+                                         label_names=labels, add_cls=add_cls, check_ids=ids)
+  print(f"wrote {args.out}: {', '.join(manifest['files'])} ({manifest['bytes']} B, policy {args.policy}); "
+        f"LiteRT vs JAX labels {manifest['litert_vs_jax_label_agreement']:.3f} on {len(ids)} texts; "
+        f"builtin ops to register: {' '.join(manifest['builtin_ops'])}")
+  return 0
 
 
 def discover_texts(checkpoint: str | Path, n: int = 256) -> list[str]:

@@ -4,7 +4,6 @@ reference (100 %) and the JAX model (>= 99 %), and its static arena is the memor
 import json
 import shutil
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
