@@ -16,6 +16,10 @@ final model with the same function. The export directory holds:
   dtype/shape/bytes (and its scale's), weight byte totals and the memory module's estimate.
 - `tokenizer.model`: the sentencepiece model, when the checkpoint or --tokenizer names one.
 
+`--format c` adds a C99 runtime folder (`export_c`: make, then `./embbert < texts`), `--format onnx` an
+ONNX graph (`export_onnx`) and `--format tflite` a LiteRT flatbuffer (`export_tflite`); the last two and
+`tokenizer.json` need optional packages (the `export` extra).
+
 Byte-exact by construction: the tensors' payload (array bytes, not the npz container) sums to
 `memory.estimate(cfg, policy).weight_bytes`, because `quantize` takes its int8/float decision from the
 same `memory` rule that prices the weights; `export` checks the equality before writing.
@@ -46,7 +50,7 @@ EXPORT_FORMAT = "embbert_jax.export/1"
 PARAMS_FILE, CONFIG_FILE, TOKENIZER_FILE = "params.npz", "config.json", "tokenizer.model"
 MODEL_NPZ, MANIFEST, HEADER = "model.npz", "manifest.json", "model.h"
 SCALE_SUFFIX = ".scale"
-FORMATS = ("npz", "c-header", "all")
+FORMATS = ("npz", "c-header", "all", "c", "onnx", "tflite")
 
 
 class CheckpointError(ValueError):
@@ -273,6 +277,15 @@ def export(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", fmt: 
   from embbert_jax import quantize
   if fmt not in FORMATS:
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+  if fmt == "c":  # the C99 runtime folder (export_c), with the npz export beside it
+    from embbert_jax import export_c
+    return export_c.export_c(params, cfg, out_dir, policy=policy, tokenizer_path=tokenizer_path)
+  if fmt == "onnx":  # the float graph for onnxruntime (export_onnx; needs the export extra)
+    from embbert_jax import export_onnx
+    return export_onnx.export_onnx(params, cfg, out_dir, tokenizer_path=tokenizer_path)
+  if fmt == "tflite":  # a LiteRT flatbuffer of builtin ops (export_tflite; needs tensorflow-cpu)
+    from embbert_jax import export_tflite
+    return export_tflite.export_tflite(params, cfg, out_dir, policy=policy, tokenizer_path=tokenizer_path)
   task = task_of(flatten_params(params), cfg)
   if task != "classify":
     raise CheckpointError("only a classifier can be exported; these params are "
@@ -320,17 +333,29 @@ def _check_tokenizer(path: Path, cfg) -> None:
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(prog="python -m embbert_jax.export", description=__doc__.split("\n\n")[0])
   ap.add_argument("checkpoint", help="directory written by embbert_jax.export.save_model (or its params.npz)")
-  ap.add_argument("--format", default="npz", choices=FORMATS, help="npz, c-header, or all (default npz)")
+  ap.add_argument("--format", default="npz", choices=FORMATS,
+                  help="npz, c-header, all, c (a C99 runtime folder: make, then ./embbert < texts), "
+                       "onnx (fp32 graph + tokenizer.json; needs the export extra) or tflite (--policy fp32 "
+                       "or int8; needs tensorflow-cpu and ai-edge-litert)")
   ap.add_argument("--policy", default="int8", choices=tuple(memory.POLICIES),
                   help="int8 (paper: Dense kernels int8) or int8_full (also tables and conv kernels)")
   ap.add_argument("--out", required=True, help="output directory")
   ap.add_argument("--tokenizer", default=None, help="sentencepiece .model (default: the checkpoint's)")
+  ap.add_argument("--calibration-file", default=None,
+                  help="--format tflite --policy int8: texts (one per line) to calibrate and check on "
+                       "(default: the first 256 training texts of the run's task)")
+  ap.add_argument("--labels", default=None,
+                  help="--format c/onnx: comma-separated label names (default: the training run's task, "
+                       "else 0, 1, ...)")
   args = ap.parse_args(argv)
   try:
     params, cfg, tok = load_model(args.checkpoint)
+    if args.format in ("c", "onnx", "tflite"):
+      from embbert_jax import export_c
+      return export_c.cli(args, params, cfg, args.tokenizer or tok)
     manifest = export(params, cfg, args.out, policy=args.policy, fmt=args.format,
                       tokenizer_path=args.tokenizer or tok)
-  except CheckpointError as e:
+  except (CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   est = manifest["memory_estimate"]

@@ -77,8 +77,9 @@ class ExportedModel:
     with np.load(d / "model.npz", allow_pickle=False) as z:
       self.arrays = {k: z[k] for k in z.files}
     self.cfg = c = self.manifest["config"]
-    if c["arch"] != "embbert" or c["embedder"] != "nano":
-      raise NotImplementedError(f"the NumPy reference implements arch 'embbert' with the Nano Embedder, "
+    if c["arch"] not in ("embbert", "embedder", "embedder_conv") or c["embedder"] != "nano":
+      raise NotImplementedError(f"the NumPy reference implements archs embbert, embedder and embedder_conv "
+                                f"with the Nano Embedder, "
                                 f"not arch {c['arch']!r} with embedder {c['embedder']!r}")
     act_bytes = self.manifest["memory_estimate"]["activation_bytes"] / self.manifest["memory_estimate"][
         "activation_values"]
@@ -164,7 +165,11 @@ class ExportedModel:
     live.drop("seg")
     live.held["x"] = live.held.pop("tok")
     keys_L = mask_L | bool(c.get("attend_to_pad", False))  # see models.Encoder
-    for i in range(c["num_layers"]):
+    if c["arch"] == "embedder_conv":  # the baseline's causal conv over the embeddings (input and output live)
+      x = live.put("x_conv", self.conv("encoder/conv", x), "conv")
+      live.drop("x_conv")
+      live.held["x"] = x.nbytes
+    for i in range(c["num_layers"] if c["arch"] == "embbert" else 0):
       x = self.layer(f"encoder/layer_{i}", x, keys_L, live)
     return self.head(x, mask_L, live)
 

@@ -1,0 +1,582 @@
+"""The C99 export: a folder that `make` turns into a text-in, label-out program, no malloc, one static arena.
+
+    python -m embbert_jax.export RUN --format c --out DIR [--policy int8|fp32|...] [--labels a,b]
+
+writes, beside the npz export (model.npz, manifest.json, tokenizer.model, which reference.py reads):
+
+- `embbert.h`, `embbert.c`, `embbert_tokenizer.c`, `main.c`, `Makefile`: the runtime, copied from the
+  package's `cruntime/` folder unchanged (gcc or clang, -std=c99 -Wall -Wextra -Werror, libm's expf/sqrtf).
+- `embbert_model.h`: the config as #defines and the arena plan (offsets of every buffer).
+- `embbert_weights.c`: the tensors in the policy's storage (int8 + fp16 scales, fp16 bits, or f32), Dense
+  kernels output-major ([out][in], as TFLite and CMSIS-NN), 16-byte aligned, and the label names.
+- `embbert_tokenizer_data.c`: the pieces, their sorted index and the normalisation table generated from
+  `data.normalize_text` (see embbert_tokenizer.c for the algorithm).
+- `tokenizer.json` (when the `tokenizers` package is installed): the same tokenizer for Hugging Face
+  `tokenizers`, self-contained (the normalisation table compiled into a `Precompiled` charsmap).
+
+Memory, reported in manifest["c"]:
+- flash: the weights (`weight_bytes`) and the tokenizer tables (`tokenizer_bytes`), separately.
+- RAM: the arena (`arena_bytes`) = the memory rule's activation terms (R0..R3 of `arena_plan`, at n = L) +
+  a few rows of scratch; `plan_vs_rule` names every term by which it differs from
+  `memory.estimate(cfg, policy).activation_bytes`. The tokenizer's buffers (`tokenizer_ram_bytes`) are
+  static arrays outside the arena.
+The weights differ from `memory.estimate(...).weight_bytes` by one named term only: an EmbBERT layer's
+four lambda vectors (4 d values) are replaced by the two f32 numbers lambda = exp(<l_q, l_k>) they define,
+computed here with the reference's own NumPy expression so C and NumPy read the same number.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embbert_jax import configs, memory
+
+C_FORMAT = "embbert_jax.c/1"
+TEMPLATES = ("embbert.h", "embbert.c", "embbert_tokenizer.c", "main.c", "Makefile")
+ALIGN = 16
+WORD_MAX = 256  # characters per word in the C tokenizer's buffer (a longer word is cut into chunks)
+BOUNDARY = "\u2581"
+SUPPORTED_ARCHS = ("embbert", "embedder", "embedder_conv")
+# Code points that can map to anything else: planes 4-13 are unassigned and planes 15-16 private use (both
+# map to themselves; a test checks it for the running Python's unicodedata).
+_ASSIGNED_RANGE = [*range(0x40000), *range(0xE0000, 0xF0000)]
+_TYPE = {"float32": "EMBBERT_F32", "float16": "EMBBERT_F16", "int8": "EMBBERT_I8"}
+_CTYPE = {"float32": "float", "float16": "uint16_t", "int8": "int8_t"}
+
+
+class ExportError(ValueError):
+  """A model the C runtime cannot run (one-line message)."""
+
+
+def _align(n: int) -> int:
+  return -(-n // ALIGN) * ALIGN
+
+
+def act_bytes(policy: str) -> int:
+  """Bytes of one stored activation in the runtime: f32 for fp32, else fp16 (as reference.py: int8
+  activation storage would need calibrated ranges the export does not carry)."""
+  return 4 if memory.get_policy(policy).activation >= 4 else 2
+
+
+def _dense_fan_ins(cfg) -> list[int]:
+  ins = [cfg.hidden]
+  if cfg.embedder == "nano":
+    ins.append(cfg.embed_dim)
+  if cfg.arch == "embbert":
+    ins += [cfg.hidden] * cfg.use_attention + [configs.conv_inner(cfg)] * cfg.use_conv
+  return ins
+
+
+def arena_plan(cfg, policy: str) -> list[dict[str, Any]]:
+  """Every arena buffer: name, offset, bytes (16-aligned), what it holds, and the memory-rule term it is."""
+  a, L, d = act_bytes(policy), cfg.max_len, cfg.hidden
+  pol = memory.get_policy(policy)
+  max_in = max(_dense_fan_ins(cfg))
+  any_int8 = memory.is_quantized(pol, memory.DENSE)
+  row = max(d, cfg.embed_dim if cfg.embedder == "nano" else 0, cfg.num_labels)
+  bufs = [("XF", 4 * max_in, "the Dense input as f32 (one row)", "scratch"),
+          ("XQ", max_in if any_int8 else 0, "its int8 copy (one row)", "scratch"),
+          ("ROW", a * row, "one row: table row, q_t, P.u_t, s_t, logits", "scratch"),
+          ("R0", a * L * d, "x / u (layer input, RMSNorm in place)", "L*d")]
+  if cfg.arch == "embbert" or cfg.arch == "embedder_conv":
+    bufs.append(("R1", a * L * d, "the layer output (a_t, then y_t in place)", "L*d"))
+  if cfg.arch == "embbert":
+    s2 = max(L * L if cfg.use_attention else 0, L * configs.conv_inner(cfg) if cfg.use_conv else 0)
+    bufs.append(("R2", a * s2, "all probability rows, then the conv output", "max(L^2, L*d_i)"))
+    if cfg.residual:
+      bufs.append(("R3", a * L * d, "u while the residual keeps x", "L*d"))
+  out, off = [], 0
+  for name, nbytes, what, term in bufs:
+    out.append({"name": name, "offset": off, "bytes": _align(nbytes), "holds": what, "term": term})
+    off += _align(nbytes)
+  return out
+
+
+def plan_vs_rule(cfg, policy: str) -> dict[str, Any]:
+  """The arena against memory.estimate's activation bytes, every difference named."""
+  plan = arena_plan(cfg, policy)
+  est = memory.estimate(cfg, policy)
+  rule = est.activation_bytes
+  regions = sum(b["bytes"] for b in plan if b["term"] != "scratch")
+  scratch = sum(b["bytes"] for b in plan if b["term"] == "scratch")
+  a, d = act_bytes(policy), cfg.hidden
+  notes = []
+  if a != memory.get_policy(policy).activation:
+    notes.append(f"activations stored in {a} B (fp16), the policy prices {memory.get_policy(policy).activation} B")
+  if cfg.arch == "embbert" and cfg.use_attention and cfg.use_conv:
+    di = configs.conv_inner(cfg)
+    if di > d:
+      notes.append("the conv output (L*d_i) overwrites the probability map (L^2): 2*L*d + max(L^2, L*d_i) "
+                   "values instead of the rule's L^2 + L*d + L*d_i")
+  stages = est.stage_activations
+  if cfg.arch in ("embedder", "embedder_conv"):
+    notes.append(f"the embedder writes each row's token + position + segment sum straight into R0: "
+                 f"no second L*d buffer and no L*r position rows (rule stage {stages['embedder']} values)")
+  return {"rule_activation_bytes": rule, "arena_region_bytes": regions, "arena_scratch_bytes": scratch,
+          "arena_bytes": regions + scratch, "region_minus_rule_bytes": regions - rule, "notes": notes}
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+
+def _spm_pieces(tokenizer_path: Path):
+  from sentencepiece import sentencepiece_model_pb2 as pb
+  m = pb.ModelProto()
+  m.ParseFromString(Path(tokenizer_path).read_bytes())
+  return m
+
+
+@functools.lru_cache(maxsize=4)
+def normalizer_table(known: frozenset) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[int, int], ...]]:
+  """(mappings (code point, image), deleted ranges (lo, hi)) of data.normalize_text, per code point.
+
+  The image f(c) = drop_Mn(NFKD(c.lower())) with Python whitespace as ' '. Kept: c with f(c) != c that is
+  deleted, or whose image holds a known character or a space, or that is itself known; any other c gives
+  the same ids as its image (a run of unknown characters is one [UNK]), so the table leaves it out.
+  """
+  maps, deleted = [], []
+  for cp in _ASSIGNED_RANGE:
+    if 0xD800 <= cp <= 0xDFFF:
+      continue
+    ch = chr(cp)
+    img = ch.lower()
+    if not img.isascii():
+      img = "".join(x for x in unicodedata.normalize("NFKD", img) if unicodedata.category(x) != "Mn")
+    img = "".join(" " if x.isspace() else x for x in img)
+    if img == ch:
+      continue
+    if img == "":
+      if deleted and deleted[-1][1] == cp - 1:
+        deleted[-1][1] = cp
+      else:
+        deleted.append([cp, cp])
+    elif ch in known or any(x == " " or x in known for x in img):
+      maps.append((cp, img))
+  return tuple(maps), tuple(tuple(r) for r in deleted)
+
+
+def tokenizer_tables(tokenizer_path: Path) -> dict[str, Any]:
+  """The arrays of embbert_tokenizer_data.c, checked against the assumptions of the C BPE."""
+  m = _spm_pieces(tokenizer_path)
+  pieces = [p.piece for p in m.pieces]
+  normal = [i for i, p in enumerate(m.pieces) if p.type == 1]
+  if m.trainer_spec.model_type != 2:  # BPE
+    raise ExportError(f"{tokenizer_path}: the C tokenizer implements sentencepiece BPE models only")
+  if m.normalizer_spec.name != "identity":
+    raise ExportError(f"{tokenizer_path}: normaliser {m.normalizer_spec.name!r}; the project's models use "
+                      "'identity' (normalisation is data.normalize_text)")
+  multi = [(i, m.pieces[i].score) for i in normal if len(pieces[i]) > 1]
+  if any(a[1] <= b[1] for a, b in zip(multi, multi[1:])):
+    raise ExportError(f"{tokenizer_path}: merge scores do not fall strictly with piece id")
+  if any(BOUNDARY in pieces[i][1:] for i in normal):
+    raise ExportError(f"{tokenizer_path}: a piece holds U+2581 after its first character")
+  known = {pieces[i] for i in normal if len(pieces[i]) == 1}
+  if BOUNDARY not in known or any(ch not in known for i in normal for ch in pieces[i]):
+    raise ExportError(f"{tokenizer_path}: a piece uses a character that is not itself a piece")
+  if known & {"\u03c3", "\u03c2"}:
+    raise ExportError(f"{tokenizer_path}: a sigma is a piece; Python's final-sigma lowercasing needs context")
+  spelled = [p.replace(BOUNDARY, " ").encode("utf-8") for p in pieces]
+  offsets = np.cumsum([0] + [len(s) for s in spelled])
+  order = sorted(normal, key=lambda i: spelled[i])
+  maps, deleted = normalizer_table(frozenset(known))
+  map_bytes = [img.encode("utf-8") for _, img in maps]
+  return {"pieces": len(pieces), "bytes": b"".join(spelled), "offsets": offsets, "sorted": order,
+          "norm_cp": [cp for cp, _ in maps], "norm_bytes": b"".join(map_bytes),
+          "norm_offsets": np.cumsum([0] + [len(b) for b in map_bytes]), "deleted": deleted,
+          "known_chars": "".join(sorted(known))}
+
+
+# --------------------------------------------------------------------------------------- C emission
+
+
+def _values(arr: np.ndarray, per_line: int = 20) -> str:
+  flat = np.ascontiguousarray(arr).ravel()
+  if flat.dtype == np.float32:
+    items = [f"{v:.9e}f" for v in flat.tolist()]
+  elif flat.dtype == np.float16:
+    items = [str(v) for v in flat.view(np.uint16).tolist()]
+  else:
+    items = [str(v) for v in flat.tolist()]
+  if not items:
+    items = ["0"]
+  return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+
+
+def _int_array(ctype: str, name: str, values, align: bool = False) -> str:
+  arr = np.asarray(values).ravel()
+  return (f"const {ctype} {name}[{max(len(arr), 1)}]{' EMBBERT_ALIGNED' if align else ''} = {{\n"
+          f"{_values(arr)}\n}};\n")
+
+
+class _Weights:
+  """Collects the C arrays of the tensors and the descriptors that point at them."""
+
+  def __init__(self, arrays: dict[str, np.ndarray]):
+    self.arrays, self.defs, self.payload, self.used = arrays, [], 0, set()
+
+  def array(self, arr: np.ndarray, label: str) -> str:
+    name = f"w{len(self.defs)}"
+    self.defs.append(f"/* {label}: {arr.dtype} {tuple(arr.shape)} */\nstatic const {_CTYPE[str(arr.dtype)]} "
+                     f"{name}[{arr.size}] EMBBERT_ALIGNED = {{\n{_values(arr)}\n}};\n")
+    self.payload += arr.nbytes
+    return name
+
+  def tensor(self, path: str, transform=lambda a: a) -> str:
+    """A descriptor {data, scale, type} for the tensor at `path` (or an empty one if absent)."""
+    if path not in self.arrays:
+      return "{NULL, NULL, EMBBERT_F32}"
+    self.used.add(path)
+    arr = transform(self.arrays[path])
+    data = self.array(arr, path)
+    scale = "NULL"
+    if path + ".scale" in self.arrays:
+      self.used.add(path + ".scale")
+      scale = self.array(self.arrays[path + ".scale"], path + ".scale")
+    return f"{{{data}, {scale}, {_TYPE[str(arr.dtype)]}}}"
+
+  def dense(self, prefix: str) -> str:
+    if prefix + "/kernel" not in self.arrays:
+      return "{{NULL, NULL, EMBBERT_F32}, {NULL, NULL, EMBBERT_F32}, 0, 0}"
+    fan_in, out = self.arrays[prefix + "/kernel"].shape
+    kernel = self.tensor(prefix + "/kernel", lambda a: np.ascontiguousarray(a.T))  # output-major
+    return f"{{{kernel}, {self.tensor(prefix + '/bias')}, {fan_in}, {out}}}"
+
+
+def _conv_2d(a: np.ndarray) -> np.ndarray:
+  return a.reshape(a.shape[0], a.shape[2])
+
+
+def lambdas(arrays: dict[str, np.ndarray], prefix: str) -> tuple[np.float32, np.float32]:
+  """exp(<l_q1, l_k1>), exp(<l_q2, l_k2>) with reference.py's own expression (f32 operands)."""
+  g = lambda n: arrays[f"{prefix}/aggregate/{n}"].astype(np.float32)
+  return np.exp(g("lambda_q1") @ g("lambda_k1")), np.exp(g("lambda_q2") @ g("lambda_k2"))
+
+
+def weights_c(cfg, arrays: dict[str, np.ndarray], label_names: list[str]) -> tuple[str, int]:
+  """embbert_weights.c and its payload bytes."""
+  w = _Weights(arrays)
+  e = "encoder/embedder"
+  fields = [f".token = {w.tensor(f'{e}/token/embedding')}", f".position = {w.tensor(f'{e}/position/embedding')}",
+            f".segment = {w.tensor(f'{e}/segment/embedding')}", f".token_proj = {w.dense(f'{e}/token_proj')}",
+            f".position_proj = {w.dense(f'{e}/position_proj')}",
+            f".conv_kernel = {w.tensor('encoder/conv/kernel', _conv_2d)}",
+            f".conv_bias = {w.tensor('encoder/conv/bias')}"]
+  layers = []
+  extra = 0
+  for i in range(cfg.num_layers if cfg.arch == "embbert" else 0):
+    p = f"encoder/layer_{i}"
+    lam1 = lam2 = np.float32(1.0)
+    if f"{p}/aggregate/lambda_q1" in arrays:
+      lam1, lam2 = lambdas(arrays, p)
+      w.used.update(f"{p}/aggregate/{n}" for n in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"))
+      extra += 8
+    layers.append(
+        f"    {{ /* layer {i} */\n      .norm = {w.tensor(f'{p}/norm/scale')},\n"
+        f"      .q = {w.dense(f'{p}/attention/q')},\n      .out = {w.dense(f'{p}/attention/out')},\n"
+        f"      .proj = {w.dense(f'{p}/conv_branch/proj')},\n"
+        f"      .conv_kernel = {w.tensor(f'{p}/conv_branch/conv/kernel', _conv_2d)},\n"
+        f"      .conv_bias = {w.tensor(f'{p}/conv_branch/conv/bias')},\n"
+        f"      .lambda1 = {float(lam1):.9e}f, .lambda2 = {float(lam2):.9e}f}}")
+  if layers:
+    fields.append(".layers = {\n" + ",\n".join(layers) + "\n  }")
+  fields.append(f".head = {w.dense('head/dense')}")
+  missing = set(arrays) - w.used
+  if missing:
+    raise ExportError(f"the C runtime does not use the tensors {sorted(missing)[:3]}: unsupported config")
+  labels = ", ".join(json.dumps(n) for n in label_names)
+  text = ("/* Generated by embbert_jax.export_c: the model's tensors (see embbert.h for the layouts). */\n"
+          "#include \"embbert.h\"\n\n#if defined(__GNUC__) || defined(__clang__)\n"
+          "#define EMBBERT_ALIGNED __attribute__((aligned(16)))\n#else\n#define EMBBERT_ALIGNED\n#endif\n\n"
+          + "\n".join(w.defs)
+          + "\nconst embbert_model_t embbert_model = {\n  " + ",\n  ".join(fields) + "\n};\n\n"
+          + f"const char *const embbert_label_names[EMBBERT_NUM_LABELS] = {{{labels}}};\n")
+  return text, w.payload + extra
+
+
+def tokenizer_c(t: dict[str, Any]) -> tuple[str, int]:
+  """embbert_tokenizer_data.c and its bytes."""
+  off_t = "uint16_t" if t["offsets"][-1] < 65536 else "uint32_t"
+  id_t = "uint16_t" if t["pieces"] < 65536 else "uint32_t"
+  parts = [
+      _int_array("uint8_t", "embbert_tok_bytes", list(t["bytes"])),
+      _int_array(off_t, "embbert_tok_offsets", t["offsets"]),
+      _int_array(id_t, "embbert_tok_sorted", t["sorted"]),
+      _int_array("uint32_t", "embbert_norm_cp", t["norm_cp"]),
+      _int_array("uint16_t", "embbert_norm_offsets", t["norm_offsets"]),
+      _int_array("uint8_t", "embbert_norm_bytes", list(t["norm_bytes"])),
+      _int_array("uint32_t", "embbert_norm_deleted", [x for r in t["deleted"] for x in r]),
+  ]
+  nbytes = (len(t["bytes"]) + len(t["offsets"]) * (2 if off_t == "uint16_t" else 4)
+            + len(t["sorted"]) * (2 if id_t == "uint16_t" else 4) + 4 * len(t["norm_cp"])
+            + 2 * len(t["norm_offsets"]) + len(t["norm_bytes"]) + 8 * len(t["deleted"]))
+  text = ("/* Generated by embbert_jax.export_c: tokenizer tables (pieces with U+2581 as ' ', the sorted index of "
+          "the normal pieces, the normalisation table). */\n#include \"embbert.h\"\n\n" + "\n".join(parts))
+  return text, nbytes
+
+
+def tokenizer_ram_bytes(cfg) -> int:
+  """The C tokenizer's static buffers (word bytes, five per-symbol arrays) plus the ids (int32 x L)."""
+  return (WORD_MAX * 4 + 1) + (WORD_MAX + 1) * (2 + 2 + 2 + 2 + 4) + 4 * cfg.max_len
+
+
+def model_h(cfg, policy: str, plan: list[dict[str, Any]], t: dict[str, Any], add_cls: bool) -> str:
+  c = cfg
+  pol = memory.get_policy(policy)
+  arena = plan[-1]["offset"] + plan[-1]["bytes"]
+  off_t = "uint16_t" if t["offsets"][-1] < 65536 else "uint32_t"
+  id_t = "uint16_t" if t["pieces"] < 65536 else "uint32_t"
+  embbert = c.arch == "embbert"
+  defines = [
+      ("EMBBERT_POLICY", f'"{pol.name}"'), ("EMBBERT_ARCH", f'"{c.arch}"'),
+      ("EMBBERT_ACT_FP16", int(act_bytes(policy) == 2)),
+      ("EMBBERT_VOCAB_SIZE", c.vocab_size), ("EMBBERT_MAX_LEN", c.max_len), ("EMBBERT_HIDDEN", c.hidden),
+      ("EMBBERT_EMBED_DIM", c.embed_dim), ("EMBBERT_CONV_INNER", configs.conv_inner(c)),
+      ("EMBBERT_CONV_KERNEL", c.conv_kernel), ("EMBBERT_NUM_LAYERS", c.num_layers if embbert else 0),
+      ("EMBBERT_NUM_LABELS", c.num_labels),
+      ("EMBBERT_ARCH_EMBEDDER_CONV", int(c.arch == "embedder_conv")),
+      ("EMBBERT_USE_ATTENTION", int(embbert and c.use_attention)),
+      ("EMBBERT_USE_CONV", int(embbert and c.use_conv)), ("EMBBERT_RESIDUAL", int(embbert and c.residual)),
+      ("EMBBERT_AGGREGATION_DIFFERENCE", int(c.aggregation == "difference")),
+      ("EMBBERT_HEAD_CLS", int(c.head == "cls")),
+      ("EMBBERT_NORM_EPS", f"{float(np.float32(c.norm_eps)):.9e}f"),
+      ("EMBBERT_SQRT_HIDDEN", f"{float(np.float32(math.sqrt(c.hidden))):.9e}f"),
+      ("EMBBERT_ADD_CLS", int(add_cls)),
+      *[(f"EMBBERT_{k}_ID", v) for k, v in (("PAD", configs.PAD_ID), ("UNK", configs.UNK_ID),
+                                            ("CLS", configs.CLS_ID), ("SEP", configs.SEP_ID))],
+      *[(f"EMBBERT_OFF_{b['name']}", b["offset"]) for b in plan],
+      ("EMBBERT_ARENA_BYTES", arena),
+      ("EMBBERT_TOK_PIECES", t["pieces"]), ("EMBBERT_TOK_NORMAL", len(t["sorted"])),
+      ("EMBBERT_NORM_MAPS", len(t["norm_cp"])), ("EMBBERT_NORM_DELETED", len(t["deleted"])),
+  ]
+  for name in ("R1", "R2", "R3"):
+    if name not in {b["name"] for b in plan}:
+      defines.append((f"EMBBERT_OFF_{name}", 0))
+  lines = [f"/* Generated by embbert_jax.export_c ({C_FORMAT}): {c.arch}, policy {pol.name}. */",
+           "#ifndef EMBBERT_MODEL_H", "#define EMBBERT_MODEL_H", "", "#include <stdint.h>", ""]
+  lines += [f"#define {k} {v}" for k, v in defines]
+  lines += ["", "/* Arena plan (bytes, n = L):"]
+  lines += [f" *   {b['name']:4s} @ {b['offset']:8d}  {b['bytes']:8d}  {b['term']:16s} {b['holds']}" for b in plan]
+  lines += [" */", "", "#ifndef EMBBERT_WORD_MAX", f"#define EMBBERT_WORD_MAX {WORD_MAX}", "#endif", "",
+            "extern const uint8_t embbert_tok_bytes[];", f"extern const {off_t} embbert_tok_offsets[];",
+            f"extern const {id_t} embbert_tok_sorted[];", "extern const uint32_t embbert_norm_cp[];",
+            "extern const uint16_t embbert_norm_offsets[];", "extern const uint8_t embbert_norm_bytes[];",
+            "extern const uint32_t embbert_norm_deleted[];", "", "#endif /* EMBBERT_MODEL_H */", ""]
+  return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def check_supported(cfg, policy: str) -> None:
+  if cfg.arch not in SUPPORTED_ARCHS:
+    raise ExportError(f"the C runtime runs arch {', '.join(SUPPORTED_ARCHS)}, not {cfg.arch!r}")
+  if cfg.embedder != "nano":
+    raise ExportError("the C runtime implements the Nano Embedder only (embedder='nano')")
+  memory.get_policy(policy)
+
+
+def export_c(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8",
+             tokenizer_path: str | Path | None = None, label_names: list[str] | None = None,
+             add_cls: bool = True) -> dict[str, Any]:
+  """Writes the C folder (and the npz export beside it); returns the manifest with its "c" section."""
+  from embbert_jax import data, export, quantize
+  check_supported(cfg, policy)
+  if tokenizer_path is None:
+    raise ExportError("the C export needs the tokenizer: the checkpoint names none, pass --tokenizer")
+  labels = list(label_names) if label_names else (
+      [str(i) for i in range(cfg.num_labels)] if cfg.num_labels > 1 else ["value"])
+  if len(labels) != cfg.num_labels or any(not n or any(ch.isspace() for ch in n) for n in labels):
+    raise ExportError(f"need {cfg.num_labels} label names without whitespace, got {labels}")
+  out = Path(out_dir)
+  manifest = export.export(params, cfg, out, policy=policy, fmt="npz", tokenizer_path=tokenizer_path)
+  arrays = export.export_arrays(quantize.quantize_params(params, policy))
+  tables = tokenizer_tables(Path(tokenizer_path))
+  if tables["pieces"] > cfg.vocab_size:
+    raise ExportError(f"the tokenizer has {tables['pieces']} pieces, more than vocab_size {cfg.vocab_size}")
+  plan = arena_plan(cfg, policy)
+  weights_text, weight_bytes = weights_c(cfg, arrays, labels)
+  tok_text, tok_bytes = tokenizer_c(tables)
+  files = {"embbert_model.h": model_h(cfg, policy, plan, tables, add_cls), "embbert_weights.c": weights_text,
+           "embbert_tokenizer_data.c": tok_text}
+  try:  # the tokenizer for Hugging Face users (optional: the `export` extra)
+    files["tokenizer.json"] = hf_tokenizer(tokenizer_path, cfg.max_len, add_cls).to_str(pretty=False)
+  except ImportError:
+    print("note: tokenizers is not installed (pip install 'embbert_jax[export]'): no tokenizer.json",
+          file=sys.stderr)
+  for name, text in files.items():
+    data.write_text_atomic(out / name, text)
+  src = Path(__file__).with_name("cruntime")
+  for name in TEMPLATES:
+    data.write_text_atomic(out / name, (src / name).read_text())
+  est = memory.estimate(cfg, policy)
+  lam_vectors = sum(a.nbytes for k, a in arrays.items() if "/aggregate/lambda_" in k)
+  lam_layers = sum(1 for k in arrays if k.endswith("/aggregate/lambda_q1"))
+  rule = plan_vs_rule(cfg, policy)
+  manifest["c"] = {
+      "format": C_FORMAT, "labels": labels, "add_cls": add_cls, "activation_bytes_per_value": act_bytes(policy),
+      "weight_bytes": weight_bytes, "rule_weight_bytes": est.weight_bytes,
+      "weight_differences": ([f"{lam_layers} layer(s): 4 lambda vectors ({lam_vectors} B in all) replaced by "
+                              f"2 f32 lambdas each ({8 * lam_layers} B)"] if lam_layers else []),
+      "arena_bytes": rule["arena_bytes"], "arena_plan": plan, "arena_vs_rule": rule,
+      "flash_bytes": weight_bytes, "ram_bytes": rule["arena_bytes"],
+      "weights_plus_arena_bytes": weight_bytes + rule["arena_bytes"],
+      "tokenizer_bytes": tok_bytes, "tokenizer_ram_bytes": tokenizer_ram_bytes(cfg), "word_max": WORD_MAX,
+      "tokenizer": {"pieces": tables["pieces"], "normal_pieces": len(tables["sorted"]),
+                    "known_characters": tables["known_chars"], "normaliser_mappings": len(tables["norm_cp"]),
+                    "normaliser_deleted_ranges": len(tables["deleted"]),
+                    "unicodedata_version": unicodedata.unidata_version},
+      "files": [*files, *TEMPLATES],
+  }
+  manifest["files"]["c"] = "Makefile"
+  data.write_text_atomic(out / export.MANIFEST, json.dumps(manifest, indent=1) + "\n")
+  return manifest
+
+
+def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
+  """(label names, add_cls) of a saved model from the training run around it: the run's config.json (the
+  checkpoint's parent, e.g. WORKDIR/finetune) names the task, whose cached data gives the names."""
+  from embbert_jax import data
+  p = Path(checkpoint)
+  p = p.parent if p.is_file() else p
+  for folder in (p, p.parent, p.parent.parent):
+    f = folder / "config.json"
+    if not f.is_file():
+      continue
+    try:
+      run = json.loads(f.read_text())
+    except json.JSONDecodeError:
+      continue
+    if "label_names" in run:
+      return list(run["label_names"]), bool(run.get("add_cls", True))
+    if "task" in run:
+      try:
+        task = data.load_task(run["task"], cache_dir=run.get("cache_dir") or None, seed=run.get("seed", 0))
+        return list(task.label_names), bool(run.get("add_cls", True))
+      except Exception:  # a task that cannot be loaded here: fall back to numbered labels
+        return None, bool(run.get("add_cls", True))
+  return None, True
+
+
+
+def cli(args, params: Any, cfg, tok) -> int:
+  """`export --format c|onnx|tflite`: label names and [CLS] from the training run, then the export and a
+  one-line summary; 2 with one error line for a missing optional package or unusable input."""
+  from embbert_jax import export_onnx
+  labels, add_cls = discover_labels(args.checkpoint)
+  labels = args.labels.split(",") if args.labels else labels
+  if args.format == "tflite":
+    return _cli_tflite(args, params, cfg, tok, labels, add_cls)
+  if args.format == "onnx":
+    try:
+      m = export_onnx.export_onnx(params, cfg, args.out, tokenizer_path=tok, label_names=labels, add_cls=add_cls)
+    except ImportError as e:
+      print(f"error: --format onnx needs the export extra (pip install 'embbert_jax[export]'): {e}",
+            file=sys.stderr)
+      return 2
+    print(f"wrote {args.out}: {', '.join(m['files'])}; onnxruntime vs JAX max |diff| "
+          f"{m['onnxruntime_vs_jax_max_abs']:.3g}; ops: {' '.join(m['ops'])}")
+    return 0
+  c = export_c(params, cfg, args.out, policy=args.policy, tokenizer_path=tok, label_names=labels,
+               add_cls=add_cls)["c"]
+  print(f"wrote {args.out} (policy {args.policy}): C runtime, model.npz, manifest.json. Flash {c['weight_bytes']} B "
+        f"weights + {c['tokenizer_bytes']} B tokenizer tables; RAM {c['arena_bytes']} B arena (rule "
+        f"{c['arena_vs_rule']['rule_activation_bytes']} B) + {c['tokenizer_ram_bytes']} B tokenizer buffers; "
+        f"weights + arena {c['weights_plus_arena_bytes']} B. Build: make -C {args.out}")
+  return 0
+
+
+def _cli_tflite(args, params, cfg, tok, labels, add_cls) -> int:
+  """--format tflite: calibration/check texts from --calibration-file or the run's task."""
+  from embbert_jax import predict
+  from embbert_jax import tokenizer as tk
+  import importlib.util
+  from embbert_jax import export_tflite
+  missing = [m for m in ("tensorflow", "ai_edge_litert") if importlib.util.find_spec(m) is None]
+  if missing:
+    print(f"error: --format tflite needs tensorflow-cpu and ai-edge-litert (missing: {', '.join(missing)})",
+          file=sys.stderr)
+    return 2
+  texts = predict.read_texts(args.calibration_file) if args.calibration_file else discover_texts(
+      args.checkpoint)
+  if not texts or tok is None:
+    print("error: --format tflite needs the tokenizer and texts to calibrate/check on: pass "
+          "--calibration-file (the run's task could not be loaded)", file=sys.stderr)
+    return 2
+  ids = tk.Tokenizer(tok).encode_batch(texts[:256], max_len=cfg.max_len, add_cls=add_cls)
+  manifest = export_tflite.export_tflite(params, cfg, args.out, policy=args.policy, tokenizer_path=tok,
+                                         label_names=labels, add_cls=add_cls, check_ids=ids)
+  print(f"wrote {args.out}: {', '.join(manifest['files'])} ({manifest['bytes']} B, policy {args.policy}); "
+        f"LiteRT vs JAX labels {manifest['litert_vs_jax_label_agreement']:.3f} on {len(ids)} texts; "
+        f"builtin ops to register: {' '.join(manifest['builtin_ops'])}")
+  return 0
+
+
+def discover_texts(checkpoint: str | Path, n: int = 256) -> list[str]:
+  """The first n training texts of the run's task (for calibration), or [] if it cannot be loaded."""
+  from embbert_jax import data
+  p = Path(checkpoint)
+  for folder in (p, p.parent, p.parent.parent):
+    f = folder / "config.json"
+    if f.is_file():
+      try:
+        run = json.loads(f.read_text())
+        if "task" in run:
+          return list(data.load_task(run["task"], cache_dir=run.get("cache_dir") or None).train.text[:n])
+      except Exception:  # no data here: the caller asks for a file instead
+        return []
+  return []
+
+
+# ----------------------------------------------------------------------------------- tokenizer.json
+
+
+def precompiled_charsmap(tokenizer_path: Path) -> bytes:
+  """The normalisation table compiled by sentencepiece itself (normalization_rule_tsv), so that Hugging
+  Face's `Precompiled` normaliser applies the same per-character map as the C runtime."""
+  import tempfile
+  import sentencepiece as spm
+  t = tokenizer_tables(Path(tokenizer_path))
+  rows = [(cp, t["norm_bytes"][t["norm_offsets"][i]:t["norm_offsets"][i + 1]].decode("utf-8"))
+          for i, cp in enumerate(t["norm_cp"])]
+  rows += [(cp, "") for lo, hi in t["deleted"] for cp in range(lo, hi + 1)]
+  tsv = "".join(f"{cp:X}\t{' '.join(f'{ord(ch):X}' for ch in img)}\n" for cp, img in sorted(rows))
+  with tempfile.TemporaryDirectory() as tmp:
+    Path(tmp, "rules.tsv").write_text(tsv)
+    Path(tmp, "corpus.txt").write_text("abc\n" * 10)
+    spm.SentencePieceTrainer.train(input=f"{tmp}/corpus.txt", model_prefix=f"{tmp}/m", model_type="char",
+                                   vocab_size=8, normalization_rule_tsv=f"{tmp}/rules.tsv", minloglevel=2)
+    return _spm_pieces(Path(tmp, "m.model")).normalizer_spec.precompiled_charsmap
+
+
+def hf_tokenizer(tokenizer_path: str | Path, max_len: int, add_cls: bool = True):
+  """A Hugging Face `tokenizers.Tokenizer` giving Tokenizer.encode_batch's ids (unpadded): the normaliser
+  table as `Precompiled`, whitespace collapse, Metaspace, BPE whose merges are every split of every piece
+  ranked by the piece's id (sentencepiece's priority), [UNK] runs fused, the [CLS]/[SEP] templates and
+  longest-first truncation to max_len. Needs the `tokenizers` package (the `export` extra)."""
+  from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+  m = _spm_pieces(Path(tokenizer_path))
+  pieces = [p.piece for p in m.pieces]
+  normal = [i for i, p in enumerate(m.pieces) if p.type == 1]
+  vocab = {p: i for i, p in enumerate(pieces)}
+  normal_set = {pieces[i] for i in normal}
+  merges = [(p[:k], p[k:]) for i in normal for p in [pieces[i]] if len(p) > 1
+            for k in range(1, len(p)) if p[:k] in normal_set and p[k:] in normal_set]
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]", fuse_unk=True, byte_fallback=False))
+  tok.normalizer = normalizers.Sequence([normalizers.Precompiled(precompiled_charsmap(Path(tokenizer_path))),
+                                         normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip()])
+  tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True)
+  tok.decoder = decoders.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True)
+  cls, sep = ("[CLS]", configs.CLS_ID), ("[SEP]", configs.SEP_ID)
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A" if add_cls else "$A",
+      pair=("[CLS] " if add_cls else "") + "$A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
+  tok.enable_truncation(max_len, strategy="longest_first")
+  return tok
