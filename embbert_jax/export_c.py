@@ -380,6 +380,10 @@ def check_supported(cfg, policy: str) -> None:
     raise ExportError(f"the C runtime runs arch {', '.join(SUPPORTED_ARCHS)}, not {cfg.arch!r}")
   if cfg.embedder != "nano":
     raise ExportError("the C runtime implements the Nano Embedder only (embedder='nano')")
+  published = [f for f in ("attend_to_pad", "pool_over_pad") if getattr(cfg, f, False)]
+  if published:
+    raise ExportError(f"the C runtime masks padding; a model trained with {published[0]}=true would "
+                      "compute something else there: retrain without it to export")
   memory.get_policy(policy)
 
 

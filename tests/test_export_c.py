@@ -230,6 +230,12 @@ def test_cli_writes_the_folder_and_refuses_unsupported_archs(trained, tmp_path, 
   assert export.main([str(bad), "--format", "c", "--out", str(tmp_path / "c2")]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "arch" in err
+  pooled = configs.get_preset("embedder", vocab_size=cfg.vocab_size, max_len=16, hidden=16, embed_dim=4,
+                              pool_over_pad=True)
+  bad = export.save_model(tmp_path / "pooled", random_params(pooled), pooled,
+                          tokenizer_path=ckpt / export.TOKENIZER_FILE)
+  assert export.main([str(bad), "--format", "c", "--out", str(tmp_path / "c3")]) == 2
+  assert "pool_over_pad" in capsys.readouterr().err
 
 
 def test_normaliser_skips_only_code_points_that_map_to_themselves():
