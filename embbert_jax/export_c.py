@@ -11,8 +11,8 @@ writes, beside the npz export (model.npz, manifest.json, tokenizer.model, which 
   kernels output-major ([out][in], as TFLite and CMSIS-NN), 16-byte aligned, and the label names.
 - `embbert_tokenizer_data.c`: the pieces, their sorted index and the normalisation table generated from
   `data.normalize_text` (see embbert_tokenizer.c for the algorithm).
-- `tokenizer.json` (when the `tokenizers` package is installed): the same tokenizer for Hugging Face
-  `tokenizers`, self-contained (the normalisation table compiled into a `Precompiled` charsmap).
+- `tokenizer.json` (when the `tokenizers` package is installed; `export_tokenizer`): the same tokenizer for
+  Hugging Face `tokenizers`, self-contained (the normalisation table compiled into a `Precompiled` charsmap).
 
 Memory, reported in manifest["c"]:
 - flash: the weights (`weight_bytes`) and the tokenizer tables (`tokenizer_bytes`), separately.
@@ -27,7 +27,6 @@ computed here with the reference's own NumPy expression so C and NumPy read the 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -37,23 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from embbert_jax import configs, memory
+from embbert_jax import artifacts, configs, export_tokenizer, memory
+from embbert_jax.artifacts import ExportError
 
 C_FORMAT = "embbert_jax.c/1"
 TEMPLATES = ("embbert.h", "embbert.c", "embbert_tokenizer.c", "main.c", "Makefile")
 ALIGN = 16
 WORD_MAX = 256  # characters per word in the C tokenizer's buffer (a longer word is cut into chunks)
-BOUNDARY = "\u2581"
 SUPPORTED_ARCHS = ("embbert", "embedder", "embedder_conv")
-# Code points that can map to anything else: planes 4-13 are unassigned and planes 15-16 private use (both
-# map to themselves; a test checks it for the running Python's unicodedata).
-_ASSIGNED_RANGE = [*range(0x40000), *range(0xE0000, 0xF0000)]
 _TYPE = {"float32": "EMBBERT_F32", "float16": "EMBBERT_F16", "int8": "EMBBERT_I8"}
 _CTYPE = {"float32": "float", "float16": "uint16_t", "int8": "int8_t"}
-
-
-class ExportError(ValueError):
-  """A model the C runtime cannot run (one-line message)."""
 
 
 def _align(n: int) -> int:
@@ -122,76 +114,6 @@ def plan_vs_rule(cfg, policy: str) -> dict[str, Any]:
                  f"no second L*d buffer and no L*r position rows (rule stage {stages['embedder']} values)")
   return {"rule_activation_bytes": rule, "arena_region_bytes": regions, "arena_scratch_bytes": scratch,
           "arena_bytes": regions + scratch, "region_minus_rule_bytes": regions - rule, "notes": notes}
-
-
-# ------------------------------------------------------------------------------------------ tokenizer
-
-
-def _spm_pieces(tokenizer_path: Path):
-  from sentencepiece import sentencepiece_model_pb2 as pb
-  m = pb.ModelProto()
-  m.ParseFromString(Path(tokenizer_path).read_bytes())
-  return m
-
-
-@functools.lru_cache(maxsize=4)
-def normalizer_table(known: frozenset) -> tuple[tuple[tuple[int, str], ...], tuple[tuple[int, int], ...]]:
-  """(mappings (code point, image), deleted ranges (lo, hi)) of data.normalize_text, per code point.
-
-  The image f(c) = drop_Mn(NFKD(c.lower())) with Python whitespace as ' '. Kept: c with f(c) != c that is
-  deleted, or whose image holds a known character or a space, or that is itself known; any other c gives
-  the same ids as its image (a run of unknown characters is one [UNK]), so the table leaves it out.
-  """
-  maps, deleted = [], []
-  for cp in _ASSIGNED_RANGE:
-    if 0xD800 <= cp <= 0xDFFF:
-      continue
-    ch = chr(cp)
-    img = ch.lower()
-    if not img.isascii():
-      img = "".join(x for x in unicodedata.normalize("NFKD", img) if unicodedata.category(x) != "Mn")
-    img = "".join(" " if x.isspace() else x for x in img)
-    if img == ch:
-      continue
-    if img == "":
-      if deleted and deleted[-1][1] == cp - 1:
-        deleted[-1][1] = cp
-      else:
-        deleted.append([cp, cp])
-    elif ch in known or any(x == " " or x in known for x in img):
-      maps.append((cp, img))
-  return tuple(maps), tuple(tuple(r) for r in deleted)
-
-
-def tokenizer_tables(tokenizer_path: Path) -> dict[str, Any]:
-  """The arrays of embbert_tokenizer_data.c, checked against the assumptions of the C BPE."""
-  m = _spm_pieces(tokenizer_path)
-  pieces = [p.piece for p in m.pieces]
-  normal = [i for i, p in enumerate(m.pieces) if p.type == 1]
-  if m.trainer_spec.model_type != 2:  # BPE
-    raise ExportError(f"{tokenizer_path}: the C tokenizer implements sentencepiece BPE models only")
-  if m.normalizer_spec.name != "identity":
-    raise ExportError(f"{tokenizer_path}: normaliser {m.normalizer_spec.name!r}; the project's models use "
-                      "'identity' (normalisation is data.normalize_text)")
-  multi = [(i, m.pieces[i].score) for i in normal if len(pieces[i]) > 1]
-  if any(a[1] <= b[1] for a, b in zip(multi, multi[1:])):
-    raise ExportError(f"{tokenizer_path}: merge scores do not fall strictly with piece id")
-  if any(BOUNDARY in pieces[i][1:] for i in normal):
-    raise ExportError(f"{tokenizer_path}: a piece holds U+2581 after its first character")
-  known = {pieces[i] for i in normal if len(pieces[i]) == 1}
-  if BOUNDARY not in known or any(ch not in known for i in normal for ch in pieces[i]):
-    raise ExportError(f"{tokenizer_path}: a piece uses a character that is not itself a piece")
-  if known & {"\u03c3", "\u03c2"}:
-    raise ExportError(f"{tokenizer_path}: a sigma is a piece; Python's final-sigma lowercasing needs context")
-  spelled = [p.replace(BOUNDARY, " ").encode("utf-8") for p in pieces]
-  offsets = np.cumsum([0] + [len(s) for s in spelled])
-  order = sorted(normal, key=lambda i: spelled[i])
-  maps, deleted = normalizer_table(frozenset(known))
-  map_bytes = [img.encode("utf-8") for _, img in maps]
-  return {"pieces": len(pieces), "bytes": b"".join(spelled), "offsets": offsets, "sorted": order,
-          "norm_cp": [cp for cp, _ in maps], "norm_bytes": b"".join(map_bytes),
-          "norm_offsets": np.cumsum([0] + [len(b) for b in map_bytes]), "deleted": deleted,
-          "known_chars": "".join(sorted(known))}
 
 
 # --------------------------------------------------------------------------------------- C emission
@@ -391,7 +313,7 @@ def export_c(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8",
              tokenizer_path: str | Path | None = None, label_names: list[str] | None = None,
              add_cls: bool = True) -> dict[str, Any]:
   """Writes the C folder (and the npz export beside it); returns the manifest with its "c" section."""
-  from embbert_jax import data, export, quantize
+  from embbert_jax import data, quantize
   check_supported(cfg, policy)
   if tokenizer_path is None:
     raise ExportError("the C export needs the tokenizer: the checkpoint names none, pass --tokenizer")
@@ -400,9 +322,9 @@ def export_c(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8",
   if len(labels) != cfg.num_labels or any(not n or any(ch.isspace() for ch in n) for n in labels):
     raise ExportError(f"need {cfg.num_labels} label names without whitespace, got {labels}")
   out = Path(out_dir)
-  manifest = export.export(params, cfg, out, policy=policy, fmt="npz", tokenizer_path=tokenizer_path)
-  arrays = export.export_arrays(quantize.quantize_params(params, policy))
-  tables = tokenizer_tables(Path(tokenizer_path))
+  manifest = artifacts.export_npz(params, cfg, out, policy=policy, fmt="npz", tokenizer_path=tokenizer_path)
+  arrays = artifacts.export_arrays(quantize.quantize_params(params, policy))
+  tables = export_tokenizer.tokenizer_tables(Path(tokenizer_path))
   if tables["pieces"] > cfg.vocab_size:
     raise ExportError(f"the tokenizer has {tables['pieces']} pieces, more than vocab_size {cfg.vocab_size}")
   plan = arena_plan(cfg, policy)
@@ -411,7 +333,8 @@ def export_c(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8",
   files = {"embbert_model.h": model_h(cfg, policy, plan, tables, add_cls), "embbert_weights.c": weights_text,
            "embbert_tokenizer_data.c": tok_text}
   try:  # the tokenizer for Hugging Face users (optional: the `export` extra)
-    files["tokenizer.json"] = hf_tokenizer(tokenizer_path, cfg.max_len, add_cls).to_str(pretty=False)
+    files["tokenizer.json"] = export_tokenizer.hf_tokenizer(tokenizer_path, cfg.max_len,
+                                                            add_cls).to_str(pretty=False)
   except ImportError:
     print("note: tokenizers is not installed (pip install 'embbert_jax[export]'): no tokenizer.json",
           file=sys.stderr)
@@ -440,147 +363,5 @@ def export_c(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8",
       "files": [*files, *TEMPLATES],
   }
   manifest["files"]["c"] = "Makefile"
-  data.write_text_atomic(out / export.MANIFEST, json.dumps(manifest, indent=1) + "\n")
+  data.write_text_atomic(out / artifacts.MANIFEST, json.dumps(manifest, indent=1) + "\n")
   return manifest
-
-
-def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
-  """(label names, add_cls) of a saved model from the training run around it: the run's config.json (the
-  checkpoint's parent, e.g. WORKDIR/finetune) names the task, whose cached data gives the names."""
-  from embbert_jax import data
-  p = Path(checkpoint)
-  p = p.parent if p.is_file() else p
-  for folder in (p, p.parent, p.parent.parent):
-    f = folder / "config.json"
-    if not f.is_file():
-      continue
-    try:
-      run = json.loads(f.read_text())
-    except json.JSONDecodeError:
-      continue
-    if "label_names" in run:
-      return list(run["label_names"]), bool(run.get("add_cls", True))
-    if "task" in run:
-      try:
-        task = data.load_task(run["task"], cache_dir=run.get("cache_dir") or None, seed=run.get("seed", 0))
-        return list(task.label_names), bool(run.get("add_cls", True))
-      except Exception:  # a task that cannot be loaded here: fall back to numbered labels
-        return None, bool(run.get("add_cls", True))
-  return None, True
-
-
-
-def cli(args, params: Any, cfg, tok) -> int:
-  """`export --format c|onnx|tflite`: label names and [CLS] from the training run, then the export and a
-  one-line summary; 2 with one error line for a missing optional package or unusable input."""
-  from embbert_jax import export_onnx
-  labels, add_cls = discover_labels(args.checkpoint)
-  labels = args.labels.split(",") if args.labels else labels
-  if args.format == "tflite":
-    return _cli_tflite(args, params, cfg, tok, labels, add_cls)
-  if args.format == "onnx":
-    try:
-      m = export_onnx.export_onnx(params, cfg, args.out, tokenizer_path=tok, label_names=labels, add_cls=add_cls)
-    except ImportError as e:
-      print(f"error: --format onnx needs the export extra (pip install 'embbert_jax[export]'): {e}",
-            file=sys.stderr)
-      return 2
-    print(f"wrote {args.out}: {', '.join(m['files'])}; onnxruntime vs JAX max |diff| "
-          f"{m['onnxruntime_vs_jax_max_abs']:.3g}; ops: {' '.join(m['ops'])}")
-    return 0
-  c = export_c(params, cfg, args.out, policy=args.policy, tokenizer_path=tok, label_names=labels,
-               add_cls=add_cls)["c"]
-  print(f"wrote {args.out} (policy {args.policy}): C runtime, model.npz, manifest.json. Flash {c['weight_bytes']} B "
-        f"weights + {c['tokenizer_bytes']} B tokenizer tables; RAM {c['arena_bytes']} B arena (rule "
-        f"{c['arena_vs_rule']['rule_activation_bytes']} B) + {c['tokenizer_ram_bytes']} B tokenizer buffers; "
-        f"weights + arena {c['weights_plus_arena_bytes']} B. Build: make -C {args.out}")
-  return 0
-
-
-def _cli_tflite(args, params, cfg, tok, labels, add_cls) -> int:
-  """--format tflite: calibration/check texts from --calibration-file or the run's task."""
-  from embbert_jax import predict
-  from embbert_jax import tokenizer as tk
-  import importlib.util
-  from embbert_jax import export_tflite
-  missing = [m for m in ("tensorflow", "ai_edge_litert") if importlib.util.find_spec(m) is None]
-  if missing:
-    print(f"error: --format tflite needs tensorflow-cpu and ai-edge-litert (missing: {', '.join(missing)})",
-          file=sys.stderr)
-    return 2
-  texts = predict.read_texts(args.calibration_file) if args.calibration_file else discover_texts(
-      args.checkpoint)
-  if not texts or tok is None:
-    print("error: --format tflite needs the tokenizer and texts to calibrate/check on: pass "
-          "--calibration-file (the run's task could not be loaded)", file=sys.stderr)
-    return 2
-  ids = tk.Tokenizer(tok).encode_batch(texts[:256], max_len=cfg.max_len, add_cls=add_cls)
-  manifest = export_tflite.export_tflite(params, cfg, args.out, policy=args.policy, tokenizer_path=tok,
-                                         label_names=labels, add_cls=add_cls, check_ids=ids)
-  print(f"wrote {args.out}: {', '.join(manifest['files'])} ({manifest['bytes']} B, policy {args.policy}); "
-        f"LiteRT vs JAX labels {manifest['litert_vs_jax_label_agreement']:.3f} on {len(ids)} texts; "
-        f"builtin ops to register: {' '.join(manifest['builtin_ops'])}")
-  return 0
-
-
-def discover_texts(checkpoint: str | Path, n: int = 256) -> list[str]:
-  """The first n training texts of the run's task (for calibration), or [] if it cannot be loaded."""
-  from embbert_jax import data
-  p = Path(checkpoint)
-  for folder in (p, p.parent, p.parent.parent):
-    f = folder / "config.json"
-    if f.is_file():
-      try:
-        run = json.loads(f.read_text())
-        if "task" in run:
-          return list(data.load_task(run["task"], cache_dir=run.get("cache_dir") or None).train.text[:n])
-      except Exception:  # no data here: the caller asks for a file instead
-        return []
-  return []
-
-
-# ----------------------------------------------------------------------------------- tokenizer.json
-
-
-def precompiled_charsmap(tokenizer_path: Path) -> bytes:
-  """The normalisation table compiled by sentencepiece itself (normalization_rule_tsv), so that Hugging
-  Face's `Precompiled` normaliser applies the same per-character map as the C runtime."""
-  import tempfile
-  import sentencepiece as spm
-  t = tokenizer_tables(Path(tokenizer_path))
-  rows = [(cp, t["norm_bytes"][t["norm_offsets"][i]:t["norm_offsets"][i + 1]].decode("utf-8"))
-          for i, cp in enumerate(t["norm_cp"])]
-  rows += [(cp, "") for lo, hi in t["deleted"] for cp in range(lo, hi + 1)]
-  tsv = "".join(f"{cp:X}\t{' '.join(f'{ord(ch):X}' for ch in img)}\n" for cp, img in sorted(rows))
-  with tempfile.TemporaryDirectory() as tmp:
-    Path(tmp, "rules.tsv").write_text(tsv)
-    Path(tmp, "corpus.txt").write_text("abc\n" * 10)
-    spm.SentencePieceTrainer.train(input=f"{tmp}/corpus.txt", model_prefix=f"{tmp}/m", model_type="char",
-                                   vocab_size=8, normalization_rule_tsv=f"{tmp}/rules.tsv", minloglevel=2)
-    return _spm_pieces(Path(tmp, "m.model")).normalizer_spec.precompiled_charsmap
-
-
-def hf_tokenizer(tokenizer_path: str | Path, max_len: int, add_cls: bool = True):
-  """A Hugging Face `tokenizers.Tokenizer` giving Tokenizer.encode_batch's ids (unpadded): the normaliser
-  table as `Precompiled`, whitespace collapse, Metaspace, BPE whose merges are every split of every piece
-  ranked by the piece's id (sentencepiece's priority), [UNK] runs fused, the [CLS]/[SEP] templates and
-  longest-first truncation to max_len. Needs the `tokenizers` package (the `export` extra)."""
-  from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-  m = _spm_pieces(Path(tokenizer_path))
-  pieces = [p.piece for p in m.pieces]
-  normal = [i for i, p in enumerate(m.pieces) if p.type == 1]
-  vocab = {p: i for i, p in enumerate(pieces)}
-  normal_set = {pieces[i] for i in normal}
-  merges = [(p[:k], p[k:]) for i in normal for p in [pieces[i]] if len(p) > 1
-            for k in range(1, len(p)) if p[:k] in normal_set and p[k:] in normal_set]
-  tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="[UNK]", fuse_unk=True, byte_fallback=False))
-  tok.normalizer = normalizers.Sequence([normalizers.Precompiled(precompiled_charsmap(Path(tokenizer_path))),
-                                         normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip()])
-  tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True)
-  tok.decoder = decoders.Metaspace(replacement=BOUNDARY, prepend_scheme="always", split=True)
-  cls, sep = ("[CLS]", configs.CLS_ID), ("[SEP]", configs.SEP_ID)
-  tok.post_processor = processors.TemplateProcessing(
-      single="[CLS] $A" if add_cls else "$A",
-      pair=("[CLS] " if add_cls else "") + "$A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep])
-  tok.enable_truncation(max_len, strategy="longest_first")
-  return tok

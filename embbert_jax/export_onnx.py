@@ -3,7 +3,7 @@
     python -m embbert_jax.export RUN --format onnx --out DIR
 
 writes `model.onnx` (input `input_ids` int32 [1, L], right-padded with 0 as `Tokenizer.encode_batch`;
-output `logits` float32 [1, C]), `tokenizer.json` (Hugging Face `tokenizers`, see export_c.hf_tokenizer)
+output `logits` float32 [1, C]), `tokenizer.json` (Hugging Face `tokenizers`, see export_tokenizer.hf_tokenizer)
 and `manifest.json`. The graph is the fp32 model (the float JAX function, conv lowered as shifted
 multiply-adds); int8 in ONNX (DynamicQuantizeLinear + MatMulInteger per row, as the reference) is not
 exported. Before writing, onnxruntime runs the graph on random ids and must agree with JAX (max |diff|
@@ -61,7 +61,7 @@ def check_with_onnxruntime(proto, params: Any, cfg, n: int = 8, seed: int = 0) -
 
 def export_onnx(params: Any, cfg, out_dir: str | Path, *, tokenizer_path: str | Path | None = None,
                 label_names: list[str] | None = None, add_cls: bool = True) -> dict[str, Any]:
-  from embbert_jax import data, export_c
+  from embbert_jax import data, export_tokenizer
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   proto = onnx_model(params, cfg)
@@ -80,7 +80,7 @@ def export_onnx(params: Any, cfg, out_dir: str | Path, *, tokenizer_path: str | 
   files = [ONNX_FILE]
   if tokenizer_path is not None:
     data.write_text_atomic(out / "tokenizer.json",
-                           export_c.hf_tokenizer(tokenizer_path, cfg.max_len, add_cls).to_str(pretty=False))
+                           export_tokenizer.hf_tokenizer(tokenizer_path, cfg.max_len, add_cls).to_str(pretty=False))
     files.append("tokenizer.json")
   ops = sorted({n.op_type for n in proto.graph.node})
   manifest = {"format": ONNX_FORMAT, "config": cfg.to_dict(), "labels": labels, "add_cls": add_cls,

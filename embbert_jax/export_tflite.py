@@ -74,7 +74,7 @@ def export_tflite(params: Any, cfg, out_dir: str | Path, *, policy: str = "fp32"
   """Writes model.tflite (+ tokenizer.json, manifest.json); check_ids (real text) calibrate int8 and
   measure LiteRT vs JAX label agreement (random ids when none are given: fp32 only)."""
   import jax.numpy as jnp
-  from embbert_jax import configs, data, export_c, models
+  from embbert_jax import configs, data, export_tokenizer, models
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   if check_ids is None:
@@ -92,8 +92,8 @@ def export_tflite(params: Any, cfg, out_dir: str | Path, *, policy: str = "fp32"
   files = [TFLITE_FILE]
   if tokenizer_path is not None:
     try:
-      data.write_text_atomic(out / "tokenizer.json",
-                             export_c.hf_tokenizer(tokenizer_path, cfg.max_len, add_cls).to_str(pretty=False))
+      hf = export_tokenizer.hf_tokenizer(tokenizer_path, cfg.max_len, add_cls)
+      data.write_text_atomic(out / "tokenizer.json", hf.to_str(pretty=False))
       files.append("tokenizer.json")
     except ImportError:
       pass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embbert_jax import export
+from embbert_jax import artifacts
 
 
 class PredictError(ValueError):
@@ -32,10 +32,10 @@ def resolve(run: str | Path) -> tuple[str, Path]:
   p = Path(run)
   if p.is_file():
     p = p.parent
-  if (p / export.MODEL_NPZ).is_file() and (p / export.MANIFEST).is_file():
+  if (p / artifacts.MODEL_NPZ).is_file() and (p / artifacts.MANIFEST).is_file():
     return "export", p
   for cand in (p, p / "model", p / "finetune" / "model"):
-    if (cand / export.PARAMS_FILE).is_file() and (cand / export.CONFIG_FILE).is_file():
+    if (cand / artifacts.PARAMS_FILE).is_file() and (cand / artifacts.CONFIG_FILE).is_file():
       return "model", cand
   raise PredictError(f"{run} is neither a training workdir, a saved model (params.npz + config.json) nor an "
                      f"export directory (model.npz + manifest.json)")
@@ -56,24 +56,23 @@ class Predictor:
   """Logits of texts from a saved model (JAX) or an export (NumPy reference), with the label names."""
 
   def __init__(self, run: str | Path) -> None:
-    from embbert_jax import export_c
     from embbert_jax import tokenizer as tk
     self.kind, self.path = resolve(run)
     if self.kind == "export":
-      self.manifest = json.loads((self.path / export.MANIFEST).read_text())
+      self.manifest = json.loads((self.path / artifacts.MANIFEST).read_text())
       from embbert_jax import configs
       self.cfg = configs.model_config(**self.manifest["config"])
       c = self.manifest.get("c", {})
       self.labels, self.add_cls = c.get("labels"), c.get("add_cls", True)
-      tok = self.path / export.TOKENIZER_FILE if self.manifest.get("tokenizer") else None
+      tok = self.path / artifacts.TOKENIZER_FILE if self.manifest.get("tokenizer") else None
     else:
       try:
-        self.params, self.cfg, tok = export.load_model(self.path)
-      except export.CheckpointError as e:
+        self.params, self.cfg, tok = artifacts.load_model(self.path)
+      except artifacts.CheckpointError as e:
         raise PredictError(str(e)) from None
-      self.labels, self.add_cls = export_c.discover_labels(self.path)
+      self.labels, self.add_cls = artifacts.discover_labels(self.path)
     if tok is None or not Path(tok).is_file():
-      raise PredictError(f"{self.path} holds no tokenizer ({export.TOKENIZER_FILE})")
+      raise PredictError(f"{self.path} holds no tokenizer ({artifacts.TOKENIZER_FILE})")
     self.tokenizer = tk.Tokenizer(tok)
     n = self.cfg.num_labels
     if not self.labels or len(self.labels) != n:

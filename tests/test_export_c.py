@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from embbert_jax import configs, export, export_c, memory, models, reference
+from embbert_jax import configs, export, export_c, export_tokenizer, memory, models, reference
 from embbert_jax import tokenizer as tk
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
@@ -240,7 +240,7 @@ def test_cli_writes_the_folder_and_refuses_unsupported_archs(trained, tmp_path, 
 
 def test_normaliser_skips_only_code_points_that_map_to_themselves():
   import unicodedata
-  skipped = set(range(0x110000)) - set(export_c._ASSIGNED_RANGE)
+  skipped = set(range(0x110000)) - set(export_tokenizer._ASSIGNED_RANGE)
   assert all(unicodedata.category(chr(cp)) in ("Cn", "Co") for cp in skipped)
 
 
