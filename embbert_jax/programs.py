@@ -7,7 +7,7 @@
 * `programs_for(cfg)` is cached on the frozen model config (configs.ModelConfig), the optimiser fields,
   the loss and the devices: trials of equal shapes reuse the traced and compiled programs;
 * initial params of a group (`init_members`), optionally with a saved encoder (`load_encoder`), and the
-  deployable model folder (`save_params`: export.save_model's format).
+  deployable model folder (`save_params`: artifacts.save_model's format).
 """
 
 from __future__ import annotations
@@ -182,17 +182,17 @@ def member_params(tree, i: int):
 
 
 def save_params(path: Path, params, model_cfg, tokenizer_path) -> None:
-  """The deployable model: float params + config + tokenizer (export.save_model's format)."""
-  from embbert_jax import export
-  export.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path)
+  """The deployable model: float params + config + tokenizer (artifacts.save_model's format)."""
+  from embbert_jax import artifacts
+  artifacts.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path)
 
 
 def load_encoder(path: str, model_cfg):
   """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked."""
-  from embbert_jax import export
+  from embbert_jax import artifacts
   p = Path(path)
   folder = p / "model" if (p / "model").exists() else p
-  params, saved_cfg, _ = export.load_model(folder)
+  params, saved_cfg, _ = artifacts.load_model(folder)
   expected = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))["encoder"]
   got = jax.tree.map(lambda x: (tuple(x.shape)), params["encoder"])
   want = jax.tree.map(lambda x: (tuple(x.shape)), expected)

@@ -16,7 +16,7 @@ Every --eval-every steps: the held-out MLM loss and accuracy (and NSP accuracy) 
 smallest child on a fixed held-out slice of the corpus, logged to metrics.jsonl, the console and the
 orbax checkpoint step. Killed at any point, the same command resumes from the last checkpoint with the
 same batches and children. At the end (or when --time-budget runs out) the supernet is saved as a model
-folder (`export.save_model`: params, config, tokenizer) with manifest.json: the exact command, the corpus
+folder (`artifacts.save_model`: params, config, tokenizer) with manifest.json: the exact command, the corpus
 hash, seed, steps, wall time and the final metrics.
 """
 
@@ -225,8 +225,8 @@ def run(args, argv: list[str]) -> dict:
   final = tr.evaluate(state["params"], eval_arr)
   wall = elapsed0 + time.time() - t0
   _log(metrics_path, rows, {"step": final_step, "wall_s": wall, **{f"validation/{k}": v for k, v in final.items()}})
-  from embbert_jax import export
-  out = export.save_model(wd / "model", jax.device_get(state["params"]), sup, tokenizer_path=tok.model_path)
+  from embbert_jax import artifacts
+  out = artifacts.save_model(wd / "model", jax.device_get(state["params"]), sup, tokenizer_path=tok.model_path)
   manifest = {"command": "python -m embbert_jax.supernet_train " + shlex.join(argv),
               "space": args.space, "budget_bytes": budget, "policy": args.policy, "vocab_size": args.vocab,
               "children": len(children), "supernet": sup.to_dict(), "corpus": corpus.name,
@@ -240,8 +240,8 @@ def run(args, argv: list[str]) -> dict:
 
 def load(path: str | Path) -> tuple[dict, Any, dict]:
   """(params, supernet config, manifest) of a saved supernet folder."""
-  from embbert_jax import export
-  params, sup, _ = export.load_model(path)
+  from embbert_jax import artifacts
+  params, sup, _ = artifacts.load_model(path)
   manifest_path = Path(path) / MANIFEST
   manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
   return params, sup, manifest
