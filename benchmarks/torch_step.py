@@ -197,8 +197,13 @@ def main() -> None:
   cores = len(os.sched_getaffinity(0))
   torch.set_num_threads(cores)
   peak = matmul_gflops()
+  load = os.getloadavg()[0]
   print(f"{cpu_model()}, {cores} cores; jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); 2048^2 f32 matmul in this run: {peak:.1f} GFLOP/s")
+        f"({torch.get_num_threads()} threads); 2048^2 f32 matmul in this run: {peak:.1f} GFLOP/s; load {load:.1f}")
+  if load > 0.5 * cores:
+    print(f"WARNING: load average {load:.1f} on {cores} cores: other processes share them, and torch's OpenMP "
+          "threads then wait a scheduler slice per op (about 15 ms each here), so the torch column and the "
+          "matmul rate are not this machine's; rerun on a quiet machine")
   print("| preset | L | torch steps/s | ours steps/s | ours / torch | ours % of matmul | max logit diff |")
   print("|---|---|---|---|---|---|---|")
   for p in args.presets:
