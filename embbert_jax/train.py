@@ -38,7 +38,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, data, memory, metrics, models
+from embbert_jax import configs, data, memory, metrics, models, recipes
 from embbert_jax import tokenizer as tok_lib
 
 
@@ -51,14 +51,17 @@ class Pruned(Exception):
 
 
 def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collections.ConfigDict:
-  """The fine-tuning recipe of spec section 4 for a model preset."""
+  """The fine-tuning recipe of spec section 4 ("spec", recipes.RECIPES) for a model preset."""
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.model = configs.get_preset(preset, **model_overrides)
   c.task = "rt_polarity"  # registry name, local file, or hub name (see data.load_task)
   c.seed = 0
   c.batch_size = 32
-  c.learning_rate = 5e-5  # AdamW, constant (spec: fine-tuning)
+  c.recipe = "spec"  # the recipe these fields came from (recipes.apply); a record, the fields rule
+  c.learning_rate = 5e-5  # AdamW peak learning rate, times the schedule's shape (spec: constant)
+  c.schedule = recipes.schedule_config()  # kind, warmup_steps | warmup_fraction, end_fraction
+  c.label_smoothing = 0.0
   c.weight_decay = 0.05
   c.grad_clip = 1.0
   c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8
@@ -98,24 +101,37 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
 # ------------------------------------------------------------------------------------------- the step
 
 
-def make_optimizer(cfg, learning_rate: float | None = None,
-                   weight_decay: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float | None = None,
+                   total_steps: int | None = None) -> optax.GradientTransformation:
   """Clip + AdamW, its hyperparameters held in the optimiser state (`optax.inject_hyperparams`), so the
-  members of a group share one update program and each carries its own learning rate and weight decay."""
+  members of a group share one update program and each carries its own learning rate and weight decay.
+
+  A non-constant `cfg.schedule` (recipes.schedule_shape over `total_steps`, default cfg.total_steps or
+  cfg.steps) scales AdamW's whole update, decay term included: exactly AdamW with learning rate
+  peak x shape(step), while the peak stays a per-member value in the state. The constant schedule adds
+  nothing, so the spec recipe's optimiser (and its state layout) is unchanged."""
   lr = cfg.learning_rate if learning_rate is None else learning_rate
   wd = cfg.weight_decay if weight_decay is None else weight_decay
-  return optax.chain(
-      optax.clip_by_global_norm(cfg.grad_clip),
-      optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                                            weight_decay=wd))
+  parts = [optax.clip_by_global_norm(cfg.grad_clip),
+           optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                                 weight_decay=wd)]
+  sched = cfg.get("schedule")
+  if sched is not None and not recipes.is_constant(sched):
+    total = total_steps or cfg.get("total_steps") or cfg.get("steps")
+    parts.append(optax.scale_by_schedule(recipes.schedule_shape(sched, int(total or 0))))
+  return optax.chain(*parts)
 
 
-def classify_loss(model, params, batch, rng, is_regression: bool):
+def classify_loss(model, params, batch, rng, is_regression: bool, label_smoothing: float = 0.0):
   logits = model.apply({"params": params}, batch["ids"], train=True, rngs={"dropout": rng})
   if is_regression:
     loss = jnp.mean(jnp.square(logits[:, 0] - batch["labels"]))
     return loss, {"loss": loss}
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+  if label_smoothing:
+    targets = optax.smooth_labels(jax.nn.one_hot(batch["labels"], logits.shape[-1]), label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+  else:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
   acc = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
   return loss, {"loss": loss, "accuracy": acc}
 
@@ -220,8 +236,8 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
     loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
     apply = jax.jit(lambda p_G, b, r: over_members(lambda p: loss_fn(p, b, r)[1], group_impl)(p_G))
   else:
-    (is_regression,) = loss_args
-    loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression)
+    is_regression, label_smoothing = loss_args
+    loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression, label_smoothing)
     apply = jax.jit(lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G))
   optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
   mesh = Mesh(np.array(devices), ("data",))
@@ -250,9 +266,14 @@ def _programs(kind: str, model_json: str, opt_json: str, loss_args: tuple, devic
       keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
 
 
-def programs_for(cfg, kind: str = "classify", is_regression: bool = False) -> Programs:
+def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0) -> Programs:
+  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: constant)."""
   opt = {k: cfg[k] for k in ("grad_clip", "b1", "b2", "eps")}  # lr and weight decay live in the state
-  loss_args = (cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain" else (is_regression,)
+  sched = recipes.schedule_config() if kind == "pretrain" else cfg.get("schedule", recipes.schedule_config())
+  if not recipes.is_constant(sched):  # a constant schedule keeps the key (and the program) of before
+    opt.update(schedule=sched.to_dict(), total_steps=int(total_steps))
+  loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"
+               else (is_regression, float(cfg.get("label_smoothing", 0.0))))
   return _programs(kind, cfg.model.to_json(), json.dumps(opt), loss_args, tuple(jax.devices()),
                    cfg.get("group_impl", "auto"))
 
@@ -596,10 +617,10 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   else:
     gdir = Path(group_dir) if group_dir else _default_group_dir(member_dirs)
     _prepare_workdir(first, gdir, {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
-  progs = programs_for(first, "classify", task.is_regression)
-  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
   per_epoch = len(enc["train"]) // first.batch_size
   total = first.steps or first.epochs * per_epoch
+  progs = programs_for(first, "classify", task.is_regression, total)
+  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
   eval_every = min(first.eval_every or per_epoch, total)
   t0 = time.perf_counter()
   out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,
@@ -620,6 +641,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
       continue
     b = member_params(best, i)
     result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]), "steps": total,
+              "recipe": c.get("recipe", "spec"),
               "train_time_s": train_time, "seq_len": seq_len,
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
@@ -786,19 +808,38 @@ def add_common_flags(ap: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
-  cfg = get_config(args.preset)
-  for name, key in (("task", "task"), ("steps", "steps"), ("seed", "seed")):
-    if getattr(args, name, None) is not None:
-      cfg[key] = getattr(args, name)
-  if args.wandb:
-    cfg.wandb.mode = args.wandb
+  """The training config of the flags: the preset, the recipe (only where `args` has a `recipe`: see
+  recipe_from_args), then --task/--steps/--seed/--pretrain-steps/--init-from, then --set overrides."""
   overrides = list(args.set) + [e for e in extra if e.startswith("--config.")]
   unknown = [e for e in extra if not e.startswith("--config.")]
   if unknown:
     raise configs.ConfigError(f"unknown arguments: {' '.join(unknown)}")
-  configs.apply_overrides(cfg, overrides)
+
+  def build(recipe: str | None):
+    cfg = get_config(args.preset)
+    if recipe:
+      recipes.apply(cfg, recipe)
+    for name in ("task", "steps", "seed", "init_from"):
+      if getattr(args, name, None) is not None:
+        cfg[name] = getattr(args, name)
+    if getattr(args, "pretrain_steps", None) is not None:
+      cfg.pretrain.steps = args.pretrain_steps
+    if args.wandb:
+      cfg.wandb.mode = args.wandb
+    configs.apply_overrides(cfg, overrides)
+    return cfg
+
+  cfg = build(None)
+  if getattr(args, "recipe", None):
+    cfg = build(recipe_from_args(args.recipe, cfg))
   configs.validate(cfg.model)
   return cfg
+
+
+def recipe_from_args(name: str, cfg) -> str:
+  """--recipe auto: the spec's fine-tuning recipe when a pre-trained encoder is given (--init-from, or
+  pre-training steps), else the from-scratch recipe (recipes.choose)."""
+  return recipes.choose(name, pretrained=bool(cfg.init_from) or cfg.pretrain.steps > 0)
 
 
 def default_workdir(cfg, kind: str) -> Path:
@@ -825,15 +866,17 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--pretrain-steps", type=int, default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
   ap.add_argument("--seeds", type=int, default=1, help="fine-tune this many seeds; report mean and std")
+  ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
+                  help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
+                       "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
+  if not args.init_from:
+    args.init_from = None
   try:
     cfg = config_from_args(args, extra)
-    if args.pretrain_steps is not None:
-      cfg.pretrain.steps = args.pretrain_steps
-    if args.init_from:
-      cfg.init_from = args.init_from
   except (configs.ConfigError, ValueError) as e:
     sys.exit(f"error: {e}")
+  print(recipes.describe(cfg), flush=True)
   if args.distributed:
     jax.distributed.initialize()
   enable_compilation_cache()
@@ -849,6 +892,19 @@ def main(argv: list[str] | None = None) -> None:
   if args.seeds > 1:
     print("mean +- std over seeds: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in out["summary"].items()
                                                  if k.startswith("test/")))
+  add_baselines(cfg, out["runs"])
+
+
+def add_baselines(cfg, runs: list[dict]) -> None:
+  """Prints the reference baselines of cfg.task (baselines.for_task: majority class, TF-IDF + logistic
+  regression on the same split) and adds them to each run's result.json."""
+  from embbert_jax import baselines
+  ref = baselines.for_task(str(cfg.task), cfg.cache_dir or None)
+  print("\n".join(baselines.format_lines(ref)))
+  for r in runs:
+    path = Path(r["workdir"]) / "result.json"
+    if path.is_file():
+      data.write_text_atomic(path, json.dumps({**json.loads(path.read_text()), "baselines": ref}, indent=2))
 
 
 if __name__ == "__main__":
