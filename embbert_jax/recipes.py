@@ -2,8 +2,9 @@
 
 * "spec": the paper's fine-tuning protocol (spec section 4): AdamW lr 5e-5 constant, 10 epochs, batch 32.
   It assumes a pre-trained encoder; from scratch it learns slowly (README, Training).
-* "scratch": for training every config from random init: linear warmup to a higher peak learning rate,
-  then cosine decay to zero over the run (README, "From scratch", for the measurements behind the values).
+* "scratch": for training every config from random init: linear warmup (10 % of the run) to a 20x higher
+  peak learning rate, then cosine decay to zero (README, "From scratch": the measurements behind the
+  values, and how far they get).
 
 A recipe is a table of config overrides, not code, so `--set` still overrides any field afterwards. The
 learning-rate schedule is a *shape* in [0, 1] (`schedule_shape`) that multiplies each member's peak
@@ -24,7 +25,9 @@ SCHEDULES = ("constant", "cosine", "linear")
 RECIPES: dict[str, dict[str, Any]] = {
     "spec": dict(learning_rate=5e-5, weight_decay=0.05, batch_size=32, epochs=10, label_smoothing=0.0,
                  schedule=dict(kind="constant", warmup_steps=0, warmup_fraction=0.0, end_fraction=0.0)),
-    "scratch": dict(learning_rate=1e-3, weight_decay=0.05, batch_size=32, epochs=5, label_smoothing=0.0,
+    # Measured on rt_polarity with the 4-layer headline (README, "From scratch"): lr 1e-3 over 10 epochs
+    # beat 3e-4 over 5; neither reaches TF-IDF + logistic regression yet.
+    "scratch": dict(learning_rate=1e-3, weight_decay=0.05, batch_size=32, epochs=10, label_smoothing=0.0,
                     schedule=dict(kind="cosine", warmup_steps=0, warmup_fraction=0.1, end_fraction=0.0)),
 }
 AUTO = "auto"
