@@ -289,10 +289,10 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   else:
     gdir = Path(group_dir) if group_dir else _default_group_dir(member_dirs)
     _prepare_workdir(first, gdir, {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
-  progs = programs_for(first, "classify", task.is_regression)
-  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
   per_epoch = len(enc["train"]) // first.batch_size
   total = first.steps or first.epochs * per_epoch
+  progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run
+  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
   eval_every = min(first.eval_every or per_epoch, total)
   t0 = time.perf_counter()
   out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,
@@ -313,7 +313,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
       continue
     b = member_params(best, i)
     result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]), "steps": total,
-              "train_time_s": train_time, "seq_len": seq_len,
+              "recipe": c.get("recipe", "spec"), "train_time_s": train_time, "seq_len": seq_len,
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
     save_params(wd / "model", b["params"], c.model, tok.model_path)

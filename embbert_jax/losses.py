@@ -9,26 +9,40 @@ import jax.numpy as jnp
 import optax
 
 from embbert_jax import batches as batch_lib
+from embbert_jax import recipes
 
 
-def make_optimizer(cfg, learning_rate: float | None = None,
-                   weight_decay: float | None = None) -> optax.GradientTransformation:
+def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float | None = None,
+                   total_steps: int | None = None) -> optax.GradientTransformation:
   """Clip + AdamW, its hyperparameters held in the optimiser state (`optax.inject_hyperparams`), so the
-  members of a group share one update program and each carries its own learning rate and weight decay."""
+  members of a group share one update program and each carries its own learning rate and weight decay.
+
+  A non-constant `cfg.schedule` (recipes.schedule_shape over `total_steps`, default cfg.total_steps or
+  cfg.steps) scales AdamW's whole update, decay term included: exactly AdamW with learning rate
+  peak x shape(step), while the peak stays a per-member value in the state. The constant schedule adds
+  nothing, so the spec recipe's optimiser (and its state layout) is unchanged."""
   lr = cfg.learning_rate if learning_rate is None else learning_rate
   wd = cfg.weight_decay if weight_decay is None else weight_decay
-  return optax.chain(
-      optax.clip_by_global_norm(cfg.grad_clip),
-      optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                                            weight_decay=wd))
+  parts = [optax.clip_by_global_norm(cfg.grad_clip),
+           optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                                 weight_decay=wd)]
+  sched = cfg.get("schedule")
+  if sched is not None and not recipes.is_constant(sched):
+    total = total_steps or cfg.get("total_steps") or cfg.get("steps")
+    parts.append(optax.scale_by_schedule(recipes.schedule_shape(sched, int(total or 0))))
+  return optax.chain(*parts)
 
 
-def classify_loss(model, params, batch, rng, is_regression: bool):
+def classify_loss(model, params, batch, rng, is_regression: bool, label_smoothing: float = 0.0):
   logits = model.apply({"params": params}, batch["ids"], train=True, rngs={"dropout": rng})
   if is_regression:
     loss = jnp.mean(jnp.square(logits[:, 0] - batch["labels"]))
     return loss, {"loss": loss}
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+  if label_smoothing:
+    targets = optax.smooth_labels(jax.nn.one_hot(batch["labels"], logits.shape[-1]), label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+  else:
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
   acc = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
   return loss, {"loss": loss, "accuracy": acc}
 

@@ -19,6 +19,10 @@ axis mean different things to a user:
 
 trials.csv keeps every member trial as its own row (with train.<knob> columns); the `pareto` column marks
 the members of the settings on the frontier.
+
+Reference baselines of the sweep's task (baselines.py: majority class, TF-IDF + logistic regression, fitted
+on the same training split) are rows under the frontier in frontier.md and horizontal lines in the plot,
+so the table says at a glance whether the search beat a linear model.
 """
 
 from __future__ import annotations
@@ -173,8 +177,21 @@ def _fmt(v, digits=4) -> str:
   return "-" if v is None else f"{v:.{digits}f}"
 
 
+def references(settings: dict[str, Any]) -> dict[str, Any] | None:
+  """The reference baselines of the sweep's task (baselines.for_task, cached), or None without a task.
+  A task that cannot be loaded here gives a note instead: the table is still written."""
+  if not settings.get("task"):
+    return None
+  from embbert_jax import baselines, data
+  try:
+    return baselines.for_task(str(settings["task"]), settings.get("cache_dir") or None)
+  except (data.DataError, OSError, ValueError) as e:
+    return {"baselines": {}, "note": f"reference baselines unavailable: {str(e).splitlines()[0][:200]}"}
+
+
 def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) -> str:
-  """The frontier as a Markdown table (readable on a terminal, pasteable into a README)."""
+  """The frontier as a Markdown table (readable on a terminal, pasteable into a README), with the
+  reference baselines of the task (references()) as rows below it."""
   metric = settings.get("metric") or (front[0]["metric"] if front else "") or "mcc"
   policy = settings.get("policy", "fp32")
   c = counts(rows)
@@ -197,6 +214,14 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
     lines.append("| " + " | ".join(cells) + " |")
   if not front:
     lines.append("| (no completed trial yet) |" + " |" * (len(cols) - 1))
+  ref = references(settings)
+  for name, per_split in (ref or {}).get("baselines", {}).items():
+    val, test = per_split["validation"], per_split["test"]
+    cells = ["reference", "-", "-", _fmt(val.get(metric)), _fmt(test.get(metric)), _fmt(test.get("accuracy")),
+             f"{name} (same split)", "-"]
+    lines.append("| " + " | ".join(cells) + " |")
+  if ref and ref.get("note"):
+    lines += ["", ref["note"]]
   # Trials trained together share their time: each counts its share of the call.
   spent = sum((r["train_time_s"] or 0) / (r.get("group_size") or 1) for r in rows)
   lines += ["", f"{len(rows)} trials, {spent / 60:.1f} min of training in all"]
@@ -204,6 +229,14 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
 
 
 _CSV_SKIP = ("point", "model")
+
+
+def reference_lines(settings: dict[str, Any]) -> list[tuple[str, float]]:
+  """(name, validation metric) of each reference baseline: the plot's y axis is the validation metric."""
+  metric = settings.get("metric") or "mcc"
+  ref = references(settings) or {}
+  return [(name, per_split["validation"][metric]) for name, per_split in ref.get("baselines", {}).items()
+          if metric in per_split["validation"]]
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -232,7 +265,8 @@ def write_files(rows: list[dict], front: list[dict], settings: dict[str, Any], o
   tmp = files["plot"].with_name(f".{os.getpid()}.{files['plot'].name}")
   plotting.frontier_figure(rows, front, tmp, budget=settings.get("budget"),
                            min_budget=settings.get("min_budget"), policy=settings.get("policy", "fp32"),
-                           metric=settings.get("metric") or "mcc", title=f"sweep {settings.get('study', '')}")
+                           metric=settings.get("metric") or "mcc", title=f"sweep {settings.get('study', '')}",
+                           references=reference_lines(settings))
   os.replace(tmp, files["plot"])
   return files
 

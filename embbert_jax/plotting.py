@@ -24,8 +24,10 @@ def _mb(x: float) -> float:
 
 def frontier_figure(rows: list[dict[str, Any]], front: list[dict[str, Any]], path: str | Path, *,
                     budget: int | None = None, min_budget: int | None = None, policy: str = "fp32",
-                    metric: str = "mcc", title: str = "", paper: bool = True) -> Path:
-  """Writes the figure to `path` (format from its suffix) and returns the path."""
+                    metric: str = "mcc", title: str = "", paper: bool = True,
+                    references: list[tuple[str, float]] = ()) -> Path:
+  """Writes the figure to `path` (format from its suffix) and returns the path. `references`: (name,
+  validation metric) of baselines on the same split (baselines.py), drawn as horizontal lines."""
   import matplotlib
   matplotlib.use("Agg")  # files only; never needs a display
   import matplotlib.pyplot as plt
@@ -51,6 +53,9 @@ def frontier_figure(rows: list[dict[str, Any]], front: list[dict[str, Any]], pat
   for value, style, name in ((budget, "--", "budget"), (min_budget, ":", "min budget")):
     if value:
       ax.axvline(_mb(value), color="C0", ls=style, lw=1.2, label=f"{name} {_mb(value):g} MB")
+  for i, (name, value) in enumerate(references):
+    ax.axhline(value, color=f"C{4 + i}", ls="-.", lw=1.1, zorder=1,
+               label=f"{name}: validation {metric} {value:.3f} (same split)")
   ax.set_xscale("log")
   # Plain MB numbers on the log axis (0.2, 0.5, 1, 2, ...), not powers of ten.
   from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter

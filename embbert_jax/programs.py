@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from embbert_jax import configs, models
+from embbert_jax import configs, models, recipes
 from embbert_jax.losses import classify_loss, make_optimizer, pretrain_loss
 
 
@@ -109,15 +110,18 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
   """Built once per process for each distinct key (the frozen model config is hashable), so trials of
   equal shapes (a sweep's, the seeds of run_seeds, a resumed run) reuse the traced and compiled programs in
   memory; across processes the persistent compilation cache does the same (enable_compilation_cache)."""
-  opt_cfg = ml_collections.ConfigDict(dict(opt))  # learning rate / weight decay: per member
+  opt_d = dict(opt)  # learning rate / weight decay: per member
+  if "schedule" in opt_d:  # frozen as JSON in the key (a ConfigDict is not hashable)
+    opt_d["schedule"] = json.loads(opt_d["schedule"])
+  opt_cfg = ml_collections.ConfigDict(opt_d)
   model = models.build_model(model_cfg, "pretrain" if kind == "pretrain" else "classify")
   if kind == "pretrain":
     vocab, rate = loss_args
     loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
     apply = jax.jit(lambda p_G, b, r: over_members(lambda p: loss_fn(p, b, r)[1], group_impl)(p_G))
   else:
-    (is_regression,) = loss_args
-    loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression)
+    is_regression, label_smoothing = loss_args
+    loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression, label_smoothing)
     apply = jax.jit(lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G))
   optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
   mesh = Mesh(np.array(devices), ("data",))
@@ -146,9 +150,14 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
       keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
 
 
-def programs_for(cfg, kind: str = "classify", is_regression: bool = False) -> Programs:
+def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0) -> Programs:
+  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: constant)."""
   opt = tuple((k, cfg[k]) for k in OPTIMIZER_FIELDS)
-  loss_args = (cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain" else (is_regression,)
+  sched = recipes.schedule_config() if kind == "pretrain" else cfg.get("schedule", recipes.schedule_config())
+  if not recipes.is_constant(sched):  # a constant schedule keeps the key (and the program) of before
+    opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)), ("total_steps", int(total_steps)))
+  loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"
+               else (is_regression, float(cfg.get("label_smoothing", 0.0))))
   return _programs(kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),
                    cfg.get("group_impl", "auto"))
 

@@ -11,6 +11,7 @@ losses.py, logging in runlog.py.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,21 +20,24 @@ from typing import Any
 import jax
 import ml_collections
 
-from embbert_jax import configs, data
+from embbert_jax import configs, data, files, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_seeds, train_and_evaluate,
     train_group)
 
 
 def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collections.ConfigDict:
-  """The fine-tuning recipe of spec section 4 for a model preset."""
+  """The fine-tuning recipe of spec section 4 ("spec", recipes.RECIPES) for a model preset."""
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.model = configs.get_preset(preset, **model_overrides)
   c.task = "rt_polarity"  # registry name, local file, or hub name (see data.load_task)
   c.seed = 0
   c.batch_size = 32
-  c.learning_rate = 5e-5  # AdamW, constant (spec: fine-tuning)
+  c.recipe = "spec"  # the recipe these fields came from (recipes.apply); a record, the fields rule
+  c.learning_rate = 5e-5  # AdamW peak learning rate, times the schedule's shape (spec: constant)
+  c.schedule = recipes.schedule_config()  # kind, warmup_steps | warmup_fraction, end_fraction
+  c.label_smoothing = 0.0
   c.weight_decay = 0.05
   c.grad_clip = 1.0
   c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8
@@ -86,19 +90,39 @@ def add_common_flags(ap: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
-  cfg = get_config(args.preset)
-  for key in ("task", "steps", "seed"):
-    if getattr(args, key, None) is not None:
-      configs.set_field(cfg, key, getattr(args, key))
-  if args.wandb:
-    configs.set_field(cfg, "wandb.mode", args.wandb)
+  """The training config of the flags: the preset, the recipe (only where `args` has a `recipe`: see
+  recipe_from_args), then --task/--steps/--seed/--pretrain-steps/--init-from, then --set overrides, all
+  through configs.set_field."""
   overrides = list(args.set) + [e for e in extra if e.startswith("--config.")]
   unknown = [e for e in extra if not e.startswith("--config.")]
   if unknown:
     raise configs.ConfigError(f"unknown arguments: {' '.join(unknown)}")
-  configs.apply_overrides(cfg, overrides)
+
+  def build(recipe: str | None):
+    cfg = get_config(args.preset)
+    if recipe:
+      recipes.apply(cfg, recipe)
+    for key in ("task", "steps", "seed", "init_from"):
+      if getattr(args, key, None) is not None:
+        configs.set_field(cfg, key, getattr(args, key))
+    if getattr(args, "pretrain_steps", None) is not None:
+      configs.set_field(cfg, "pretrain.steps", args.pretrain_steps)
+    if args.wandb:
+      configs.set_field(cfg, "wandb.mode", args.wandb)
+    configs.apply_overrides(cfg, overrides)
+    return cfg
+
+  cfg = build(None)
+  if getattr(args, "recipe", None):
+    cfg = build(recipe_from_args(args.recipe, cfg))
   configs.validate(cfg.model)
   return cfg
+
+
+def recipe_from_args(name: str, cfg) -> str:
+  """--recipe auto: the spec's fine-tuning recipe when a pre-trained encoder is given (--init-from, or
+  pre-training steps), else the from-scratch recipe (recipes.choose)."""
+  return recipes.choose(name, pretrained=bool(cfg.init_from) or cfg.pretrain.steps > 0)
 
 
 def default_workdir(cfg, kind: str) -> Path:
@@ -125,15 +149,17 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--pretrain-steps", type=int, default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
   ap.add_argument("--seeds", type=int, default=1, help="fine-tune this many seeds; report mean and std")
+  ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
+                  help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
+                       "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
+  if not args.init_from:
+    args.init_from = None
   try:
     cfg = config_from_args(args, extra)
-    if args.pretrain_steps is not None:
-      configs.set_field(cfg, "pretrain.steps", args.pretrain_steps)
-    if args.init_from:
-      configs.set_field(cfg, "init_from", args.init_from)
   except (configs.ConfigError, ValueError) as e:
     sys.exit(f"error: {e}")
+  print(recipes.describe(cfg), flush=True)
   if args.distributed:
     jax.distributed.initialize()
   enable_compilation_cache()
@@ -149,6 +175,19 @@ def main(argv: list[str] | None = None) -> None:
   if args.seeds > 1:
     print("mean +- std over seeds: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in out["summary"].items()
                                                  if k.startswith("test/")))
+  add_baselines(cfg, out["runs"])
+
+
+def add_baselines(cfg, runs: list[dict]) -> None:
+  """Prints the reference baselines of cfg.task (baselines.for_task: majority class, TF-IDF + logistic
+  regression on the same split) and adds them to each run's result.json."""
+  from embbert_jax import baselines
+  ref = baselines.for_task(str(cfg.task), cfg.cache_dir or None)
+  print("\n".join(baselines.format_lines(ref)))
+  for r in runs:
+    path = Path(r["workdir"]) / "result.json"
+    if path.is_file():
+      files.write_json_atomic(path, {**json.loads(path.read_text()), "baselines": ref})
 
 
 if __name__ == "__main__":
