@@ -255,6 +255,7 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
                                     "policy": s.policy, "metric": sw.metric, "task": str(s.task),
                                     "space": sw.space.name, "strategy": s.strategy,
                                     "max_trials": s.max_trials, "steps": s.steps})
+    led.set_metric_names([f"validation {sw.metric}", f"{s.policy} memory bytes"])
   return led
 
 

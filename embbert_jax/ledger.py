@@ -28,6 +28,7 @@ How the shared-ledger failure modes are met:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import socket
@@ -320,6 +321,20 @@ class Ledger:
 
   def set_user_attr(self, trial_id: int, key: str, value: Any) -> None:
     retry(self.storage.set_trial_user_attr, trial_id, key, value)
+
+  def set_metric_names(self, names: Sequence[str]) -> None:
+    """Names of the study's objectives, so Optuna's plots and optuna-dashboard label them."""
+    def name():
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.load_study(study_name=self.study_name, storage=self.storage).set_metric_names(list(names))
+    retry(name)
+
+  def report(self, trial_id: int, step: int, value: float) -> None:
+    """One point of a trial's learning curve as an Optuna intermediate value (dashboards draw the curves).
+    `Trial.report` refuses multi-objective studies; the storage call does not, and it is what it wraps."""
+    if math.isfinite(value):
+      retry(self.storage.set_trial_intermediate_value, trial_id, int(step), float(value))
 
   def set_system_attr(self, trial_id: int, key: str, value: Any) -> None:
     retry(self.storage.set_trial_system_attr, trial_id, key, value)

@@ -203,6 +203,7 @@ def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Calla
     value = float(metrics.get(sw.metric, metrics.get("mcc", math.nan)))
     m.curve[step] = value
     led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
+    led.report(m.tid, step, value)
     if not (es.enabled and es.after * steps <= step < steps):
       return
     if key in grp.doomed:

@@ -297,6 +297,11 @@ def test_sweep_runs_to_the_frontier_and_resumes_without_retraining(tmp_path, fak
   assert "Pareto frontier of sweep s1" in out["table"]
   lines = (tmp_path / "out" / "trials.jsonl").read_text().splitlines()
   assert len(lines) == 8 and json.loads(lines[0])["model"]["arch"] == "embbert"
+  # Optuna's own readers (plots, optuna-dashboard) see named objectives and each trial's learning curve.
+  study = optuna.load_study(study_name="s1", storage=f"sqlite:///{tmp_path / 'out' / 'ledger.db'}")
+  assert study.metric_names == ["validation mcc", "fp32 memory bytes"]
+  for t in study.trials:
+    assert t.intermediate_values and t.intermediate_values == {int(k): v for k, v in t.user_attrs["curve"]}
   again = sweep.run_sweep(_settings(tmp_path, fake, study="s1"), log=lambda m: None)
   assert again["ran"] == 0 and len(again["rows"]) == 8
   assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 8  # nothing trained twice
