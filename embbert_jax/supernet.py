@@ -184,13 +184,15 @@ def train_params(super_params, sup, hidden: int, num_layers: int, m: dict, task:
 
 
 def sandwich(cands: Sequence, sup, rng: np.random.Generator, n_random: int = 2,
-             policy: str = "fp32") -> list:
+             policy: str = "fp32", sizes: np.ndarray | None = None) -> list:
   """The children of one sandwich step: the largest (the supernet itself), the smallest candidate by
   memory, and `n_random` candidates drawn one per log-memory band (so small and large children train
-  alike, whatever the space's density)."""
+  alike, whatever the space's density). `sizes`: the candidates' total bytes, if already known (a
+  training loop prices them once, not every step)."""
   if not cands:
     raise SupernetError("no candidate configs to sample from")
-  sizes = np.array([memory.total_bytes(c, policy) for c in cands], dtype=np.float64)
+  if sizes is None:
+    sizes = np.array([memory.total_bytes(c, policy) for c in cands], dtype=np.float64)
   smallest = cands[int(np.argmin(sizes))]
   picks = [sup, smallest]
   if n_random:

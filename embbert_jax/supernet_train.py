@@ -100,6 +100,7 @@ class Trainer:
 
   def __init__(self, sup, children: list, args):
     self.sup, self.children, self.args = sup, children, args
+    self.sizes = np.array([memory.total_bytes(c, args.policy) for c in children], dtype=np.float64)
     self.opt, self._init, self.update = _programs(sup.to_json(), args.learning_rate, args.warmup, args.steps,
                                                   args.weight_decay)
 
@@ -111,7 +112,8 @@ class Trainer:
 
   def sandwich(self, step: int) -> list:
     rng = np.random.default_rng([self.args.seed, step])
-    return supernet.sandwich(self.children, self.sup, rng, n_random=self.args.random_children)
+    return supernet.sandwich(self.children, self.sup, rng, n_random=self.args.random_children,
+                             policy=self.args.policy, sizes=self.sizes)
 
   def step(self, state, batch, step: int) -> tuple[dict, dict]:
     grads, metrics = [], {}
