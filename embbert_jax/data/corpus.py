@@ -6,7 +6,7 @@ It is written as one sentence per line with a blank line between documents, so c
 document are real next-sentence pairs for NSP. Every text of the registered tasks is removed from it (pass
 ``exclude_texts`` for other evaluation sets), repeated sentences too, and a corpus card (sources, sizes,
 licences, what was removed) is written next to it. Bump ``_CORPUS_VERSION`` when the parsing changes (here
-or in ``data.sources``). ``python -m embbert_jax.data.corpus`` builds it and prints the card.
+or in ``data.sources``). ``python -m embbert_jax.data`` builds it and prints the card.
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Build (or find) the pre-training corpus and print its card."""
-  parser = argparse.ArgumentParser(prog="python -m embbert_jax.data.corpus", description=main.__doc__)
+  parser = argparse.ArgumentParser(prog="python -m embbert_jax.data", description=main.__doc__)
   parser.add_argument("--sources", nargs="+", default=list(DEFAULT_CORPUS_SOURCES),
                       help=f"corpus sources (default: all of {list(DEFAULT_CORPUS_SOURCES)})")
   parser.add_argument("--cache-dir", default=None,

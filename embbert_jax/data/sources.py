@@ -17,7 +17,7 @@ Novels become one document per chapter (headings and title pages dropped, ``_ita
   each entry, without headwords, pronunciations, etymologies, citations, labels or WordNet-derived senses.
 
 ``data.corpus`` then removes evaluation texts and duplicate sentences, writes the corpus and its card
-(``python -m embbert_jax.data.corpus`` builds it and prints the card). A change to any reader here must
+(``python -m embbert_jax.data`` builds it and prints the card). A change to any reader here must
 bump ``data.corpus._CORPUS_VERSION`` so that cached corpora are rebuilt.
 """
 
