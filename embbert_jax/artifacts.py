@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -87,9 +86,7 @@ def save_model(path: str | Path, params: Any, model_cfg: Any,
   each file whole (files.py: a training run killed while saving never leaves half a model behind)."""
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
-  buf = io.BytesIO()
-  np.savez(buf, **flatten_params(params))
-  write_bytes_atomic(path / PARAMS_FILE, buf.getvalue())
+  _write_npz(path / PARAMS_FILE, flatten_params(params))
   tok_name = None
   if tokenizer_path is not None:
     tok_name = TOKENIZER_FILE
@@ -98,6 +95,13 @@ def save_model(path: str | Path, params: Any, model_cfg: Any,
   meta = {"format": MODEL_FORMAT, "model": model_cfg.to_dict(), "tokenizer": tok_name}
   write_text_atomic(path / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
   return path
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+  """An .npz written whole (rendered in memory, then files.write_bytes_atomic)."""
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  write_bytes_atomic(path, buf.getvalue())
 
 
 def load_model(path: str | Path) -> tuple[dict[str, Any], Any, Path | None]:
@@ -297,14 +301,14 @@ def export_npz(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", f
   out.mkdir(parents=True, exist_ok=True)
   manifest["files"] = {}
   if fmt in ("npz", "all"):
-    np.savez(out / MODEL_NPZ, **arrays)
+    _write_npz(out / MODEL_NPZ, arrays)
     manifest["files"]["npz"] = MODEL_NPZ
   if fmt in ("c-header", "all"):
     manifest["files"]["c-header"] = HEADER
-    (out / HEADER).write_text(c_header(manifest, arrays))
+    write_text_atomic(out / HEADER, c_header(manifest, arrays))
   if tok_name:
-    shutil.copyfile(tokenizer_path, out / tok_name)
-  (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_bytes_atomic(out / tok_name, Path(tokenizer_path).read_bytes())
+  write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
   return manifest
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from embbert_jax import configs, memory
+from embbert_jax import files as files_lib
 
 ONNX_FORMAT = "embbert_jax.onnx/1"
 ONNX_FILE = "model.onnx"
@@ -74,9 +75,7 @@ def export_onnx(params: Any, cfg, out_dir: str | Path, *, tokenizer_path: str | 
   for k, v in {"labels": json.dumps(labels), "config": json.dumps(cfg.to_dict())}.items():
     entry = proto.metadata_props.add()
     entry.key, entry.value = k, v
-  tmp = out / f".{ONNX_FILE}.tmp"
-  tmp.write_bytes(proto.SerializeToString())
-  tmp.replace(out / ONNX_FILE)
+  files_lib.write_bytes_atomic(out / ONNX_FILE, proto.SerializeToString())
   files = [ONNX_FILE]
   if tokenizer_path is not None:
     data.write_text_atomic(out / "tokenizer.json",

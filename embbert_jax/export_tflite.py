@@ -75,6 +75,7 @@ def export_tflite(params: Any, cfg, out_dir: str | Path, *, policy: str = "fp32"
   measure LiteRT vs JAX label agreement (random ids when none are given: fp32 only)."""
   import jax.numpy as jnp
   from embbert_jax import configs, data, export_tokenizer, models
+  from embbert_jax import files as files_lib
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   if check_ids is None:
@@ -86,9 +87,7 @@ def export_tflite(params: Any, cfg, out_dir: str | Path, *, policy: str = "fp32"
   blob = tflite_model(params, cfg, policy, check_ids)
   got = run_litert(blob, check_ids)
   want = np.asarray(models.build_model(cfg).apply({"params": params}, jnp.asarray(check_ids)))
-  tmp = out / f".{TFLITE_FILE}.tmp"
-  tmp.write_bytes(blob)
-  tmp.replace(out / TFLITE_FILE)
+  files_lib.write_bytes_atomic(out / TFLITE_FILE, blob)
   files = [TFLITE_FILE]
   if tokenizer_path is not None:
     try:

@@ -31,7 +31,6 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -262,12 +261,10 @@ def write_files(rows: list[dict], front: list[dict], settings: dict[str, Any], o
   write_text_atomic(files["trials_jsonl"], "".join(
       json.dumps({**r, "pareto": r["trial"] in on_front}, default=str) + "\n" for r in rows))
   write_text_atomic(files["frontier_md"], format_table(rows, front, settings) + "\n")
-  tmp = files["plot"].with_name(f".{os.getpid()}.{files['plot'].name}")
-  plotting.frontier_figure(rows, front, tmp, budget=settings.get("budget"),
+  plotting.frontier_figure(rows, front, files["plot"], budget=settings.get("budget"),
                            min_budget=settings.get("min_budget"), policy=settings.get("policy", "fp32"),
                            metric=settings.get("metric") or "mcc", title=f"sweep {settings.get('study', '')}",
-                           references=reference_lines(settings))
-  os.replace(tmp, files["plot"])
+                           references=reference_lines(settings))  # written whole (files.save_figure)
   return files
 
 

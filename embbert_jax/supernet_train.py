@@ -137,9 +137,9 @@ class Trainer:
     return out
 
 
-def _log(path: Path, rows: list[dict], row: dict) -> None:
-  rows.append(row)
-  files.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+def _log(path: Path, row: dict) -> None:
+  """One whole line of metrics.jsonl (files.append_line), echoed to the console."""
+  files.append_line(path, json.dumps(row))
   print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
         file=sys.stderr, flush=True)
 
@@ -184,17 +184,18 @@ def run(args, argv: list[str]) -> dict:
   state = tr.init(args.seed)
   mgr = ocp.CheckpointManager(wd / "checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
   metrics_path = wd / "metrics.jsonl"
-  rows = [json.loads(l) for l in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+  rows = files.read_jsonl(metrics_path) if metrics_path.exists() else []
   start = 0
   if mgr.latest_step() is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     state = mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore(abstract))
     start = int(state["step"])
-    rows = [r for r in rows if r["step"] <= start]
     print(f"resuming the supernet from step {start} ({wd / 'checkpoints'})", file=sys.stderr)
   print(f"supernet of {len(children)} configs at V={args.vocab}: d<={sup.hidden}, N<={sup.num_layers}, "
         f"r<={sup.embed_dim}, e<={sup.conv_expansion:g}, k<={sup.conv_kernel}, L<={sup.max_len}; "
         f"{memory.num_params(sup, 'pretrain'):,} parameters with the MLM/NSP heads", file=sys.stderr)
+  rows = [r for r in rows if r["step"] <= start]  # rows past the checkpoint are logged again
+  files.write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
   t0, elapsed0 = time.time(), (rows[-1]["wall_s"] if rows else 0.0)
   deadline = asha.parse_duration(args.time_budget) if args.time_budget else float("inf")
   stopped = "steps"
@@ -210,12 +211,12 @@ def run(args, argv: list[str]) -> dict:
       if done % args.log_every == 0:
         host = jax.device_get(m)
         rate = (time.time() - t0) / (done - start)  # seconds per step in this process
-        _log(metrics_path, rows, {"step": done, "wall_s": elapsed0 + time.time() - t0,
+        _log(metrics_path, {"step": done, "wall_s": elapsed0 + time.time() - t0,
                                   **{f"train/{c}/{k}": float(v[k]) for c, v in host.items()
                                      for k in ("mlm_loss", "mlm_accuracy")},
                                   "eta_s": rate * (args.steps - done)})
       if done % args.eval_every == 0:
-        _log(metrics_path, rows, {"step": done, "wall_s": elapsed0 + time.time() - t0,
+        _log(metrics_path, {"step": done, "wall_s": elapsed0 + time.time() - t0,
                                   **{f"validation/{k}": v for k, v in tr.evaluate(state["params"], eval_arr).items()}})
         mgr.save(done, args=ocp.args.StandardSave(state))
     final_step = int(state["step"])
@@ -226,7 +227,7 @@ def run(args, argv: list[str]) -> dict:
     mgr.close()
   final = tr.evaluate(state["params"], eval_arr)
   wall = elapsed0 + time.time() - t0
-  _log(metrics_path, rows, {"step": final_step, "wall_s": wall, **{f"validation/{k}": v for k, v in final.items()}})
+  _log(metrics_path, {"step": final_step, "wall_s": wall, **{f"validation/{k}": v for k, v in final.items()}})
   from embbert_jax import artifacts
   out = artifacts.save_model(wd / "model", jax.device_get(state["params"]), sup, tokenizer_path=tok.model_path)
   manifest = {"command": "python -m embbert_jax.supernet_train " + shlex.join(argv),
