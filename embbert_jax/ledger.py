@@ -54,6 +54,7 @@ _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "lust
 # System attributes of a trial (ours are prefixed to stay apart from the samplers').
 WORKER, ATTEMPTS, PREEMPTED, HASH = "embbert:worker", "embbert:attempts", "embbert:preempted", "embbert:hash"
 SOLO = "embbert:solo"  # its group program failed: the trial trains alone from now on
+TARGET = "embbert:target_rung"  # multi-fidelity sweeps: the rung the trial may train to (scheduler.py)
 
 STALE = "heartbeat stopped"
 
@@ -316,6 +317,18 @@ class Ledger:
       retry(self.storage.set_trial_user_attr, trial_id, k, v)
     try:
       return bool(retry(self.storage.set_trial_state_values, trial_id, state, values=values))
+    except optuna.exceptions.UpdateFinishedTrialError:
+      return False
+
+  def pause(self, trial_id: int, user_attrs: dict[str, Any]) -> bool:
+    """RUNNING -> WAITING after a rung, with the rung's results, if this worker still owns the trial (call
+    with the lock held). A paused trial is claimed again only once promoted (scheduler.py)."""
+    if not self.owns(trial_id):
+      return False
+    for k, v in user_attrs.items():
+      retry(self.storage.set_trial_user_attr, trial_id, k, v)
+    try:
+      return bool(retry(self.storage.set_trial_state_values, trial_id, TrialState.WAITING))
     except optuna.exceptions.UpdateFinishedTrialError:
       return False
 

@@ -22,8 +22,8 @@ import ml_collections
 
 from embbert_jax import configs, data, files, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
-    GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_seeds, train_and_evaluate,
-    train_group)
+    GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_length, run_seeds,
+    train_and_evaluate, train_group)
 
 
 def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collections.ConfigDict:
@@ -46,6 +46,8 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.eval_every = 0  # steps between evaluations; 0 = once per epoch
   c.log_every = 50  # steps between host syncs (loss check, logging)
   c.checkpoint_every = 0  # steps; 0 = at every evaluation
+  c.stop_at = 0  # > 0: pause after this step (the schedule still spans the run); rerun with more to resume
+  c.patience = 0  # > 0: stop once the best validation metric has not improved for this many evaluations
   c.seq_len = 0  # training/eval length; 0 = auto (longest example rounded up to 32, at most model.max_len)
   c.group_impl = "auto"  # how group members share a program: vmap, map (a loop inside it), auto (per backend)
   c.bucket_window = 64  # length bucketing over windows of this many batches (batches.train_batches); 0 = off
@@ -117,6 +119,12 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
     cfg = build(recipe_from_args(args.recipe, cfg))
   configs.validate(cfg.model)
   return cfg
+
+
+def apply_recipe(cfg, name: str = recipes.AUTO) -> ml_collections.ConfigDict:
+  """The sweep's hook (engine.trainer_config): sets recipe `name` on cfg; auto = scratch from random init,
+  the spec's fine-tuning recipe with a pre-trained encoder."""
+  return recipes.apply(cfg, recipe_from_args(name, cfg))
 
 
 def recipe_from_args(name: str, cfg) -> str:
