@@ -104,11 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.preset == "all":
       tables = preset_table(list(configs.PRESETS), args.compiled)
     else:
-      cfg = configs.apply_overrides(configs.get_preset(args.preset), args.set)
+      # model fields, as `describe` names them, or as train's --set does (model.hidden=96)
+      sets = [a[len("model."):] if a.startswith("model.") else a for a in args.set]
+      cfg = configs.apply_overrides(configs.get_preset(args.preset), sets)
       configs.validate(cfg)
       tables = describe_one(cfg, args.policy or ["fp32", "int8", "int8_full"], args.compiled)
   except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   for t in tables:
     if args.markdown:
       t.box, t.show_edge = box.MARKDOWN, True

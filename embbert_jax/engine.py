@@ -197,6 +197,9 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   storage = s.storage or f"sqlite:///{out / 'ledger.db'}"
   if "://" not in storage:
     storage = f"sqlite:///{storage}"  # a bare file path
+  _check_writable(out, "the results folder (--out)", folder=True)
+  if ledger_lib.sqlite_path(storage) is not None:
+    _check_writable(ledger_lib.sqlite_path(storage), "the SQLite ledger (--storage)", folder=False)
   with s.unlocked():
     s.study, s.storage = study, storage
   # What must not change when a study is resumed: it would make its trials incomparable.
@@ -207,8 +210,33 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
              num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg))
   for knobs in sw.members:  # a bad `train` override or train_grid field fails here
-    trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
+    cfg = trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
+    try:
+      configs.validate_training(cfg)
+    except configs.ConfigError as e:
+      raise SweepError(f"space {space_cfg.name!r}: {e}") from None
   return sw
+
+
+def _check_writable(path: Path, what: str, folder: bool) -> None:
+  """SweepError in one line unless `path` (a folder, or a file) can be created or written: no file where a
+  folder must be, no folder where the ledger file must be, nothing read-only (SQLite also writes its
+  journal beside the ledger)."""
+  path = Path(path)
+  if path.exists():
+    if folder != path.is_dir():
+      raise SweepError(f"{what} {path} is a {'file' if folder else 'folder'}; give a "
+                       f"{'folder' if folder else 'file'} path")
+    if not os.access(path, os.W_OK) or (not folder and not os.access(path.parent, os.W_OK)):
+      raise SweepError(f"{what} {path} is read-only; make it writable or give another path")
+    return
+  parent = path.parent
+  while not parent.exists() and parent != parent.parent:
+    parent = parent.parent
+  if not parent.is_dir():
+    raise SweepError(f"cannot create {what} {path}: {parent} is a file, not a folder")
+  if not os.access(parent, os.W_OK):
+    raise SweepError(f"cannot create {what} {path}: the folder {parent} is read-only")
 
 
 def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, Any] | None = None):
@@ -239,6 +267,20 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
 
 
 def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
+  """The study's ledger, its identity checked and its settings recorded; LedgerError in one line for a
+  ledger that cannot be written (read-only file or database user, a full disk), not the database's trace."""
+  import sqlite3
+  import optuna
+  import sqlalchemy as sa
+  try:
+    return _open_ledger(sw)
+  except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error) as e:
+    text = str(getattr(e, "orig", None) or e.__cause__ or e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    raise ledger_lib.LedgerError(f"cannot use the ledger {ledger_lib.redact(sw.storage_url)}: {first}") from None
+
+
+def _open_ledger(sw: Sweep) -> ledger_lib.Ledger:
   s = sw.settings
   storage = ledger_lib.open_storage(sw.storage_url, s.heartbeat_interval, s.grace_period)
   led = ledger_lib.Ledger(storage, s.study, propose.DIRECTIONS)

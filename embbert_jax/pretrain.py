@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
       configs.set_field(cfg, "pretrain.steps", steps)
     if cfg.pretrain.steps <= 0:
       raise ValueError("give the number of pre-training steps with --steps N")
+    configs.validate_training(cfg)
   except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    train.bad_input(e)
   if args.distributed:
     import jax
     jax.distributed.initialize()

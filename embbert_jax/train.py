@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import ml_collections
@@ -74,13 +74,28 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def at_least(low: int):
+  """An argparse type: an int >= low (argparse then exits 2 with one usage line for anything else)."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+  parse.__name__ = f"integer >= {low}"
+  return parse
+
+
 def add_common_flags(ap: argparse.ArgumentParser) -> None:
   ap.add_argument("--preset", default="embbert", help=f"model preset: {', '.join(configs.PRESETS)}")
   ap.add_argument("--task", default=None, help="registry name (rt_polarity, sms_spam), a local "
                   ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...)")
-  ap.add_argument("--steps", type=int, default=None, help="total optimisation steps (overrides epochs)")
+  ap.add_argument("--steps", type=at_least(1), default=None, help="total optimisation steps (default: the "
+                  "recipe's epochs)")
   ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume")
-  ap.add_argument("--seed", type=int, default=None)
+  ap.add_argument("--seed", type=at_least(0), default=None, help="training seed (default: the config's, 0)")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None,
                   help="auto: online with WANDB_API_KEY, else offline")
   ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
@@ -115,7 +130,25 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
   cfg = build(None)
   if getattr(args, "recipe", None):
     cfg = build(recipe_from_args(args.recipe, cfg))
-  configs.validate(cfg.model)
+  configs.validate_training(cfg)
+  return cfg
+
+
+def bad_input(e: BaseException | str) -> NoReturn:
+  """Exits 2 (argparse's code for bad input; 1 is a failure while running) with one `error:` line."""
+  print(f"error: {e}", file=sys.stderr)
+  sys.exit(2)
+
+
+def checked_config(args, extra: list[str], load_task: bool = True) -> ml_collections.ConfigDict:
+  """config_from_args, and the task loaded once (a missing file, a bad row, one class), so that bad input
+  fails in one line before anything (pre-)trains; exits 2 otherwise."""
+  try:
+    cfg = config_from_args(args, extra)
+    if load_task:
+      data.load_task(cfg.task, cache_dir=cfg.cache_dir or None)
+  except (configs.ConfigError, data.DataError, ValueError) as e:
+    bad_input(e)
   return cfg
 
 
@@ -146,19 +179,16 @@ def main(argv: list[str] | None = None) -> None:
   ap = argparse.ArgumentParser(prog="python -m embbert_jax.train",
                                description="Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
-  ap.add_argument("--pretrain-steps", type=int, default=None, help="MLM+NSP steps before fine-tuning")
+  ap.add_argument("--pretrain-steps", type=at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
-  ap.add_argument("--seeds", type=int, default=1, help="fine-tune this many seeds; report mean and std")
+  ap.add_argument("--seeds", type=at_least(1), default=1, help="fine-tune this many seeds; report mean and std")
   ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
                   help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
                        "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
   if not args.init_from:
     args.init_from = None
-  try:
-    cfg = config_from_args(args, extra)
-  except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  cfg = checked_config(args, extra)
   print(recipes.describe(cfg), flush=True)
   if args.distributed:
     jax.distributed.initialize()

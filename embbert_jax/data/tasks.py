@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import os
@@ -275,5 +276,7 @@ def load_task(
     spec = hub.HubTask(hub_name, hub_config, text_field, pair_field, label_field, is_regression=bool(regression),
                    metric="spearman" if regression else "mcc", test_split=None, pair_optional=True)
     return hub._load_hub(hub_name, spec, seed)
-  raise DataError(f"unknown task {key!r}: not one of {sorted(REGISTRY)}, an existing file, or a known hub "
+  close = difflib.get_close_matches(key, [*REGISTRY, *hub.HUB_TASKS], n=1)
+  hint = f"did you mean {close[0]!r}? " if close else ""
+  raise DataError(f"unknown task {key!r}: {hint}not one of {sorted(REGISTRY)}, an existing file, or a known hub "
                   f"name {sorted(hub.HUB_TASKS)}; use hub:<owner>/<name> for other hub datasets")

@@ -1,0 +1,218 @@
+"""Bad input, as a new user types it: every case is refused in one line naming what is wrong, with exit code 2,
+before anything trains (nothing here trains or compiles a model)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from embbert_jax import configs, data, describe, pretrain, train
+
+
+def write_task(path: Path, n: int = 40) -> Path:
+  path.write_text("".join(json.dumps({"text": f"word{i} {'good' if i % 2 else 'bad'}", "label": i % 2}) + "\n"
+                          for i in range(n)))
+  return path
+
+
+def exit_of(main, argv, capsys) -> tuple[int, str]:
+  """(exit code, stderr) of a CLI's main(argv) that must stop before training."""
+  with pytest.raises(SystemExit) as stop:
+    main(argv)
+  code = stop.value.code
+  return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--seeds", "0"], "--seeds: must be >= 1"),
+    (["--steps", "0"], "--steps: must be >= 1"),
+    (["--steps", "-5"], "--steps: must be >= 1"),
+    (["--steps", "ten"], "--steps: expected an integer"),
+    (["--set", "epochs=0"], "epochs must be >= 1 when steps is 0"),
+    (["--set", "steps=-5"], "steps must be >= 0"),
+    (["--set", "batch_size=0"], "batch_size must be >= 1"),
+    (["--set", "batch_size=-4"], "batch_size must be >= 1"),
+    (["--set", "eval_every=-1"], "eval_every must be >= 0"),
+    (["--set", "learning_rate=-1"], "learning_rate must be > 0"),
+    (["--set", "learning_rate=0"], "learning_rate must be > 0"),
+    (["--set", "learning_rate=1e999"], "learning_rate must be a finite number, not inf"),
+    (["--set", "learning_rate=nan"], "learning_rate must be a finite number, not nan"),
+    (["--set", "learning_rate=fast"], "'learning_rate': expected a number"),
+    (["--set", "pretrain.mask_rate=1.5"], "pretrain.mask_rate must be in (0.0, 1.0]"),
+    (["--set", "group_impl=pmap"], "group_impl must be one of auto, vmap, map"),
+    (["--set", "model.dtype=float13"], "use one of float32, bfloat16, float16"),
+    (["--set", "learnin_rate=1e-3"], "did you mean 'learning_rate'?"),
+    (["--set", "modle.hidden=8"], "did you mean 'model'?"),
+    (["--preset", "embbrt"], "did you mean 'embbert'?"),
+    (["--task", "rt_polarty"], "did you mean 'rt_polarity'?"),
+])
+def test_train_refuses_bad_settings_in_one_line_with_exit_2(tmp_path, capsys, argv, expected, monkeypatch):
+  def no_training(*a, **k):
+    raise AssertionError("bad input reached training")
+  monkeypatch.setattr(train, "run_seeds", no_training)
+  task = write_task(tmp_path / "t.jsonl")
+  has_task = "--task" in argv
+  code, err = exit_of(train.main, [*(() if has_task else ("--task", str(task))), "--wandb", "disabled",
+                                   "--workdir", str(tmp_path / "run"), *argv], capsys)
+  assert code == 2 and expected in err, err
+  if "usage:" not in err:  # argparse's own errors print its usage first
+    assert len(err.strip().splitlines()) == 1, err
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--steps", "0"], "--steps: must be >= 1"),
+    (["--steps", "5", "--set", "pretrain.batch_size=0"], "pretrain.batch_size must be >= 1"),
+    (["--steps", "5", "--set", "pretrain.learning_rate=-1"], "pretrain.learning_rate must be > 0"),
+    (["--steps", "5", "--set", "model.param_dtype=int3"], "use one of float32"),
+])
+def test_pretrain_refuses_bad_settings(tmp_path, capsys, argv, expected, monkeypatch):
+  monkeypatch.setattr(train, "pretrain", lambda *a, **k: pytest.fail("bad input reached pre-training"))
+  code, err = exit_of(pretrain.main, ["--wandb", "disabled", "--workdir", str(tmp_path / "run"), *argv], capsys)
+  assert code == 2 and expected in err, err
+
+
+@pytest.mark.parametrize("setting", ["model.dtype=float13", "dtype=float13", "param_dtype=float8"])
+def test_describe_refuses_an_unknown_dtype(capsys, setting):
+  code, err = exit_of(describe.main, ["--preset", "nano", "--set", setting], capsys)
+  assert code == 2 and "float32, bfloat16, float16" in err and len(err.strip().splitlines()) == 1
+
+
+def test_validate_training_accepts_the_recipes_and_skips_missing_fields():
+  configs.validate_training(train.get_config("nano"))
+  import ml_collections
+  configs.validate_training(ml_collections.ConfigDict(dict(batch_size=4)))  # a trainer with fewer fields
+  with pytest.raises(configs.ConfigError, match="batch_size"):
+    configs.validate_training(ml_collections.ConfigDict(dict(batch_size=0)))
+
+
+def test_unknown_task_did_you_mean():
+  with pytest.raises(data.DataError, match="did you mean 'sms_spam'"):
+    data.load_task("sms-spam")
+
+
+# ------------------------------------------------------------------------------------------- the sweep
+
+FAKE_TRAINER = '''
+import ml_collections
+NEEDS_DATA = False
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.model, c.task, c.seed, c.batch_size, c.learning_rate = ml_collections.ConfigDict(), "t", 0, 32, 5e-5
+  c.steps, c.eval_every, c.log_every = 0, 0, 50
+  c.pretrain = ml_collections.ConfigDict(dict(steps=0))
+  c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
+  return c
+
+
+def train_and_evaluate(cfg, workdir, report=None):
+  raise AssertionError("bad input reached training")
+'''
+_SPACE = ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict(dict("
+          "families=dict(a=dict(preset='nano', grid=dict(hidden=(8,)))), train=dict({train})))\n")
+
+
+def sweep_error(tmp_path, capsys, *args, out="o") -> str:
+  from embbert_jax import sweep
+  fake = tmp_path / "fake_trainer.py"
+  fake.write_text(FAKE_TRAINER)
+  rc = sweep.main(["--budget", "2MB", "--space", "tiny", "--no-wandb", "--trainer", str(fake),
+                   "--out", str(tmp_path / out), *args])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and err.startswith("error: ") and err.count("\n") == 0, (rc, err)
+  return err
+
+
+@pytest.mark.parametrize("budget,expected", [
+    ("1e400MB", "above the largest accepted"), ("1e300MB", "above the largest accepted"),
+    ("1e99999999MB", "above the largest accepted"), ("-2MB", "cannot read memory budget"),
+    ("0MB", "at least one byte"), ("two megs", "cannot read memory budget")])
+def test_sweep_budget_bounds(tmp_path, capsys, budget, expected):
+  assert expected in sweep_error(tmp_path, capsys, f"--budget={budget}")
+  assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("train_fields,expected", [
+    ("batch_size=0", "batch_size must be >= 1"), ("learning_rate=float('inf')", "learning_rate must be a finite"),
+    ("learning_rate=-1e-3", "learning_rate must be > 0"), ("eval_every=-1", "eval_every must be >= 0")])
+def test_sweep_refuses_bad_training_fields_of_a_space(tmp_path, capsys, train_fields, expected):
+  space = tmp_path / "space.py"
+  space.write_text(_SPACE.format(train=train_fields))
+  assert expected in sweep_error(tmp_path, capsys, "--space", str(space))
+  assert not (tmp_path / "o").exists()
+
+
+def test_sweep_storage_or_out_under_a_file(tmp_path, capsys):
+  (tmp_path / "plain").write_text("x")
+  err = sweep_error(tmp_path, capsys, "--storage", str(tmp_path / "plain" / "ledger.db"))
+  assert f"{tmp_path / 'plain'} is a file, not a folder" in err
+  err = sweep_error(tmp_path, capsys, out="plain")
+  assert "results folder (--out)" in err and "is a file" in err
+  err = sweep_error(tmp_path, capsys, "--storage", str(tmp_path))
+  assert "SQLite ledger (--storage)" in err and "is a folder" in err
+
+
+def test_sweep_read_only_ledger_is_one_line(tmp_path, capsys, monkeypatch):
+  db = tmp_path / "ro" / "ledger.db"
+  db.parent.mkdir()
+  db.write_bytes(b"")
+  real_access = os.access
+  monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != db and real_access(p, mode, **k))
+  err = sweep_error(tmp_path, capsys, "--storage", str(db))
+  assert f"SQLite ledger (--storage) {db} is read-only" in err
+
+
+def test_sweep_ledger_errors_past_the_checks_are_one_line(tmp_path, monkeypatch):
+  """A ledger that fails once open (a read-only database user, a full disk) gives LedgerError, one line."""
+  import sqlalchemy as sa
+
+  from embbert_jax import engine, ledger as ledger_lib
+  fake = tmp_path / "fake_trainer.py"
+  fake.write_text(FAKE_TRAINER)
+  s = engine.get_config()
+  s.update(dict(budget="2MB", space="tiny", wandb=False, out=str(tmp_path / "o"), trainer=str(fake),
+                storage=f"sqlite:///{tmp_path / 'l.db'}"))
+  sw = engine.prepare(s, log=lambda m: None)
+
+  def read_only(*a, **k):
+    raise sa.exc.OperationalError("INSERT INTO study_user_attributes ...", {},
+                                  Exception("attempt to write a readonly database\n[SQL: INSERT ...]"))
+  monkeypatch.setattr(ledger_lib.Ledger, "set_study_attr", read_only)
+  with pytest.raises(ledger_lib.LedgerError) as err:
+    engine.open_ledger(sw)
+  assert str(err.value).endswith(": attempt to write a readonly database") and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+def test_sweep_read_only_ledger_as_another_user():
+  """The real case: an existing ledger its user may not write (root writes anything, so: run as nobody)."""
+  root = Path(tempfile.mkdtemp(prefix="embbert_ro_"))  # pytest's tmp_path is private to root
+  try:
+    os.chmod(root, 0o755)
+    fake = root / "fake_trainer.py"
+    fake.write_text(FAKE_TRAINER.replace("raise AssertionError(\"bad input reached training\")",
+                                         "return {'validation': {'mcc': 0.1}, 'test': {'mcc': 0.1}}"))
+    fake.chmod(0o644)
+    base = ["--budget", "2MB", "--space", "tiny", "--no-wandb", "--trainer", str(fake), "--max-trials", "1",
+            "--steps", "2", "--out", str(root / "o")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    first = subprocess.run([sys.executable, "-m", "embbert_jax.sweep", *base], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert (root / "o" / "ledger.db").is_file(), first.stderr
+    for p in [root / "o", *(root / "o").rglob("*")]:
+      os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    again = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                            "embbert_jax.sweep", *base], env={**env, "HOME": "/tmp"}, capture_output=True,
+                           text=True, timeout=300, cwd="/tmp")
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    assert again.stderr.strip().splitlines() == [f"error: the results folder (--out) {root / 'o'} "
+                                                 "is read-only; make it writable or give another path"]
+  finally:
+    shutil.rmtree(root)
