@@ -216,3 +216,111 @@ def test_sweep_read_only_ledger_as_another_user():
                                                  "is read-only; make it writable or give another path"]
   finally:
     shutil.rmtree(root)
+
+
+# ------------------------------------------------------------------------------------------- task files
+
+
+def _rows(n=40):
+  return [{"text": f"word{i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(n)]
+
+
+def _jsonl(path: Path, rows) -> Path:
+  path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+  return path
+
+
+def one_line_data_error(path, match):
+  with pytest.raises(data.DataError) as err:
+    data.load_task(path)
+  message = str(err.value)
+  assert "\n" not in message and str(path) in message and match in message, message
+  return message
+
+
+def test_jsonl_row_that_is_not_an_object(tmp_path):
+  rows = _rows()
+  rows[7] = '["a list", 1]'
+  one_line_data_error(_jsonl(tmp_path / "t.jsonl", rows), "row 8 (line 8) is a JSON list, not an object")
+
+
+def test_malformed_jsonl_names_the_row(tmp_path):
+  rows = _rows(300)
+  rows[200] = '{"text": "broken", "label": 1'
+  path = _jsonl(tmp_path / "t.jsonl", rows)
+  path.write_text("\n" + path.read_text())  # a blank first line: row 201 is line 202
+  one_line_data_error(path, "row 201 (line 202) is not valid JSON")
+
+
+def test_json_file_holding_a_list_of_rows_or_not(tmp_path):
+  rows = _rows()
+  (tmp_path / "ok.json").write_text(json.dumps(rows, indent=1))
+  assert data.load_task(tmp_path / "ok.json").num_labels == 2
+  (tmp_path / "bad.json").write_text(json.dumps([*rows[:5], "just text", *rows[5:]]))
+  one_line_data_error(tmp_path / "bad.json", "row 6 is a JSON str, not an object")
+  (tmp_path / "dict.json").write_text(json.dumps({"data": rows}))
+  one_line_data_error(tmp_path / "dict.json", "holds one JSON object")
+
+
+def _csv(path: Path, lines) -> Path:
+  path.write_text("text,label\n" + "".join(f"{line}\n" for line in lines))
+  return path
+
+
+def test_csv_long_fields_are_read(tmp_path):
+  big = "word " * 300_000  # 1.5 MB, past the csv module's default 128 kB field limit
+  lines = [f"{'good' if i % 2 else 'bad'} {i},{i % 2}" for i in range(40)] + [f'"{big}",1']
+  task = data.load_task(_csv(tmp_path / "t.csv", lines))
+  assert max(len(t) for s in task.splits.values() for t in s.text) == len(big)
+
+
+def test_csv_row_with_extra_fields(tmp_path):
+  lines = [f"w{i},{i % 2}" for i in range(40)]
+  lines[4] = "great, really great,1"
+  one_line_data_error(_csv(tmp_path / "t.csv", lines), "row 5 (line 6) has 3 fields, the header 2")
+
+
+@pytest.mark.parametrize("value,match", [(None, "is missing (null)"), (["a", "b"], "is a list")])
+def test_null_or_list_texts(tmp_path, value, match):
+  rows = _rows()
+  rows[3]["text"] = value
+  one_line_data_error(_jsonl(tmp_path / "t.jsonl", rows), f"row 4 (line 4): the text field 'text' {match}")
+
+
+def test_empty_texts_warn_and_all_empty_is_an_error(tmp_path, capsys):
+  rows = _rows()
+  rows[2]["text"] = rows[9]["text"] = "  "
+  data.load_task(_jsonl(tmp_path / "some.jsonl", rows))
+  err = capsys.readouterr().err
+  assert "warning:" in err and "2 empty text(s)" in err and "row 3 (line 3), row 10 (line 10)" in err
+  one_line_data_error(_jsonl(tmp_path / "all.jsonl", [{**r, "text": ""} for r in rows]), "every text")
+
+
+@pytest.mark.parametrize("value,match", [([0, 1], "is a list"), (None, "is missing"), ({"y": 1}, "is a dict")])
+def test_bad_labels_name_the_row(tmp_path, value, match):
+  rows = _rows()
+  rows[11]["label"] = value
+  one_line_data_error(_jsonl(tmp_path / "t.jsonl", rows), f"row 12 (line 12): the label field 'label' {match}")
+
+
+def test_one_class_task(tmp_path):
+  rows = [{**r, "label": "pos"} for r in _rows()]
+  one_line_data_error(_jsonl(tmp_path / "t.jsonl", rows), "needs >= 2 classes in its training rows; found 1 (pos)")
+
+
+def test_class_only_in_test_warns(tmp_path, capsys):
+  rows = [{**r, "split": "train"} for r in _rows()]
+  rows += [{"text": "odd one", "label": 7, "split": "test"}]
+  task = data.load_task(_jsonl(tmp_path / "t.jsonl", rows))
+  assert task.num_labels == 3
+  assert "class(es) 7 occur in the test split but not in training" in capsys.readouterr().err
+
+
+def test_train_cli_refuses_a_bad_task_file_before_training(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(train, "run_seeds", lambda *a, **k: pytest.fail("bad input reached training"))
+  monkeypatch.setattr(train, "pretrain", lambda *a, **k: pytest.fail("bad input reached pre-training"))
+  rows = [{**r, "label": 1} for r in _rows()]
+  path = _jsonl(tmp_path / "one.jsonl", rows)
+  code, err = exit_of(train.main, ["--task", str(path), "--pretrain-steps", "5", "--wandb", "disabled",
+                                   "--workdir", str(tmp_path / "run")], capsys)
+  assert code == 2 and "needs >= 2 classes" in err and len(err.strip().splitlines()) == 1
