@@ -29,6 +29,7 @@ from embbert_jax import space as space_lib
 
 
 STRATEGIES = ("grid", "tpe", "nsga2")
+STORAGE_ENV = "EMBBERT_JAX_STORAGE"  # the ledger URL when --storage is not given (keeps a password off argv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +195,8 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   study = s.study or _slug(f"{space_cfg.name}-{Path(str(s.task)).stem}-"
                            f"{memory.format_bytes(budget).replace(' ', '')}-{s.policy}")
   out = Path(s.out or Path("runs") / "sweeps" / study)
-  storage = s.storage or f"sqlite:///{out / 'ledger.db'}"
+  storage = s.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{out / 'ledger.db'}"
+  hide_passwords_in_argv()
   if "://" not in storage:
     storage = f"sqlite:///{storage}"  # a bare file path
   _check_writable(out, "the results folder (--out)", folder=True)
@@ -216,6 +218,13 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
     except configs.ConfigError as e:
       raise SweepError(f"space {space_cfg.name!r}: {e}") from None
   return sw
+
+
+def hide_passwords_in_argv() -> None:
+  """Masks the password of a --storage URL in this process's sys.argv (ledger.redact), in place: wandb
+  records sys.argv in every run's metadata (and uploads it with an API key), crash reports print it. The
+  URL itself lives on in the settings. A URL in $EMBBERT_JAX_STORAGE never reaches a command line."""
+  sys.argv[:] = [ledger_lib.redact(a) for a in sys.argv]
 
 
 def _check_writable(path: Path, what: str, folder: bool) -> None:
@@ -276,7 +285,7 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
     return _open_ledger(sw)
   except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error) as e:
     text = str(getattr(e, "orig", None) or e.__cause__ or e).strip()
-    first = text.splitlines()[0] if text else type(e).__name__
+    first = ledger_lib.redact(text.splitlines()[0]) if text else type(e).__name__
     raise ledger_lib.LedgerError(f"cannot use the ledger {ledger_lib.redact(sw.storage_url)}: {first}") from None
 
 

@@ -75,9 +75,10 @@ def worker_id() -> str:
   return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def redact(url: str) -> str:
-  """The URL with its password masked, for messages."""
-  return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+def redact(text: str) -> str:
+  """`text` (a URL, a command-line argument, a message) with the password of every URL in it masked: all
+  from the user's ':' to the URL's last '@' (an unescaped '@' or ':' may sit in the password)."""
+  return re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
 
 
 def sqlite_path(url: str) -> Path | None:

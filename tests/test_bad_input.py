@@ -324,3 +324,86 @@ def test_train_cli_refuses_a_bad_task_file_before_training(tmp_path, capsys, mon
   code, err = exit_of(train.main, ["--task", str(path), "--pretrain-steps", "5", "--wandb", "disabled",
                                    "--workdir", str(tmp_path / "run")], capsys)
   assert code == 2 and "needs >= 2 classes" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- secrets
+
+PASSWORD = "PL4NTED-s3cret"
+
+
+@pytest.mark.parametrize("url,shown", [
+    (f"postgresql+psycopg2://u:{PASSWORD}@host/db", "postgresql+psycopg2://u:***@host/db"),
+    ("postgresql+psycopg2://u:p@ss:w@rd@host/db", "postgresql+psycopg2://u:***@host/db"),
+    ("--storage=postgresql://u:a@b:c@h:5432/d?sslmode=require", "--storage=postgresql://u:***@h:5432/d?sslmode=require"),
+    ("cannot open postgresql://u:x@y@h/db: timeout, see http://a.b/c", "cannot open postgresql://u:***@h/db: timeout, "
+     "see http://a.b/c"),
+    ("postgresql://:pw@host/db", "postgresql://:***@host/db"),
+    ("sqlite:////tmp/a/ledger.db", "sqlite:////tmp/a/ledger.db"), ("postgresql://host/db", "postgresql://host/db")])
+def test_redact_masks_passwords_with_at_and_colon(url, shown):
+  from embbert_jax import ledger as ledger_lib
+  assert ledger_lib.redact(url) == shown
+
+
+SECRET_TRAINER = '''
+import time
+import ml_collections
+from pathlib import Path
+from embbert_jax import memory, runlog
+NEEDS_DATA = False
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.model, c.task, c.seed, c.batch_size, c.learning_rate = ml_collections.ConfigDict(), "t", 0, 32, 5e-5
+  c.steps, c.eval_every, c.log_every = 0, 0, 50
+  c.pretrain = ml_collections.ConfigDict(dict(steps=0))
+  c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
+  return c
+
+
+def train_and_evaluate(cfg, workdir, report=None):
+  Path(workdir).mkdir(parents=True, exist_ok=True)
+  log = runlog.Logger(Path(workdir), cfg, 0)  # the real trainer's wandb run and metrics.jsonl
+  log.log(cfg.steps, {"validation/mcc": 0.1})
+  m = {"accuracy": 0.6, "mcc": 0.1, "macro_f1": 0.5}
+  log.close({"validation": m})
+  return {"validation": m, "test": m, "metric": "mcc", "best_step": cfg.steps, "steps": cfg.steps,
+          "train_time_s": 0.1, "steps_per_s": 100.0, "tokens_per_s": 0.0,
+          "num_params": memory.num_params(cfg.model)}
+'''
+
+
+def test_a_storage_password_reaches_no_written_file(tmp_path, capsys, monkeypatch):
+  """A PostgreSQL URL with a planted password (served here by SQLite): the sweep's files, the trial's and the
+  summary's wandb runs (wandb records sys.argv) and the log hold no trace of it."""
+  from embbert_jax import ledger as ledger_lib
+  from embbert_jax import sweep
+  url = f"postgresql+psycopg2://user:{PASSWORD}@db.example:5432/sweeps"
+  real_open = ledger_lib.open_storage
+  monkeypatch.setattr(ledger_lib, "open_storage", lambda u, *a, **k: real_open(
+      f"sqlite:///{tmp_path / 'ledger.db'}" if u == url else u, *a, **k))
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+  fake = tmp_path / "secret_trainer.py"
+  fake.write_text(SECRET_TRAINER)
+  argv = ["--budget", "2MB", "--space", "tiny", "--wandb", "--trainer", str(fake), "--max-trials", "1",
+          "--steps", "2", "--storage", url, "--study", "s", "--out", str(tmp_path / "out")]
+  monkeypatch.setattr(sys, "argv", ["embbert_jax.sweep", *argv])
+  assert sweep.main(argv) == 0
+  out, err = capsys.readouterr()
+  assert "user:***@db.example" in err and PASSWORD not in out + err
+  written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "ledger.db" and p != fake]
+  assert any("wandb" in str(p) and "run-" in str(p) for p in written), written  # the runs were written
+  leaks = [str(p) for p in written if PASSWORD.encode() in p.read_bytes()]
+  assert not leaks
+  assert PASSWORD not in " ".join(sys.argv)
+
+
+def test_storage_url_from_the_environment(tmp_path, capsys, monkeypatch):
+  from embbert_jax import engine
+  monkeypatch.setenv(engine.STORAGE_ENV, str(tmp_path / "env" / "ledger.db"))
+  s = engine.get_config()
+  fake = tmp_path / "fake_trainer.py"
+  fake.write_text(FAKE_TRAINER)
+  s.update(dict(budget="2MB", space="tiny", wandb=False, out=str(tmp_path / "o"), trainer=str(fake)))
+  assert engine.prepare(s, log=lambda m: None).storage_url == f"sqlite:///{tmp_path / 'env' / 'ledger.db'}"
