@@ -26,6 +26,7 @@ import ml_collections
 
 from embbert_jax import configs, data, ledger as ledger_lib, memory, pareto, propose
 from embbert_jax import space as space_lib
+from embbert_jax.files import unwritable
 
 
 STRATEGIES = ("grid", "tpe", "nsga2")
@@ -72,6 +73,8 @@ SETTINGS = (
             "rates) together in one program when the trainer can; --no-group trains them one at a time"),
     # Tests: a fake trainer module or file.
     Setting("trainer", "embbert_jax.train", "module (or .py file) with the Trainer functions", hidden=True),
+    Setting("text_field", "", "a local task file's text field (default: text)"),
+    Setting("label_field", "", "a local task file's label field (default: label)"),
 )
 
 
@@ -171,6 +174,9 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
     raise SweepError(f"unknown strategy {s.strategy!r}; known: {', '.join(STRATEGIES)}")
   if s.max_trials < 1 or s.steps < 1 or s.pretrain_steps < 0:
     raise SweepError("--max-trials and --steps must be >= 1, --pretrain-steps >= 0")
+  if s.get("text_field") or s.get("label_field"):
+    with s.unlocked():
+      s.task = data.task_with_fields(s.task, s.text_field, s.label_field)
   space_cfg = space_lib.load(s.space)
   trainer = trainer if trainer is not None else load_trainer(s.trainer)
   num_labels, metric = space_cfg.num_labels, "mcc"
@@ -228,24 +234,11 @@ def hide_passwords_in_argv() -> None:
 
 
 def _check_writable(path: Path, what: str, folder: bool) -> None:
-  """SweepError in one line unless `path` (a folder, or a file) can be created or written: no file where a
-  folder must be, no folder where the ledger file must be, nothing read-only (SQLite also writes its
-  journal beside the ledger)."""
-  path = Path(path)
-  if path.exists():
-    if folder != path.is_dir():
-      raise SweepError(f"{what} {path} is a {'file' if folder else 'folder'}; give a "
-                       f"{'folder' if folder else 'file'} path")
-    if not os.access(path, os.W_OK) or (not folder and not os.access(path.parent, os.W_OK)):
-      raise SweepError(f"{what} {path} is read-only; make it writable or give another path")
-    return
-  parent = path.parent
-  while not parent.exists() and parent != parent.parent:
-    parent = parent.parent
-  if not parent.is_dir():
-    raise SweepError(f"cannot create {what} {path}: {parent} is a file, not a folder")
-  if not os.access(parent, os.W_OK):
-    raise SweepError(f"cannot create {what} {path}: the folder {parent} is read-only")
+  """SweepError in one line unless `path` can be created or written (files.unwritable; SQLite also writes
+  its journal beside the ledger)."""
+  why = unwritable(path, folder)
+  if why:
+    raise SweepError(f"{what}: {why}")
 
 
 def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, Any] | None = None):

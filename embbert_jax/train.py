@@ -15,12 +15,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import jax
 import ml_collections
 
-from embbert_jax import configs, data, files, recipes
+from embbert_jax import cli, configs, data, files, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_seeds, train_and_evaluate,
     train_group)
@@ -74,28 +74,14 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def at_least(low: int):
-  """An argparse type: an int >= low (argparse then exits 2 with one usage line for anything else)."""
-  def parse(text: str) -> int:
-    try:
-      value = int(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < low:
-      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
-  parse.__name__ = f"integer >= {low}"
-  return parse
-
-
 def add_common_flags(ap: argparse.ArgumentParser) -> None:
   ap.add_argument("--preset", default="embbert", help=f"model preset: {', '.join(configs.PRESETS)}")
   ap.add_argument("--task", default=None, help="registry name (rt_polarity, sms_spam), a local "
                   ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...)")
-  ap.add_argument("--steps", type=at_least(1), default=None, help="total optimisation steps (default: the "
+  ap.add_argument("--steps", type=cli.at_least(1), default=None, help="total optimisation steps (default: the "
                   "recipe's epochs)")
   ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume")
-  ap.add_argument("--seed", type=at_least(0), default=None, help="training seed (default: the config's, 0)")
+  ap.add_argument("--seed", type=cli.at_least(0), default=None, help="training seed (default: the config's, 0)")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None,
                   help="auto: online with WANDB_API_KEY, else offline")
   ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
@@ -120,6 +106,8 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
     for key in ("task", "steps", "seed", "init_from"):
       if getattr(args, key, None) is not None:
         configs.set_field(cfg, key, getattr(args, key))
+    if getattr(args, "text_field", None) or getattr(args, "label_field", None):
+      configs.set_field(cfg, "task", data.task_with_fields(cfg.task, args.text_field, args.label_field))
     if getattr(args, "pretrain_steps", None) is not None:
       configs.set_field(cfg, "pretrain.steps", args.pretrain_steps)
     if args.wandb:
@@ -134,12 +122,6 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
   return cfg
 
 
-def bad_input(e: BaseException | str) -> NoReturn:
-  """Exits 2 (argparse's code for bad input; 1 is a failure while running) with one `error:` line."""
-  print(f"error: {e}", file=sys.stderr)
-  sys.exit(2)
-
-
 def checked_config(args, extra: list[str], load_task: bool = True) -> ml_collections.ConfigDict:
   """config_from_args, and the task loaded once (a missing file, a bad row, one class), so that bad input
   fails in one line before anything (pre-)trains; exits 2 otherwise."""
@@ -148,7 +130,7 @@ def checked_config(args, extra: list[str], load_task: bool = True) -> ml_collect
     if load_task:
       data.load_task(cfg.task, cache_dir=cfg.cache_dir or None)
   except (configs.ConfigError, data.DataError, ValueError) as e:
-    bad_input(e)
+    cli.bad_input(e)
   return cfg
 
 
@@ -176,12 +158,13 @@ def print_results(result: dict, workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.train",
-                               description="Fine-tune a model preset on a task (optionally pre-train first).")
+  ap = cli.parser("python -m embbert_jax.train", "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
-  ap.add_argument("--pretrain-steps", type=at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
+  ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
-  ap.add_argument("--seeds", type=at_least(1), default=1, help="fine-tune this many seeds; report mean and std")
+  ap.add_argument("--text-field", default=None, help="a local task file's text field (default: text)")
+  ap.add_argument("--label-field", default=None, help="a local task file's label field (default: label)")
+  ap.add_argument("--seeds", type=cli.at_least(1), default=1, help="fine-tune this many seeds; report mean and std")
   ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
                   help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
                        "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
@@ -197,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
   try:
     out = run_seeds(cfg, workdir, args.seeds)
   except (data.DataError, TrainingDiverged, ValueError, RuntimeError) as e:
-    sys.exit(f"error: {e}")
+    cli.failure(e)
   for r in out["runs"]:
     print_results(r, Path(r["workdir"]))
   for f in out["failed"]:

@@ -166,7 +166,7 @@ def test_sweep_read_only_ledger_is_one_line(tmp_path, capsys, monkeypatch):
   real_access = os.access
   monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != db and real_access(p, mode, **k))
   err = sweep_error(tmp_path, capsys, "--storage", str(db))
-  assert f"SQLite ledger (--storage) {db} is read-only" in err
+  assert f"SQLite ledger (--storage): {db} is read-only" in err
 
 
 def test_sweep_ledger_errors_past_the_checks_are_one_line(tmp_path, monkeypatch):
@@ -212,7 +212,7 @@ def test_sweep_read_only_ledger_as_another_user():
                             "embbert_jax.sweep", *base], env={**env, "HOME": "/tmp"}, capture_output=True,
                            text=True, timeout=300, cwd="/tmp")
     assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-3000:]
-    assert again.stderr.strip().splitlines() == [f"error: the results folder (--out) {root / 'o'} "
+    assert again.stderr.strip().splitlines() == [f"error: the results folder (--out): {root / 'o'} "
                                                  "is read-only; make it writable or give another path"]
   finally:
     shutil.rmtree(root)
@@ -407,3 +407,60 @@ def test_storage_url_from_the_environment(tmp_path, capsys, monkeypatch):
   fake.write_text(FAKE_TRAINER)
   s.update(dict(budget="2MB", space="tiny", wandb=False, out=str(tmp_path / "o"), trainer=str(fake)))
   assert engine.prepare(s, log=lambda m: None).storage_url == f"sqlite:///{tmp_path / 'env' / 'ledger.db'}"
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def test_export_out_that_cannot_be_a_folder(tmp_path, capsys):
+  from embbert_jax import export
+  (tmp_path / "plain.txt").write_text("x")
+  cases = {tmp_path / "plain.txt": "is a file; give a folder path",
+           tmp_path / "plain.txt" / "sub": "plain.txt is a file, not a folder"}
+  for out, expected in cases.items():
+    assert export.main([str(tmp_path / "no_checkpoint"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and expected in err and err.count("\n") == 1, err
+  assert (tmp_path / "plain.txt").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------------------- field names
+
+
+def test_text_and_label_fields_from_the_task_string(tmp_path):
+  rows = [{"sentence": r["text"], "gold": ["neg", "pos"][r["label"]]} for r in _rows()]
+  path = _jsonl(tmp_path / "t.jsonl", rows)
+  message = one_line_data_error(path, "no field 'text'")
+  assert "--text-field/--label-field" in message
+  spec = data.task_with_fields(str(path), text="sentence", label="gold")
+  assert spec == f"{path}:text=sentence,label=gold"
+  assert data.task_with_fields(spec, label="gold") == spec  # idempotent
+  task = data.load_task(spec)
+  assert task.name == "t" and task.label_names == ("neg", "pos") and task.train.text[0].startswith("word")
+  with pytest.raises(data.DataError, match="cannot be empty or hold"):
+    data.task_with_fields(str(path), text="a,b")
+
+
+def test_train_and_sweep_take_the_field_options(tmp_path, capsys, monkeypatch):
+  rows = [{"sentence": r["text"], "gold": r["label"]} for r in _rows()]
+  path = _jsonl(tmp_path / "t.jsonl", rows)
+  seen = {}
+  monkeypatch.setattr(train, "run_seeds", lambda cfg, workdir, seeds: seen.update(task=cfg.task) or
+                      {"runs": [], "failed": [], "summary": {}})
+  monkeypatch.setattr(train, "add_baselines", lambda *a: None)
+  train.main(["--task", str(path), "--text-field", "sentence", "--label-field", "gold", "--wandb", "disabled",
+              "--workdir", str(tmp_path / "run")])
+  assert seen["task"] == f"{path}:text=sentence,label=gold"
+  code, err = exit_of(train.main, ["--task", str(path), "--text-field", "sentense", "--label-field", "gold",
+                                   "--wandb", "disabled", "--workdir", str(tmp_path / "run")], capsys)
+  assert code == 2 and "has no field 'sentense'" in err
+
+  from embbert_jax import engine
+  fake = tmp_path / "fake_trainer.py"
+  fake.write_text(FAKE_TRAINER.replace("NEEDS_DATA = False", "NEEDS_DATA = True"))
+  s = engine.get_config()
+  s.update(dict(budget="2MB", space="tiny", wandb=False, out=str(tmp_path / "o"), trainer=str(fake),
+                task=str(path), text_field="sentence", label_field="gold"))
+  sw = engine.prepare(s, log=lambda m: None)
+  assert sw.identity["task"] == f"{path}:text=sentence,label=gold" and sw.num_labels == 2
+  assert sw.settings.study.startswith("tiny-t-")

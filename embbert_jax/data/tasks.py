@@ -20,6 +20,7 @@ import difflib
 import io
 import json
 import os
+import re
 import tarfile
 import types
 import zipfile
@@ -289,7 +290,7 @@ def load_local_task(
   for field in (text_field, label_field):
     if field not in columns:
       raise DataError(f"{path} has no field {field!r} (fields: {sorted(map(str, columns))}); "
-                      "name the right one with the text/label field options")
+                      "name the right one with --text-field/--label-field, or as <file>:text=NAME,label=NAME")
   texts = _texts(path, rows, text_field, "text")
   pairs = _texts(path, rows, pair_field, "pair text") if pair_field in columns else None
   labels, names, is_reg = encode_labels(_labels(path, rows, label_field), regression)
@@ -342,6 +343,23 @@ def _assign_splits(full: Split, given: list[str] | None, seed: int, path: Path) 
   return splits
 
 
+# "<task>:text=NAME,label=NAME" names the fields of a local file (or an unlisted hub: dataset) inside the
+# task string, so that every reader of a run's config (train, export, baselines) loads the same columns.
+_FIELD = r"(?:text|pair|label)=[^,=:]+"
+_FIELDS_SUFFIX = re.compile(rf"^(?P<name>.+?):(?P<fields>{_FIELD}(?:,{_FIELD})*)$")
+
+
+def task_with_fields(task: str, text: str | None = None, label: str | None = None) -> str:
+  """The task string of `task` whose text/label fields are `text`/`label` (load_task reads them back)."""
+  spec = _FIELDS_SUFFIX.match(str(task))
+  name, fields = (spec["name"], dict(i.split("=", 1) for i in spec["fields"].split(","))) if spec else (task, {})
+  fields.update({k: v for k, v in (("text", text), ("label", label)) if v})
+  for v in fields.values():
+    if not v or any(c in v for c in ",=:"):
+      raise DataError(f"a field name cannot be empty or hold ',', '=' or ':': {v!r}")
+  return f"{name}:{','.join(f'{k}={v}' for k, v in fields.items())}" if fields else str(name)
+
+
 def load_task(
     name_or_path: str | os.PathLike,
     *,
@@ -356,9 +374,16 @@ def load_task(
   """Load a task by registry key, local file path, or hub name (``glue/sst2``, ``hub:owner/name``).
 
   ``seed`` picks the split (0 = canonical); it is not the training seed. The field arguments apply to
-  local files and to unlisted ``hub:`` datasets; ``hub_config`` is the config of an unlisted hub dataset.
+  local files and to unlisted ``hub:`` datasets (``<task>:text=NAME,pair=NAME,label=NAME`` sets them
+  from the task string: task_with_fields); ``hub_config`` is the config of an unlisted hub dataset.
   """
   key = str(name_or_path)
+  suffix = _FIELDS_SUFFIX.match(key)
+  if suffix and not Path(key).expanduser().is_file():
+    fields = dict(item.split("=", 1) for item in suffix["fields"].split(","))
+    text_field, pair_field = fields.get("text", text_field), fields.get("pair", pair_field)
+    label_field = fields.get("label", label_field)
+    key = suffix["name"]
   if key in REGISTRY:
     return _load_registered(key, REGISTRY[key], cache_dir, seed)
   path = Path(key).expanduser()
