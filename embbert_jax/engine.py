@@ -174,6 +174,13 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
     raise SweepError(f"unknown strategy {s.strategy!r}; known: {', '.join(STRATEGIES)}")
   if s.max_trials < 1 or s.steps < 1 or s.pretrain_steps < 0:
     raise SweepError("--max-trials and --steps must be >= 1, --pretrain-steps >= 0")
+  if s.seed < 0 or s.max_attempts < 1 or s.heartbeat_interval < 1:
+    raise SweepError("--seed must be >= 0, --max-attempts and --heartbeat-interval >= 1")
+  if s.grace_period < 2 * s.heartbeat_interval:
+    # A live worker beats every heartbeat_interval seconds: a shorter grace would requeue its trial and
+    # train it twice.
+    raise SweepError(f"--grace-period ({s.grace_period} s) must be at least twice --heartbeat-interval "
+                     f"({s.heartbeat_interval} s), or live trials are taken for dead ones")
   if s.get("text_field") or s.get("label_field"):
     with s.unlocked():
       s.task = data.task_with_fields(s.task, s.text_field, s.label_field)

@@ -464,3 +464,29 @@ def test_train_and_sweep_take_the_field_options(tmp_path, capsys, monkeypatch):
   sw = engine.prepare(s, log=lambda m: None)
   assert sw.identity["task"] == f"{path}:text=sentence,label=gold" and sw.num_labels == 2
   assert sw.settings.study.startswith("tiny-t-")
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--grace-period", "2", "--heartbeat-interval", "10"], "must be at least twice --heartbeat-interval"),
+    (["--max-attempts", "0"], "--max-attempts and --heartbeat-interval >= 1"),
+    (["--seed=-1"], "--seed must be >= 0"), (["--steps", "0"], "--steps must be >= 1")])
+def test_sweep_refuses_bad_worker_settings(tmp_path, capsys, args, expected):
+  assert expected in sweep_error(tmp_path, capsys, *args)
+  assert not (tmp_path / "o").exists()
+
+
+def test_experiment_with_a_missing_task_fails_before_pretraining(tmp_path, capsys, monkeypatch):
+  from embbert_jax import experiment
+  monkeypatch.setattr(train, "pretrain", lambda *a, **k: pytest.fail("pre-trained before checking the task"))
+  study = dict(name="s", tasks=(str(tmp_path / "missing.jsonl"),), seeds=1, pretrain_steps=4, wandb="disabled",
+               train=dict(steps=2), arms=[dict(name="a", preset="nano", pretrain=True)])
+  path = tmp_path / "s.py"
+  path.write_text(f"import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict({study!r})\n")
+  assert experiment.main([str(path), "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: file not found") and err.count("\n") == 1, err
+  assert not (tmp_path / "out").exists()
+  study["tasks"], study["train"] = (str(write_task(tmp_path / "t.jsonl")),), dict(steps=2, batch_size=0)
+  path.write_text(f"import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict({study!r})\n")
+  assert experiment.main([str(path), "--out", str(tmp_path / "out")]) == 2
+  assert "arm 'a': training field batch_size must be >= 1" in capsys.readouterr().err
