@@ -283,9 +283,11 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
   import sqlalchemy as sa
   try:
     return _open_ledger(sw)
+  except ledger_lib.LedgerError as e:  # the driver's words may quote pieces of a password with '@' or ':'
+    raise ledger_lib.LedgerError(ledger_lib.redact(str(e), sw.storage_url)) from None
   except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error) as e:
     text = str(getattr(e, "orig", None) or e.__cause__ or e).strip()
-    first = ledger_lib.redact(text.splitlines()[0]) if text else type(e).__name__
+    first = ledger_lib.redact(text.splitlines()[0], sw.storage_url) if text else type(e).__name__
     raise ledger_lib.LedgerError(f"cannot use the ledger {ledger_lib.redact(sw.storage_url)}: {first}") from None
 
 

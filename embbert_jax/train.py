@@ -77,10 +77,11 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
 def add_common_flags(ap: argparse.ArgumentParser) -> None:
   ap.add_argument("--preset", default="embbert", help=f"model preset: {', '.join(configs.PRESETS)}")
   ap.add_argument("--task", default=None, help="registry name (rt_polarity, sms_spam), a local "
-                  ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...)")
+                  ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...) (default: rt_polarity)")
   ap.add_argument("--steps", type=cli.at_least(1), default=None, help="total optimisation steps (default: the "
                   "recipe's epochs)")
-  ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume")
+  ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume "
+                  "(default: runs/<kind>-<preset>-<task>-seed<seed>)")
   ap.add_argument("--seed", type=cli.at_least(0), default=None, help="training seed (default: the config's, 0)")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None,
                   help="auto: online with WANDB_API_KEY, else offline")
@@ -122,13 +123,12 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
   return cfg
 
 
-def checked_config(args, extra: list[str], load_task: bool = True) -> ml_collections.ConfigDict:
+def checked_config(args, extra: list[str]) -> ml_collections.ConfigDict:
   """config_from_args, and the task loaded once (a missing file, a bad row, one class), so that bad input
   fails in one line before anything (pre-)trains; exits 2 otherwise."""
   try:
     cfg = config_from_args(args, extra)
-    if load_task:
-      data.load_task(cfg.task, cache_dir=cfg.cache_dir or None)
+    data.load_task(cfg.task, cache_dir=cfg.cache_dir or None)
   except (configs.ConfigError, data.DataError, ValueError) as e:
     cli.bad_input(e)
   return cfg
@@ -158,7 +158,8 @@ def print_results(result: dict, workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-  ap = cli.parser("python -m embbert_jax.train", "Fine-tune a model preset on a task (optionally pre-train first).")
+  ap = cli.parser("python -m embbert_jax.train",
+                  "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
   ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")

@@ -334,9 +334,10 @@ PASSWORD = "PL4NTED-s3cret"
 @pytest.mark.parametrize("url,shown", [
     (f"postgresql+psycopg2://u:{PASSWORD}@host/db", "postgresql+psycopg2://u:***@host/db"),
     ("postgresql+psycopg2://u:p@ss:w@rd@host/db", "postgresql+psycopg2://u:***@host/db"),
-    ("--storage=postgresql://u:a@b:c@h:5432/d?sslmode=require", "--storage=postgresql://u:***@h:5432/d?sslmode=require"),
-    ("cannot open postgresql://u:x@y@h/db: timeout, see http://a.b/c", "cannot open postgresql://u:***@h/db: timeout, "
-     "see http://a.b/c"),
+    ("--storage=postgresql://u:a@b:c@h:5432/d?sslmode=require",
+     "--storage=postgresql://u:***@h:5432/d?sslmode=require"),
+    ("cannot open postgresql://u:x@y@h/db: timeout, see http://a.b/c",
+     "cannot open postgresql://u:***@h/db: timeout, see http://a.b/c"),
     ("postgresql://:pw@host/db", "postgresql://:***@host/db"),
     ("sqlite:////tmp/a/ledger.db", "sqlite:////tmp/a/ledger.db"), ("postgresql://host/db", "postgresql://host/db")])
 def test_redact_masks_passwords_with_at_and_colon(url, shown):
@@ -490,3 +491,11 @@ def test_experiment_with_a_missing_task_fails_before_pretraining(tmp_path, capsy
   path.write_text(f"import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict({study!r})\n")
   assert experiment.main([str(path), "--out", str(tmp_path / "out")]) == 2
   assert "arm 'a': training field batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_a_password_with_at_and_colon_leaks_nothing_through_the_drivers_error(tmp_path, capsys):
+  """SQLAlchemy splits u:p@ss:w@rd@host at the first '@' and reports "w@rd@host" as a bad port."""
+  url = f"postgresql+psycopg2://u:x{PASSWORD}@ss:w@rd:{PASSWORD}@127.0.0.1:9/db"
+  err = sweep_error(tmp_path, capsys, "--storage", url)
+  assert "cannot open the ledger postgresql+psycopg2://u:***@127.0.0.1:9/db" in err
+  assert PASSWORD not in err and "w@rd" not in err and "ss:w" not in err, err
