@@ -26,9 +26,11 @@ import ml_collections
 
 from embbert_jax import asha as asha_lib, configs, data, ledger as ledger_lib, memory, pareto, propose
 from embbert_jax import space as space_lib
+from embbert_jax.files import unwritable
 
 
 STRATEGIES = ("grid", "tpe", "nsga2")
+STORAGE_ENV = "EMBBERT_JAX_STORAGE"  # the ledger URL when --storage is not given (keeps a password off argv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +86,8 @@ SETTINGS = (
             "rates) together in one program when the trainer can; --no-group trains them one at a time"),
     # Tests: a fake trainer module or file.
     Setting("trainer", "embbert_jax.train", "module (or .py file) with the Trainer functions", hidden=True),
+    Setting("text_field", "", "a local task file's text field (default: text)"),
+    Setting("label_field", "", "a local task file's label field (default: label)"),
 )
 
 
@@ -214,6 +218,16 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
       s.steps = 400
     if not asha_on and not s.max_trials:
       s.max_trials = 12
+  if s.seed < 0 or s.max_attempts < 1 or s.heartbeat_interval < 1:
+    raise SweepError("--seed must be >= 0, --max-attempts and --heartbeat-interval >= 1")
+  if s.grace_period < 2 * s.heartbeat_interval:
+    # A live worker beats every heartbeat_interval seconds: a shorter grace would requeue its trial and
+    # train it twice.
+    raise SweepError(f"--grace-period ({s.grace_period} s) must be at least twice --heartbeat-interval "
+                     f"({s.heartbeat_interval} s), or live trials are taken for dead ones")
+  if s.get("text_field") or s.get("label_field"):
+    with s.unlocked():
+      s.task = data.task_with_fields(s.task, s.text_field, s.label_field)
   space_cfg = space_lib.load(s.space)
   trainer = trainer if trainer is not None else load_trainer(s.trainer)
   num_labels, metric, n_val = space_cfg.num_labels, "mcc", 0
@@ -239,9 +253,13 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   study = s.study or _slug(f"{space_cfg.name}-{Path(str(s.task)).stem}-"
                            f"{memory.format_bytes(budget).replace(' ', '')}-{s.policy}")
   out = Path(s.out or Path("runs") / "sweeps" / study)
-  storage = s.storage or f"sqlite:///{out / 'ledger.db'}"
+  storage = s.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{out / 'ledger.db'}"
+  hide_passwords_in_argv()
   if "://" not in storage:
     storage = f"sqlite:///{storage}"  # a bare file path
+  _check_writable(out, "the results folder (--out)", folder=True)
+  if ledger_lib.sqlite_path(storage) is not None:
+    _check_writable(ledger_lib.sqlite_path(storage), "the SQLite ledger (--storage)", folder=False)
   with s.unlocked():
     s.study, s.storage = study, storage
   # What must not change when a study is resumed: it would make its trials incomparable.
@@ -261,8 +279,27 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
              num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg), eps)
   for knobs in sw.members:  # a bad `train` override or train_grid field fails here
-    trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
+    cfg = trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
+    try:
+      configs.validate_training(cfg)
+    except configs.ConfigError as e:
+      raise SweepError(f"space {space_cfg.name!r}: {e}") from None
   return sw
+
+
+def hide_passwords_in_argv() -> None:
+  """Masks the password of a --storage URL in this process's sys.argv (ledger.redact), in place: wandb
+  records sys.argv in every run's metadata (and uploads it with an API key), crash reports print it. The
+  URL itself lives on in the settings. A URL in $EMBBERT_JAX_STORAGE never reaches a command line."""
+  sys.argv[:] = [ledger_lib.redact(a) for a in sys.argv]
+
+
+def _check_writable(path: Path, what: str, folder: bool) -> None:
+  """SweepError in one line unless `path` can be created or written (files.unwritable; SQLite also writes
+  its journal beside the ledger)."""
+  why = unwritable(path, folder)
+  if why:
+    raise SweepError(f"{what}: {why}")
 
 
 def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, Any] | None = None):
@@ -300,6 +337,22 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
 
 
 def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
+  """The study's ledger, its identity checked and its settings recorded; LedgerError in one line for a
+  ledger that cannot be written (read-only file or database user, a full disk), not the database's trace."""
+  import sqlite3
+  import optuna
+  import sqlalchemy as sa
+  try:
+    return _open_ledger(sw)
+  except ledger_lib.LedgerError as e:  # the driver's words may quote pieces of a password with '@' or ':'
+    raise ledger_lib.LedgerError(ledger_lib.redact(str(e), sw.storage_url)) from None
+  except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error) as e:
+    text = str(getattr(e, "orig", None) or e.__cause__ or e).strip()
+    first = ledger_lib.redact(text.splitlines()[0], sw.storage_url) if text else type(e).__name__
+    raise ledger_lib.LedgerError(f"cannot use the ledger {ledger_lib.redact(sw.storage_url)}: {first}") from None
+
+
+def _open_ledger(sw: Sweep) -> ledger_lib.Ledger:
   s = sw.settings
   storage = ledger_lib.open_storage(sw.storage_url, s.heartbeat_interval, s.grace_period)
   led = ledger_lib.Ledger(storage, s.study, propose.DIRECTIONS)

@@ -76,9 +76,20 @@ def worker_id() -> str:
   return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def redact(url: str) -> str:
-  """The URL with its password masked, for messages."""
-  return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+def redact(text: str, url: str = "") -> str:
+  """`text` (a URL, a command-line argument, a message) with the password of every URL in it masked: all
+  from the user's ':' to the URL's last '@' (an unescaped '@' or ':' may sit in the password). With the
+  `url` that `text` is about, also the pieces of its password that a driver's error quotes on their own
+  (a URL parser that splits "p@ss:w@rd" at an '@' or ':' reports "w@rd" as a host or a port)."""
+  out = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
+  secret = re.search(r"://[^:/@\s]*:(\S*)@", url)
+  if secret:
+    pw = secret.group(1)
+    cuts = [i for i, c in enumerate(pw) if c in "@:"]
+    pieces = {pw, *(pw[i + 1:] for i in cuts), *(pw[:i] for i in cuts)}
+    for piece in sorted((p for p in pieces if len(p) >= 2), key=len, reverse=True):
+      out = out.replace(piece, "***")
+  return out
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -6,16 +6,14 @@ The encoder is saved to WORKDIR/model; fine-tune from it with
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from embbert_jax import configs, data, train
+from embbert_jax import cli, configs, data, train
 
 
 def main(argv: list[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.pretrain", description=__doc__.splitlines()[0])
+  ap = cli.parser("python -m embbert_jax.pretrain", __doc__.splitlines()[0])
   train.add_common_flags(ap)
   args, extra = ap.parse_known_args(argv)
   try:
@@ -26,8 +24,9 @@ def main(argv: list[str] | None = None) -> None:
       configs.set_field(cfg, "pretrain.steps", steps)
     if cfg.pretrain.steps <= 0:
       raise ValueError("give the number of pre-training steps with --steps N")
+    configs.validate_training(cfg)
   except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    cli.bad_input(e)
   if args.distributed:
     import jax
     jax.distributed.initialize()
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
   try:
     result = train.pretrain(cfg, workdir)
   except (data.DataError, train.TrainingDiverged, ValueError, RuntimeError) as e:
-    sys.exit(f"error: {e}")
+    cli.failure(e)
   print(json.dumps(result, indent=2))
   print(f"encoder saved to {workdir / 'model'}; fine-tune with --init-from {workdir}")
 

@@ -29,7 +29,9 @@ what would overrun the deadline is dropped, and said.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +44,7 @@ from embbert_jax import space as space_lib
 from embbert_jax.engine import member_attrs, member_hash, trainer_config
 
 STATE = "asha"  # the study attr holding the plan and the clock
+WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` started: the plan counts on them
 DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_length)
 
 
@@ -120,7 +123,7 @@ def make_state(sw, started: float) -> dict[str, Any]:
     costs = calibrate(sw, top_steps)
     elapsed = time.time() - started
     plan = asha.plan(budget_s - elapsed, costs, r_max=top_steps, smallest=smallest, budget=max(biggest, smallest),
-                     eta=s.eta, rungs=s.rungs, final_seeds=s.final_seeds, workers=max(1, int(s.get("workers", 1) or 1)),
+                     eta=s.eta, rungs=s.rungs, final_seeds=s.final_seeds, workers=max(1, int(os.environ.get(WORKERS_ENV, "1"))),
                      max_trials=s.max_trials or None)
     deadline = started + budget_s
     search_until = deadline - budget_s * 0.1 - plan.est_final_s
@@ -252,8 +255,9 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
       for t in search:
         b = plan.band(t.user_attrs["bytes_total"])
         started[b] = started.get(b, 0) + 1
-      act = asha.next_action(plan, recs, started, running=len(running), eps=state["eps"],
-                             searching=True)
+      # With a time budget the clock ends the search, not plan.n0 (an estimate from the calibration).
+      act = asha.next_action(dataclasses.replace(plan, n0=10 ** 9) if s.time_budget else plan, recs, started,
+                             running=len(running), eps=state["eps"], searching=True)
       if act.kind == "promote":
         t = next(t for t in trials if t.number == act.trial)
         _promote(led, t, act.rung)

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from embbert_jax import configs, data, files, recipes
+from embbert_jax import cli, configs, data, files, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_length, run_seeds,
     train_and_evaluate, train_group)
@@ -79,10 +79,12 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
 def add_common_flags(ap: argparse.ArgumentParser) -> None:
   ap.add_argument("--preset", default="embbert", help=f"model preset: {', '.join(configs.PRESETS)}")
   ap.add_argument("--task", default=None, help="registry name (rt_polarity, sms_spam), a local "
-                  ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...)")
-  ap.add_argument("--steps", type=int, default=None, help="total optimisation steps (overrides epochs)")
-  ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume")
-  ap.add_argument("--seed", type=int, default=None)
+                  ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...) (default: rt_polarity)")
+  ap.add_argument("--steps", type=cli.at_least(1), default=None, help="total optimisation steps (default: the "
+                  "recipe's epochs)")
+  ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume "
+                  "(default: runs/<kind>-<preset>-<task>-seed<seed>)")
+  ap.add_argument("--seed", type=cli.at_least(0), default=None, help="training seed (default: the config's, 0)")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None,
                   help="auto: online with WANDB_API_KEY, else offline")
   ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
@@ -107,6 +109,8 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
     for key in ("task", "steps", "seed", "init_from"):
       if getattr(args, key, None) is not None:
         configs.set_field(cfg, key, getattr(args, key))
+    if getattr(args, "text_field", None) or getattr(args, "label_field", None):
+      configs.set_field(cfg, "task", data.task_with_fields(cfg.task, args.text_field, args.label_field))
     if getattr(args, "pretrain_steps", None) is not None:
       configs.set_field(cfg, "pretrain.steps", args.pretrain_steps)
     if args.wandb:
@@ -117,7 +121,18 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
   cfg = build(None)
   if getattr(args, "recipe", None):
     cfg = build(recipe_from_args(args.recipe, cfg))
-  configs.validate(cfg.model)
+  configs.validate_training(cfg)
+  return cfg
+
+
+def checked_config(args, extra: list[str]) -> ml_collections.ConfigDict:
+  """config_from_args, and the task loaded once (a missing file, a bad row, one class), so that bad input
+  fails in one line before anything (pre-)trains; exits 2 otherwise."""
+  try:
+    cfg = config_from_args(args, extra)
+    data.load_task(cfg.task, cache_dir=cfg.cache_dir or None)
+  except (configs.ConfigError, data.DataError, ValueError) as e:
+    cli.bad_input(e)
   return cfg
 
 
@@ -151,22 +166,21 @@ def print_results(result: dict, workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.train",
-                               description="Fine-tune a model preset on a task (optionally pre-train first).")
+  ap = cli.parser("python -m embbert_jax.train",
+                  "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
-  ap.add_argument("--pretrain-steps", type=int, default=None, help="MLM+NSP steps before fine-tuning")
+  ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
-  ap.add_argument("--seeds", type=int, default=1, help="fine-tune this many seeds; report mean and std")
+  ap.add_argument("--text-field", default=None, help="a local task file's text field (default: text)")
+  ap.add_argument("--label-field", default=None, help="a local task file's label field (default: label)")
+  ap.add_argument("--seeds", type=cli.at_least(1), default=1, help="fine-tune this many seeds; report mean and std")
   ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
                   help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
                        "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
   if not args.init_from:
     args.init_from = None
-  try:
-    cfg = config_from_args(args, extra)
-  except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  cfg = checked_config(args, extra)
   print(recipes.describe(cfg), flush=True)
   if args.distributed:
     jax.distributed.initialize()
@@ -175,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
   try:
     out = run_seeds(cfg, workdir, args.seeds)
   except (data.DataError, TrainingDiverged, ValueError, RuntimeError) as e:
-    sys.exit(f"error: {e}")
+    cli.failure(e)
   for r in out["runs"]:
     print_results(r, Path(r["workdir"]))
   for f in out["failed"]:
