@@ -383,6 +383,10 @@ def summarize(led: ledger_lib.Ledger, out: Path, settings: dict[str, Any], wandb
               log: Callable = say) -> dict[str, Any]:
   """Writes the tables and the plot from the ledger; logs the wandb summary once per finished sweep."""
   rows = [pareto.trial_row(t, settings.get("policy", "fp32")) for t in led.trials()]
+  state = led.study_attrs().get(ledger_lib.ASHA_STATE)
+  if state:  # a multi-fidelity sweep: its start (the time line) and its plan (the table's head)
+    settings = {**settings, "started": state.get("started"), "plan": state.get("plan"),
+                "dropped": state.get("dropped", [])}
   front = pareto.frontier_rows(rows)
   files = pareto.write_files(rows, front, settings, out)
   table = pareto.format_table(rows, front, settings)

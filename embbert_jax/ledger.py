@@ -54,6 +54,7 @@ _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "lust
 # System attributes of a trial (ours are prefixed to stay apart from the samplers').
 WORKER, ATTEMPTS, PREEMPTED, HASH = "embbert:worker", "embbert:attempts", "embbert:preempted", "embbert:hash"
 SOLO = "embbert:solo"  # its group program failed: the trial trains alone from now on
+ASHA_STATE = "asha"  # study attr of a multi-fidelity sweep: its plan and clock (scheduler.py)
 TARGET = "embbert:target_rung"  # multi-fidelity sweeps: the rung the trial may train to (scheduler.py)
 
 STALE = "heartbeat stopped"

@@ -43,7 +43,7 @@ from embbert_jax import asha, configs, ledger as ledger_lib, memory
 from embbert_jax import space as space_lib
 from embbert_jax.engine import member_attrs, member_hash, trainer_config
 
-STATE = "asha"  # the study attr holding the plan and the clock
+STATE = ledger_lib.ASHA_STATE  # the study attr holding the plan and the clock
 WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` started: the plan counts on them
 DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_length)
 

@@ -234,6 +234,21 @@ _RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_tim
                 "tokens_per_s", "seq_len")
 
 
+TIME_PARTS = ("compile_s", "train_s", "eval_s", "checkpoint_s")
+
+
+def _time_spent(before: dict | None, timing: dict | None, wall: float, share: int) -> dict[str, float]:
+  """A trial's wall time over all its trainer calls (rungs, resumptions), split as loop.fit measures it
+  (compile, steps, evaluation, checkpoints; `wall` covers data and setup too). Members of one group call
+  count their share of it."""
+  out = dict(before or {})
+  for k in TIME_PARTS:
+    out[k] = out.get(k, 0.0) + float((timing or {}).get(k, 0.0)) / share
+  out["wall_s"] = out.get("wall_s", 0.0) + wall / share
+  out["calls"] = int(out.get("calls", 0)) + 1
+  return out
+
+
 def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], grp: Group) -> None:
   """Writes the members' outcomes (train_group's dicts) to the ledger, under one lock, and logs them.
 
@@ -256,7 +271,9 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
           status, attrs["error"] = "failed", f"validation {metric} is {value}"
       elif status == "pruned":
         attrs["pruned_at"] = out.get("pruned_at") or (max(m.curve) if m.curve else None)
-      attrs.update(worker=led.worker, group_size=len(grp.members))
+      attrs.update(worker=led.worker, group_size=len(grp.members),
+                   time_spent=_time_spent(m.trial.user_attrs.get("time_spent"), out.get("timing"),
+                                          time.time() - grp.t0, len(grp.members)))
       if sw.asha is not None and status == "complete":
         attrs["timing"] = out.get("timing")
         row = scheduler.rung_result(m.trial, out, attrs.get("metric") or sw.metric)
