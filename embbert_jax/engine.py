@@ -57,14 +57,16 @@ SETTINGS = (
     Setting("strategy", "grid", "grid: fitting configs in memory-spread order; tpe/nsga2: two-objective "
             "sampler", STRATEGIES),
     Setting("max_trials", 0, "trials in the study, all workers together (with a train_grid: member trials); "
-            "0 = 12 with --scheduler fixed, eta^rungs configs with asha, no cap with --time-budget"),
+            "0 = no cap with a --time-budget, eta^rungs configs with asha and no clock, 12 with fixed"),
     # Fixed: 400 steps, about 1.5 epochs of rt_polarity at batch 32. Asha: the recipe's whole run.
     Setting("steps", 0, "training steps per trial (asha: of the top rung, R_max); 0 = 400 with --scheduler "
             "fixed, the recipe's whole run (its epochs of the task) with asha"),
-    Setting("time_budget", "", "wall-clock budget of the whole sweep, e.g. 45m, 2h, 90s: plans a "
-            "multi-fidelity (asha) sweep that ends within it, final seeds included"),
-    Setting("scheduler", "fixed", "fixed: every trial trains --steps; asha: successive halving by Pareto rank "
-            "within memory bands, the top rung to convergence (implied by --time-budget)", ("fixed", "asha")),
+    Setting("time_budget", "45m", "wall-clock budget of the whole sweep, e.g. 45m, 2h, 90s: the asha "
+            "scheduler plans rungs, trials and final seeds to end within it; none = no clock (asha then "
+            "starts --max-trials configs)"),
+    Setting("scheduler", "asha", "asha: successive halving by Pareto rank within memory bands, the top rung "
+            "trained to convergence, final seeds; fixed: every trial trains --steps (no --time-budget)",
+            ("fixed", "asha")),
     Setting("rungs", 3, "asha: rungs, each eta x the steps of the one below, the top one R_max"),
     Setting("eta", 3, "asha: promotion ratio (the best 1/eta of a band's rung moves up)"),
     Setting("final_seeds", 3, "asha: seeds of each band's best top-rung config (the frontier's mean +- sd)"),
@@ -203,7 +205,10 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
     raise SweepError("--max-trials, --steps and --pretrain-steps must be >= 0")
   if s.scheduler not in ("fixed", "asha"):
     raise SweepError(f"unknown scheduler {s.scheduler!r}; known: fixed, asha")
-  asha_on = s.scheduler == "asha" or bool(s.time_budget)
+  asha_on = s.scheduler == "asha"
+  with s.unlocked():
+    if not asha_on or str(s.time_budget).strip().lower() in ("", "none", "off"):
+      s.time_budget = ""
   if s.time_budget:
     try:
       asha_lib.parse_duration(s.time_budget)
@@ -212,9 +217,7 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   if asha_on and (s.rungs < 1 or s.eta < 2 or s.final_seeds < 1 or s.patience < 0):
     raise SweepError("--rungs and --final-seeds must be >= 1, --eta >= 2, --patience >= 0")
   with s.unlocked():
-    if asha_on:
-      s.scheduler = "asha"
-    elif not s.steps:
+    if not asha_on and not s.steps:
       s.steps = 400
     if not asha_on and not s.max_trials:
       s.max_trials = 12
@@ -284,6 +287,9 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
       configs.validate_training(cfg)
     except configs.ConfigError as e:
       raise SweepError(f"space {space_cfg.name!r}: {e}") from None
+    if asha_on and "stop_at" not in cfg:
+      raise SweepError(f"the trainer {s.trainer!r} cannot pause a run at a rung (its config has no stop_at "
+                       "field): use --scheduler fixed")
   return sw
 
 

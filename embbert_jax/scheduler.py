@@ -49,7 +49,7 @@ DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_len
 
 
 def enabled(settings) -> bool:
-  return settings.scheduler == "asha" or bool(settings.time_budget)
+  return settings.scheduler == "asha"
 
 
 def target(t: FrozenTrial) -> int | None:

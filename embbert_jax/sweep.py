@@ -1,11 +1,12 @@
 """`python -m embbert_jax.sweep`: the accuracy-vs-memory Pareto frontier of EmbBERT under a memory budget.
 
-    python -m embbert_jax.sweep --budget 2MB                      # one worker; SQLite ledger in runs/sweeps/
+    python -m embbert_jax.sweep --budget 2MB                      # 45 min multi-fidelity sweep, one worker
+    python -m embbert_jax.sweep --budget 2MB --time-budget 2h     # the same, sized to two hours
     python -m embbert_jax.sweep --budget 2MB --workers auto       # one worker per GPU (CPU: per 4 cores)
     python -m embbert_jax.sweep --budget 2MB --storage postgresql+psycopg2://u:p@host/db --study NAME
     python -m embbert_jax.sweep report runs/sweeps/NAME           # table and plot again, no training
 
-Start the third line on as many machines as you like: the workers share the study's trials through the
+Start the fourth line on as many machines as you like: the workers share the study's trials through the
 ledger (ledger.py), no trial runs twice, a killed worker's trial is retried by another, and a relaunch
 resumes the sweep. SQLite is for workers on one machine; use PostgreSQL (or any SQLAlchemy URL) for
 several. The flags are engine.SETTINGS (declared once there), the setup engine.py, the worker loop

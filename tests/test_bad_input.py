@@ -108,6 +108,7 @@ def get_config():
   c.model, c.task, c.seed, c.batch_size, c.learning_rate = ml_collections.ConfigDict(), "t", 0, 32, 5e-5
   c.steps, c.eval_every, c.log_every = 0, 0, 50
   c.pretrain = ml_collections.ConfigDict(dict(steps=0))
+  c.stop_at, c.patience = 0, 0
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
 
@@ -358,6 +359,7 @@ def get_config():
   c.model, c.task, c.seed, c.batch_size, c.learning_rate = ml_collections.ConfigDict(), "t", 0, 32, 5e-5
   c.steps, c.eval_every, c.log_every = 0, 0, 50
   c.pretrain = ml_collections.ConfigDict(dict(steps=0))
+  c.stop_at, c.patience = 0, 0
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
 
@@ -387,7 +389,8 @@ def test_a_storage_password_reaches_no_written_file(tmp_path, capsys, monkeypatc
   monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
   fake = tmp_path / "secret_trainer.py"
   fake.write_text(SECRET_TRAINER)
-  argv = ["--budget", "2MB", "--space", "tiny", "--wandb", "--trainer", str(fake), "--max-trials", "1",
+  argv = ["--budget", "2MB", "--space", "tiny", "--scheduler", "fixed", "--wandb", "--trainer", str(fake),
+          "--max-trials", "1",
           "--steps", "2", "--storage", url, "--study", "s", "--out", str(tmp_path / "out")]
   monkeypatch.setattr(sys, "argv", ["embbert_jax.sweep", *argv])
   assert sweep.main(argv) == 0

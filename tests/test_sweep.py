@@ -160,13 +160,14 @@ def fake(tmp_path):
 def _settings(tmp_path, fake, **kw):
   s = sweep.get_config()
   s.update(dict(budget="2MB", space="tiny", max_trials=100, steps=8, wandb=False, out=str(tmp_path / "out"),
-                trainer=str(fake), heartbeat_interval=1, grace_period=3))
+                trainer=str(fake), heartbeat_interval=1, grace_period=3, scheduler="fixed"))
   s.update(kw)
   return s
 
 
 def _cli(tmp_path, fake, *extra, study="s", out="out", steps=8):
-  return ["--budget", "2MB", "--space", "tiny", "--steps", str(steps), "--no-wandb", "--trainer", str(fake),
+  return ["--budget", "2MB", "--space", "tiny", "--scheduler", "fixed", "--steps", str(steps), "--no-wandb",
+          "--trainer", str(fake),
           "--study", study, "--out", str(tmp_path / out), "--heartbeat-interval", "1", "--grace-period", "3",
           *extra]
 

@@ -23,7 +23,7 @@ def fake(tmp_path):
 
 def _settings(tmp_path, fake, **kw):
   s = sweep.get_config()
-  s.update(dict(budget="2MB", space="tiny", scheduler="asha", steps=12, rungs=3, eta=2, final_seeds=2,
+  s.update(dict(budget="2MB", space="tiny", scheduler="asha", time_budget="", steps=12, rungs=3, eta=2, final_seeds=2,
                 max_trials=8, wandb=False, out=str(tmp_path / "out"), trainer=str(fake), heartbeat_interval=1,
                 grace_period=3, study="a"))
   s.update(kw)
@@ -121,7 +121,7 @@ def test_time_budget_that_cannot_fit_drops_work_and_says_so(tmp_path, fake, monk
 
 def test_two_workers_promote_concurrently_without_double_promotion(tmp_path, fake):
   log = tmp_path / "log.jsonl"
-  args = _cli(tmp_path, fake, "--scheduler", "asha", "--rungs", "3", "--eta", "2", "--final-seeds", "2",
+  args = _cli(tmp_path, fake, "--scheduler", "asha", "--time-budget", "none", "--rungs", "3", "--eta", "2", "--final-seeds", "2",
               "--max-trials", "8", "--no-summary", study="two", steps=12)
   procs = [_worker(args, {"FAKE_STEP_S": "0.05", "FAKE_LOG": str(log)}) for _ in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
@@ -148,7 +148,8 @@ def test_asha_refuses_a_train_grid_and_bad_rungs(tmp_path, fake):
 def test_real_trainer_two_rung_sweep(tmp_path):
   """Tiny configs trained for real: rung 0 pauses, a promoted trial resumes its checkpoint at rung 1."""
   s = sweep.get_config()
-  s.update(dict(budget="2MB", space="tiny", scheduler="asha", steps=8, rungs=2, eta=2, final_seeds=1,
+  s.update(dict(budget="2MB", space="tiny", scheduler="asha", time_budget="none", steps=8, rungs=2, eta=2,
+                final_seeds=1,
                 max_trials=2, wandb=False, out=str(tmp_path / "out"), study="real"))
   lines = []
   out = sweep.run_sweep(s, log=lines.append)
