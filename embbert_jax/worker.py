@@ -314,13 +314,16 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
   grp = Group(members, time.time(), getattr(sw.trainer, "Pruned", None) or PrunedTrial)
   reports = [_reporter(sw, led, m, grp) for m in members]
   a = trials[0].user_attrs
-  attempt = max(t.system_attrs.get(ledger_lib.ATTEMPTS, 1) for t in trials)
+  # Restarts after a preemption or a dead worker (a promoted trial's next rung is not a new attempt).
+  attempt = 1 + max(len(t.system_attrs.get(ledger_lib.PREEMPTED, [])) for t in trials)
   who = (f"trial {trials[0].number}" if len(trials) == 1 else
          f"trials {', '.join(str(t.number) for t in trials)} together")
   knobs = "; ".join(", ".join(f"{k}={v}" for k, v in t.user_attrs.get("train", {}).items()) for t in trials)
   sw.log(f"{who} start: {a['describe']}, {memory.format_bytes(members[0].mem)} {s.policy}, "
          f"{a['params']:,} params" + (f" ({knobs})" if knobs.strip("; ") else "") +
-         (f" (attempt {attempt})" if attempt > 1 else ""))
+         (f" (attempt {attempt})" if attempt > 1 else "") +
+         (f", rung {scheduler.target(trials[0]) or 0} to {members[0].cfg.stop_at or members[0].cfg.steps} steps"
+          if sw.asha is not None else ""))
   try:
     with led.heartbeat([m.tid for m in members]):
       if len(members) == 1:
