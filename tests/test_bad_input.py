@@ -98,11 +98,8 @@ def test_unknown_task_did_you_mean():
 
 # ------------------------------------------------------------------------------------------- the sweep
 
-FAKE_TRAINER = '''
-import ml_collections
-NEEDS_DATA = False
-
-
+# The trainer config of both fake trainers below (fields the sweep sets on every trial).
+_GET_CONFIG = '''
 def get_config():
   c = ml_collections.ConfigDict()
   c.model, c.task, c.seed, c.batch_size, c.learning_rate = ml_collections.ConfigDict(), "t", 0, 32, 5e-5
@@ -111,6 +108,12 @@ def get_config():
   c.stop_at, c.patience = 0, 0
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
+'''
+
+FAKE_TRAINER = '''
+import ml_collections
+NEEDS_DATA = False
+''' + _GET_CONFIG + '''
 
 
 def train_and_evaluate(cfg, workdir, report=None):
@@ -352,16 +355,7 @@ import ml_collections
 from pathlib import Path
 from embbert_jax import memory, runlog
 NEEDS_DATA = False
-
-
-def get_config():
-  c = ml_collections.ConfigDict()
-  c.model, c.task, c.seed, c.batch_size, c.learning_rate = ml_collections.ConfigDict(), "t", 0, 32, 5e-5
-  c.steps, c.eval_every, c.log_every = 0, 0, 50
-  c.pretrain = ml_collections.ConfigDict(dict(steps=0))
-  c.stop_at, c.patience = 0, 0
-  c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
-  return c
+''' + _GET_CONFIG + '''
 
 
 def train_and_evaluate(cfg, workdir, report=None):

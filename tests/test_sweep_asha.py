@@ -11,14 +11,7 @@ from optuna.trial import TrialState
 
 from embbert_jax import asha, pareto, sweep
 from embbert_jax import ledger as ledger_lib
-from test_sweep import FAKE_TRAINER, _cli, _trials, _worker
-
-
-@pytest.fixture
-def fake(tmp_path):
-  path = tmp_path / "fake_trainer.py"
-  path.write_text(FAKE_TRAINER)
-  return path
+from test_sweep import _cli, _trials, _worker, fake  # noqa: F401  (fake: the fake trainer's fixture)
 
 
 def _settings(tmp_path, fake, **kw):
