@@ -104,18 +104,32 @@ class Programs:
 OPTIMIZER_FIELDS = ("grad_clip", "b1", "b2", "eps")
 
 
-# A sweep trains many shapes one after another: keeping every compiled program held 4 GB after a dozen
-# 2 MB trials. The few most recent stay (a group's seeds, a promoted trial's next rung); an older shape that
-# comes back is reloaded from JAX's persistent compilation cache in about a second.
+# A sweep trains many shapes one after another, and every compiled XLA:CPU program maps its machine code
+# into the process: keeping them all grew a worker past 5 GB and near the kernel's 65,530 mappings, where
+# LLVM failed ("Cannot allocate memory") and the worker died 15 minutes into a 45-minute sweep
+# (benchmarks/sweep_memory.py). So at most PROGRAM_CACHE_SIZE shapes' programs are kept; a new shape beyond
+# them flushes them all and JAX's own caches (jax.clear_caches: dropping our references alone left the
+# mappings growing), and a shape that comes back reloads from the persistent compilation cache.
 PROGRAM_CACHE_SIZE = 4
+_PROGRAMS: dict[tuple, "Programs"] = {}
 
 
-@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
+def _cached_programs(*key) -> "Programs":
+  if key not in _PROGRAMS:
+    if len(_PROGRAMS) >= PROGRAM_CACHE_SIZE:
+      _PROGRAMS.clear()
+      _init_program.cache_clear()
+      jax.clear_caches()
+    _PROGRAMS[key] = _programs(*key)
+  return _PROGRAMS[key]
+
+
 def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: tuple, devices: tuple,
               group_impl: str = "auto") -> Programs:
-  """Built once per process for each distinct key (the frozen model config is hashable), so trials of
-  equal shapes (a sweep's, the seeds of run_seeds, a resumed run) reuse the traced and compiled programs in
-  memory; across processes the persistent compilation cache does the same (enable_compilation_cache)."""
+  """Built once per process for each distinct key (the frozen model config is hashable; _cached_programs),
+  so trials of equal shapes (the seeds of run_seeds, a resumed run, a promoted trial) reuse the traced and
+  compiled programs in memory; across processes and flushes the persistent compilation cache does the same
+  (enable_compilation_cache)."""
   opt_d = dict(opt)  # learning rate / weight decay: per member
   if "schedule" in opt_d:  # frozen as JSON in the key (a ConfigDict is not hashable)
     opt_d["schedule"] = json.loads(opt_d["schedule"])
@@ -164,11 +178,11 @@ def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total
     opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)), ("total_steps", int(total_steps)))
   loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"
                else (is_regression, float(cfg.get("label_smoothing", 0.0))))
-  return _programs(kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),
-                   cfg.get("group_impl", "auto"))
+  return _cached_programs(kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),
+                          cfg.get("group_impl", "auto"))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def _init_program(model_cfg: configs.ModelConfig, task: str):
   one = lambda seed: models.init_params(model_cfg, jax.random.key(seed), task)
   return jax.jit(jax.vmap(one))
