@@ -118,7 +118,9 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
   if kind == "pretrain":
     vocab, rate = loss_args
     loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
-    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: loss_fn(p, b, r)[1], group_impl)(p_G))
+    # Evaluation: dropout off, masks from `r` (a fixed key per held-out batch gives a comparable curve).
+    eval_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate, train=False)[1]
+    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: eval_fn(p, b, r), group_impl)(p_G))
   else:
     is_regression, label_smoothing = loss_args
     loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression, label_smoothing)
@@ -151,9 +153,14 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
 
 
 def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0) -> Programs:
-  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: constant)."""
+  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: cfg.pretrain.steps,
+  its schedule cfg.pretrain.schedule; constant where a config has none)."""
   opt = tuple((k, cfg[k]) for k in OPTIMIZER_FIELDS)
-  sched = recipes.schedule_config() if kind == "pretrain" else cfg.get("schedule", recipes.schedule_config())
+  if kind == "pretrain":
+    sched = cfg.pretrain.get("schedule", recipes.schedule_config())
+    total_steps = total_steps or cfg.pretrain.steps
+  else:
+    sched = cfg.get("schedule", recipes.schedule_config())
   if not recipes.is_constant(sched):  # a constant schedule keeps the key (and the program) of before
     opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)), ("total_steps", int(total_steps)))
   loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"

@@ -55,7 +55,10 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.corpus = ""  # pre-training/tokenizer corpus file ("" = the offline corpus of data.pretraining_corpus)
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=0,  # MLM + NSP steps before fine-tuning (0 = none)
-      learning_rate=2e-4, batch_size=32, mask_rate=0.15, eval_every=0, eval_pairs=2048,
+      learning_rate=1e-3, batch_size=32, mask_rate=0.15, eval_every=0, eval_pairs=2048,
+      # peak lr times this shape over pretrain.steps (recipes.schedule_shape; the spec's is constant 2e-4)
+      schedule=dict(kind="cosine", warmup_steps=0, warmup_fraction=0.05, end_fraction=0.1),
+      max_pairs=300_000,  # training pairs drawn (seeded) and tokenized up front; 0 = every pair of the corpus
       seq_len=128))  # pairs of corpus sentences: 128 holds nearly all; longer ones are truncated
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
