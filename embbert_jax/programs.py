@@ -203,12 +203,23 @@ def save_params(path: Path, params, model_cfg, tokenizer_path) -> None:
   artifacts.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path)
 
 
+def is_supernet(folder: Path) -> bool:
+  """A saved supernet (supernet_train's model folder): its manifest names the supernet config."""
+  manifest = Path(folder) / "manifest.json"
+  return manifest.is_file() and "supernet" in json.loads(manifest.read_text())
+
+
 def load_encoder(path: str, model_cfg):
-  """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked."""
-  from embbert_jax import artifacts
+  """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked; from a
+  saved supernet, the slice `model_cfg` inherits (supernet.extract; SupernetError unless it is a child)."""
+  from embbert_jax import artifacts, supernet
   p = Path(path)
   folder = p / "model" if (p / "model").exists() else p
   params, saved_cfg, _ = artifacts.load_model(folder)
+  if is_supernet(folder):
+    child = configs.ModelConfig.from_dict(model_cfg)
+    enc = supernet.extract(params, saved_cfg, child, "pretrain")["encoder"]
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), enc)
   expected = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))["encoder"]
   got = jax.tree.map(lambda x: (tuple(x.shape)), params["encoder"])
   want = jax.tree.map(lambda x: (tuple(x.shape)), expected)

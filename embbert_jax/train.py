@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from embbert_jax import configs, data, files, recipes
+from embbert_jax import configs, data, files, inits, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_seeds, train_and_evaluate,
     train_group)
@@ -150,18 +150,28 @@ def main(argv: list[str] | None = None) -> None:
                                description="Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
   ap.add_argument("--pretrain-steps", type=int, default=None, help="MLM+NSP steps before fine-tuning")
-  ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
+  ap.add_argument("--init", default=None, metavar="auto|supernet|scratch|DIR",
+                  help="the encoder: auto (default: a shipped or cached supernet holding the config, else "
+                       "scratch), supernet (its slice), scratch, or DIR (a pretrain workdir or model folder, "
+                       "or a supernet folder); printed, and recorded in result.json")
+  ap.add_argument("--init-from", default=None, help="alias of --init DIR")
   ap.add_argument("--seeds", type=int, default=1, help="fine-tune this many seeds; report mean and std")
   ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
                   help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
                        "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
-  if not args.init_from:
-    args.init_from = None
+  if args.init and args.init_from:
+    sys.exit("error: give the encoder with --init or --init-from, not both")
+  init_spec, args.init_from = args.init or args.init_from or "auto", None
   try:
     cfg = config_from_args(args, extra)
-  except (configs.ConfigError, ValueError) as e:
+    init = inits.resolve(cfg, init_spec)
+    if init.path:  # a pre-trained encoder: recipe auto then picks the fine-tuning recipe
+      args.init_from = init.path
+      cfg = config_from_args(args, extra)
+  except (configs.ConfigError, data.DataError, ValueError) as e:
     sys.exit(f"error: {e}")
+  print(init.describe(), flush=True)
   print(recipes.describe(cfg), flush=True)
   if args.distributed:
     jax.distributed.initialize()
@@ -178,7 +188,17 @@ def main(argv: list[str] | None = None) -> None:
   if args.seeds > 1:
     print("mean +- std over seeds: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in out["summary"].items()
                                                  if k.startswith("test/")))
+  record_init(init, out["runs"])
   add_baselines(cfg, out["runs"])
+
+
+def record_init(init, runs: list[dict]) -> None:
+  """Adds {"init": {kind, path, steps}} to each run's result.json."""
+  for r in runs:
+    r["init"] = init.record()
+    path = Path(r["workdir"]) / "result.json"
+    if path.is_file():
+      files.write_json_atomic(path, {**json.loads(path.read_text()), "init": init.record()})
 
 
 def add_baselines(cfg, runs: list[dict]) -> None:
