@@ -83,7 +83,7 @@ class Clock:
 
   def __init__(self, budget_s: float | None, elapsed_before: float = 0.0, first_chunk: int = 50):
     self.budget, self.before, self.first_chunk = budget_s, elapsed_before, first_chunk
-    self.t0, self.sec_per_step = time.perf_counter(), None
+    self.t0, self.sec_per_step, self._chunks = time.perf_counter(), None, []
 
   @property
   def elapsed(self) -> float:
@@ -100,12 +100,17 @@ class Clock:
       return done
     if self.sec_per_step is None:
       return min(end, done + self.first_chunk)
-    return min(end, done + int(left // self.sec_per_step))
+    fits = int(left // self.sec_per_step)
+    # A sliver of a chunk would cost an evaluation and a checkpoint for a few steps: stop instead.
+    return min(end, done + fits) if fits >= max(1, eval_every // 20) else done
 
   def record(self, steps: int, seconds: float) -> None:
-    """A chunk of `steps` took `seconds` (restore, evaluation and checkpoint included: conservative)."""
+    """A chunk of `steps` took `seconds` (restore, evaluation and checkpoint included: conservative). The
+    rate is over this process's chunks after the first (which compiles), or the first while it is alone."""
     if steps > 0:
-      self.sec_per_step = seconds / steps
+      self._chunks.append((steps, seconds))
+      later = self._chunks[1:] or self._chunks
+      self.sec_per_step = sum(t for _, t in later) / sum(n for n, _ in later)
 
   def progress(self, done: int, total: int, validation: dict) -> tuple[str, float]:
     """(one progress line, ETA in seconds to the last step)."""

@@ -99,3 +99,18 @@ def test_time_budget_stops_saves_and_resumes_to_the_uninterrupted_result(tmp_pat
   assert loop.pretrain(cfg, tmp_path / "killed")["validation"] == whole["validation"]
   for a, b in zip(_params(tmp_path / "whole"), _params(tmp_path / "killed")):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_clock_sizes_chunks_to_the_budget():
+  free = pretraining.Clock(None)
+  assert free.chunk_end(150, 10_000, 1000) == 1000 and free.chunk_end(950, 960, 1000) == 960
+  c = pretraining.Clock(100.0, elapsed_before=90.0)
+  assert c.chunk_end(0, 10_000, 1000) == 50  # the first chunk is short: it measures the rate
+  c.record(50, 10.0)  # 0.2 s a step, compile included
+  c.record(100, 10.0)  # 0.1 s a step: the rate from here on
+  assert c.sec_per_step == pytest.approx(0.1)
+  assert 240 <= c.chunk_end(150, 10_000, 1000) <= 250  # about 10 s left
+  c.before = 99.5  # 5 steps left: a sliver of a chunk, not worth an evaluation and a checkpoint
+  assert c.chunk_end(150, 10_000, 1000) == 150
+  c.before = 100.0
+  assert c.chunk_end(150, 10_000, 1000) == 150
