@@ -86,7 +86,8 @@ def supernet_folders(cache_dir: str | None = None) -> list[Path]:
   out = []
   for root in (SHIPPED, supernet_root(cache_dir)):
     if root.is_dir():
-      out += [_model_folder(d) for d in sorted(root.iterdir()) if d.is_dir() and is_supernet(_model_folder(d))]
+      out += [_model_folder(d).resolve() for d in sorted(root.iterdir())
+              if d.is_dir() and is_supernet(_model_folder(d))]
   return out
 
 
@@ -131,7 +132,7 @@ def resolve(cfg, spec: str) -> Init:
   path = Path(spec).expanduser()
   if not path.exists():
     raise InitError(f"--init {spec}: no such folder (expected auto, supernet, scratch or a pre-training folder)")
-  folder = _model_folder(path)
+  folder = _model_folder(path).resolve()
   saved = _saved_config(folder)
   manifest = _manifest(folder)
   if not _same_tokenizer(folder, cfg):

@@ -224,8 +224,9 @@ def prepare_task(cfg):
 
 
 def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
-  """Creates the folder and records its config; refuses a folder that holds a run of another config."""
-  wd = Path(workdir)
+  """Creates the folder and records its config; refuses a folder that holds a run of another config.
+  Returns it absolute: orbax refuses a relative checkpoint path (`--workdir runs/x` failed at the first save)."""
+  wd = Path(workdir).resolve()
   wd.mkdir(parents=True, exist_ok=True)
   cfg_file = wd / "config.json"
   want = record if record is not None else json.loads(cfg.to_json())
@@ -375,7 +376,7 @@ def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None
   from embbert_jax import pretraining
   pc = cfg.pretrain
   cache = cfg.cache_dir or None
-  wd = _prepare_workdir(cfg, Path(workdir).resolve())  # orbax wants an absolute path
+  wd = _prepare_workdir(cfg, workdir)
   tok = tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None, cache_dir=cache)
   corpus = Path(cfg.corpus) if cfg.corpus else data.pretraining_corpus(cache)
   seq_len = min(pc.seq_len or cfg.model.max_len, cfg.model.max_len)
