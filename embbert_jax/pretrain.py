@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--time-budget", default="", help="stop (and save) after this much training wall time, "
                   "e.g. 2h, 45m, 90s; resuming continues the count")
   ap.add_argument("--max-pairs", type=int, default=None, help="training pairs drawn from the corpus (seeded) "
-                  "and tokenized up front (config pretrain.max_pairs, default 300000: 150 MB of ids at "
-                  "length 128); 0 = all (~1.2 M pairs of the 49 MB corpus)")
+                  "and tokenized up front (config pretrain.max_pairs, default 300000: 148 MiB of ids at "
+                  "length 128, 1.3 GB peak while tokenizing); 0 = all 787k pairs of the 49 MB corpus "
+                  "(385 MiB of ids, 2.8 GB peak)")
   args, extra = ap.parse_known_args(argv)
   try:
     steps = args.steps
