@@ -296,16 +296,15 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     steps = rung_schedule(top_steps, eta, n_rungs)
     full_run = costs.compile_s + top_steps * costs.step_s * costs.promoted_step_factor + costs.eval_s * n_rungs
     per_trial = search_cost_per_trial(steps, eta, costs)
-    bands = max_bands
-    for _ in range(max_bands):  # B depends on n0 and n0 on B's final phase; B only shrinks, so this settles
+    # B needs n0 >= eta^2 B rung-0 trials, and each band's final seeds eat into n0: the most bands whose
+    # own final phase still leaves them enough trials (iterating B down: a fixed point may not exist).
+    for bands in range(max_bands, 0, -1):
       final_s = bands * (seeds - 1) * full_run
       n0 = max(0, int((avail - final_s) // per_trial))
       if max_trials is not None:
         n0 = min(n0, max_trials)
-      if band_count(n0, eta, max_bands) == bands:
+      if band_count(n0, eta, max_bands) >= bands:
         break
-      bands = band_count(n0, eta, max_bands)
-    final_s = bands * (seeds - 1) * full_run
     if n0 >= max(1, eta ** (n_rungs - 1)) * bands:
       break
     if seeds > 1:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import ml_collections
 
 ARCHS = ("embbert", "bert", "mamba", "embedder", "embedder_conv", "nanobert", "nanobert_efficient")
+DTYPES = ("float32", "bfloat16", "float16")  # model.dtype (compute) and model.param_dtype
 
 # Token ids fixed by the spec; the tokenizer places its special pieces at the same ids.
 PAD_ID, UNK_ID, CLS_ID, MASK_ID, SEP_ID = 0, 1, 2, 3, 4
@@ -81,7 +82,8 @@ class ModelConfig:
     items = values.to_dict() if hasattr(values, "to_dict") else dict(values)
     unknown = sorted(set(items) - set(FIELD_TYPES))
     if unknown:
-      raise ConfigError(f"unknown model field {unknown[0]!r}; fields: {', '.join(FIELD_TYPES)}")
+      raise ConfigError(f"unknown model field {unknown[0]!r}{did_you_mean(unknown[0], FIELD_TYPES)}; "
+                      f"fields: {', '.join(FIELD_TYPES)}")
     m = cls(**{k: _coerce(k, v) for k, v in items.items()})
     validate(m)
     return m
@@ -113,7 +115,8 @@ def model_config(**overrides: Any) -> ml_collections.ConfigDict:
   of a training config (type-checked by ConfigDict; ModelConfig.from_dict freezes it)."""
   unknown = sorted(set(overrides) - set(FIELD_TYPES))
   if unknown:
-    raise ConfigError(f"unknown model field {unknown[0]!r}; fields: {', '.join(FIELD_TYPES)}")
+    raise ConfigError(f"unknown model field {unknown[0]!r}{did_you_mean(unknown[0], FIELD_TYPES)}; "
+                      f"fields: {', '.join(FIELD_TYPES)}")
   c = ml_collections.ConfigDict(ModelConfig().to_dict())
   c.update(overrides)
   validate(c)
@@ -165,7 +168,8 @@ class ConfigError(ValueError):
 def get_preset(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   """The preset `name` with further `overrides`; raises ConfigError naming the known presets."""
   if name not in PRESETS:
-    raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; "
+                      f"known presets: {', '.join(PRESETS)}")
   return model_config(**{**PRESETS[name], **overrides})
 
 
@@ -190,10 +194,13 @@ def validate(cfg) -> None:
   need(cfg.num_labels >= 1, "num_labels must be >= 1 (1 = regression)")
   need(cfg.embedder in ("nano", "standard"), f"embedder must be 'nano' or 'standard', not {cfg.embedder!r}")
   need(cfg.head in ("cls", "rms_pool"), f"head must be 'cls' or 'rms_pool', not {cfg.head!r}")
-  need(cfg.aggregation in ("difference", "sum"), f"aggregation must be 'difference' or 'sum'")
+  need(cfg.aggregation in ("difference", "sum"), f"aggregation must be 'difference' or 'sum', not {cfg.aggregation!r}")
   need(cfg.conv_impl in ("auto", "xla", "shift", "toeplitz"),
        "conv_impl must be 'auto', 'xla', 'shift' or 'toeplitz'")
   need(0.0 <= cfg.dropout < 1.0, "dropout must be in [0, 1)")
+  for field in ("dtype", "param_dtype"):
+    need(getattr(cfg, field) in DTYPES, f"model.{field} {getattr(cfg, field)!r} is not a dtype the models "
+         f"take; use one of {', '.join(DTYPES)}")
   if cfg.embedder == "nano":
     need(cfg.embed_dim >= 1, "embed_dim (r) must be >= 1 for the Nano Embedder")
   if cfg.arch == "embbert":
@@ -212,6 +219,62 @@ def validate(cfg) -> None:
          "mamba needs d_state, d_conv, dt_rank, int(hidden * mamba_expand) and num_layers >= 1")
 
 
+# Training fields (train.get_config) and the range each must lie in: (dotted field, lowest, highest,
+# whether the lowest itself is allowed). Fields a trainer's config lacks are skipped (the sweep's tests use
+# a fake trainer with fewer fields).
+_TRAINING_RANGES = (
+    ("batch_size", 1, None, True), ("epochs", 0, None, True), ("steps", 0, None, True),
+    ("eval_every", 0, None, True), ("log_every", 1, None, True), ("checkpoint_every", 0, None, True),
+    ("seq_len", 0, None, True), ("bucket_window", 0, None, True), ("learning_rate", 0.0, None, False),
+    ("stop_at", 0, None, True), ("patience", 0, None, True),
+    ("weight_decay", 0.0, None, True), ("grad_clip", 0.0, None, True), ("label_smoothing", 0.0, 1.0, True),
+    ("b1", 0.0, 1.0, True), ("b2", 0.0, 1.0, True), ("eps", 0.0, None, False),
+    ("schedule.warmup_steps", 0, None, True), ("schedule.warmup_fraction", 0.0, 1.0, True),
+    ("schedule.end_fraction", 0.0, 1.0, True),
+    ("pretrain.steps", 0, None, True), ("pretrain.learning_rate", 0.0, None, False),
+    ("pretrain.batch_size", 1, None, True), ("pretrain.mask_rate", 0.0, 1.0, False),
+    ("pretrain.eval_every", 0, None, True), ("pretrain.eval_pairs", 1, None, True),
+    ("pretrain.seq_len", 0, None, True),
+)
+_TRAINING_CHOICES = (("group_impl", ("auto", "vmap", "map")), ("schedule.kind", ("constant", "cosine", "linear")),
+                     ("wandb.mode", ("auto", "online", "offline", "disabled")))
+
+
+def validate_training(cfg) -> None:
+  """Raises ConfigError with one line naming the field for a training config (train.get_config) that
+  cannot train as meant: a batch of 0 or fewer examples, no steps and no epochs, a learning rate that is
+  not a positive finite number, a negative interval, an unknown choice; and the model (validate).
+  train, pretrain and the sweep's trial configs all go through here, before anything trains."""
+  import math
+
+  def get(key):
+    try:
+      node, leaf = dotted_parent(cfg, key)
+    except KeyError:
+      return None
+    return node[leaf]
+
+  for key, lo, hi, closed in _TRAINING_RANGES:
+    value = get(key)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      raise ConfigError(f"training field {key} must be a finite number, not {value!r}")
+    above = value >= lo if closed else value > lo
+    if not above or (hi is not None and value > hi):
+      want = (f"in [{lo}, {hi}]" if closed else f"in ({lo}, {hi}]") if hi is not None else \
+          (f">= {lo}" if closed else f"> {lo}")
+      raise ConfigError(f"training field {key} must be {want}, not {value!r}")
+  for key, choices in _TRAINING_CHOICES:
+    value = get(key)
+    if value is not None and value not in choices:
+      raise ConfigError(f"training field {key} must be one of {', '.join(choices)}, not {value!r}")
+  if get("steps") == 0 and get("epochs") == 0:
+    raise ConfigError("training field epochs must be >= 1 when steps is 0 (steps > 0 overrides epochs)")
+  if "model" in cfg:
+    validate(cfg.model)
+
+
 def _parse_value(text: str, current: Any) -> Any:
   """Parses a command-line value to the type of the field it replaces."""
   if isinstance(current, bool):
@@ -227,10 +290,17 @@ def _parse_value(text: str, current: Any) -> Any:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError):
     value = text
+  if isinstance(current, float) and isinstance(value, str):
+    try:
+      value = float(value)  # nan, inf: the range checks (validate_training) name them
+    except ValueError:
+      raise ConfigError(f"expected a number, got {text!r}") from None
   if isinstance(current, float) and isinstance(value, int):
     value = float(value)
   if isinstance(current, int) and isinstance(value, float) and value.is_integer():
     value = int(value)
+  if isinstance(current, int) and not isinstance(value, int):
+    raise ConfigError(f"expected an integer, got {text!r}")
   return value
 
 
@@ -250,7 +320,10 @@ def set_field(cfg, key: str, value: Any) -> None:
     raise UnknownField(f"unknown config field {key!r}{e.args[1]}") from None
   current = node[leaf]
   if isinstance(value, str) and current is not None and not isinstance(current, str):
-    value = _parse_value(value, current)
+    try:
+      value = _parse_value(value, current)
+    except ConfigError as e:
+      raise ConfigError(f"bad value for {key!r}: {e}") from None
   elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
     value = float(value)
   try:
@@ -286,11 +359,19 @@ def dotted_parent(cfg, key: str) -> tuple[Any, str]:
   node, parts = cfg, key.split(".")
   for p in parts[:-1]:
     if p not in node or not hasattr(node[p], "keys"):
-      raise KeyError(key, "")
+      groups = [k for k in node.keys() if hasattr(node[k], "keys")]
+      raise KeyError(key, did_you_mean(p, groups) + (f"; groups: {', '.join(sorted(groups))}" * bool(groups)))
     node = node[p]
   if parts[-1] not in node:
-    raise KeyError(key, f"; fields here: {', '.join(sorted(node.keys()))}")
+    raise KeyError(key, f"{did_you_mean(parts[-1], node.keys())}; fields here: {', '.join(sorted(node.keys()))}")
   return node, parts[-1]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+  """"; did you mean 'x'?" for the closest of `known` to a mistyped `name` (difflib), else ""."""
+  import difflib
+  close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+  return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def flatten_dict(d: dict, sep: str = ".", prefix: str = "") -> dict[str, Any]:
@@ -342,7 +423,8 @@ def find_config_file(name: str, package_folder, local_folder: str, error: type[E
       return base / f"{name}.py"
   known = sorted({f.stem for base in (Path(package_folder), Path(local_folder)) for f in base.glob("*.py")
                   if listed(f)})
-  raise error(f"unknown {what} {name!r}; known: {', '.join(known)} (or pass a .py file)")
+  raise error(f"unknown {what} {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} "
+              "(or pass a .py file)")
 
 
 def run_config_file(path, error: type[Exception], what: str):

@@ -8,14 +8,12 @@ own figure for the jitted fp32 inference (`compiled_memory`) and its ratio to th
 
 from __future__ import annotations
 
-import argparse
-import sys
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from embbert_jax import configs, memory
+from embbert_jax import cli, configs, memory
 
 
 def compiled_memory(cfg) -> dict[str, int]:
@@ -91,7 +89,7 @@ def preset_table(names, compiled: bool) -> list[Table]:
 
 
 def main(argv: list[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.describe", description=__doc__.splitlines()[0])
+  ap = cli.parser("python -m embbert_jax.describe", __doc__.splitlines()[0])
   ap.add_argument("--preset", default="embbert", help=f"one of {', '.join(configs.PRESETS)}, or 'all'")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
   ap.add_argument("--policy", action="append", choices=list(memory.POLICIES),
@@ -104,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.preset == "all":
       tables = preset_table(list(configs.PRESETS), args.compiled)
     else:
-      cfg = configs.apply_overrides(configs.get_preset(args.preset), args.set)
+      # model fields, as `describe` names them, or as train's --set does (model.hidden=96)
+      sets = [a[len("model."):] if a.startswith("model.") else a for a in args.set]
+      cfg = configs.apply_overrides(configs.get_preset(args.preset), sets)
       configs.validate(cfg)
       tables = describe_one(cfg, args.policy or ["fp32", "int8", "int8_full"], args.compiled)
   except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    cli.bad_input(e)
   for t in tables:
     if args.markdown:
       t.box, t.show_edge = box.MARKDOWN, True

@@ -24,11 +24,13 @@ from typing import Any, Callable, Protocol
 
 import ml_collections
 
-from embbert_jax import configs, data, ledger as ledger_lib, memory, pareto, propose
+from embbert_jax import asha as asha_lib, configs, data, ledger as ledger_lib, memory, pareto, propose
 from embbert_jax import space as space_lib
+from embbert_jax.files import unwritable
 
 
 STRATEGIES = ("grid", "tpe", "nsga2")
+STORAGE_ENV = "EMBBERT_JAX_STORAGE"  # the ledger URL when --storage is not given (keeps a password off argv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +56,22 @@ SETTINGS = (
             "embbert_jax/sweeps/) or a file"),
     Setting("strategy", "grid", "grid: fitting configs in memory-spread order; tpe/nsga2: two-objective "
             "sampler", STRATEGIES),
-    Setting("max_trials", 12, "trials in the study, all workers together (with a train_grid: member trials)"),
-    # 400 steps: about 1.5 epochs of rt_polarity at batch 32.
-    Setting("steps", 400, "training steps per trial"),
+    Setting("max_trials", 0, "trials in the study, all workers together (with a train_grid: member trials); "
+            "0 = 12 with --scheduler fixed, eta^rungs configs with asha, no cap with --time-budget"),
+    # Fixed: 400 steps, about 1.5 epochs of rt_polarity at batch 32. Asha: the recipe's whole run.
+    Setting("steps", 0, "training steps per trial (asha: of the top rung, R_max); 0 = 400 with --scheduler "
+            "fixed, the recipe's whole run (its epochs of the task) with asha"),
+    Setting("time_budget", "", "wall-clock budget of the whole sweep, e.g. 45m, 2h, 90s: plans a "
+            "multi-fidelity (asha) sweep that ends within it, final seeds included"),
+    Setting("scheduler", "fixed", "fixed: every trial trains --steps; asha: successive halving by Pareto rank "
+            "within memory bands, the top rung to convergence (implied by --time-budget)", ("fixed", "asha")),
+    Setting("rungs", 3, "asha: rungs, each eta x the steps of the one below, the top one R_max"),
+    Setting("eta", 3, "asha: promotion ratio (the best 1/eta of a band's rung moves up)"),
+    Setting("final_seeds", 3, "asha: seeds of each band's best top-rung config (the frontier's mean +- sd)"),
+    Setting("patience", 6, "asha: stop a trial once its validation metric has not improved for this many "
+            "evaluations (two per rung-0 length); 0 = never"),
+    Setting("recipe", "auto", "training recipe of every trial (trainer's recipes): auto = scratch from "
+            "random init, the fine-tuning recipe with --pretrain-steps"),
     Setting("pretrain_steps", 0, "MLM+NSP steps before each fine-tuning"),
     Setting("seed", 0, "training seed of every trial (a train_grid may vary it)"),
     Setting("storage", "", "ledger: SQLAlchemy URL or SQLite file (default <out>/ledger.db)"),
@@ -71,6 +86,8 @@ SETTINGS = (
             "rates) together in one program when the trainer can; --no-group trains them one at a time"),
     # Tests: a fake trainer module or file.
     Setting("trainer", "embbert_jax.train", "module (or .py file) with the Trainer functions", hidden=True),
+    Setting("text_field", "", "a local task file's text field (default: text)"),
+    Setting("label_field", "", "a local task file's label field (default: label)"),
 )
 
 
@@ -133,10 +150,24 @@ class Sweep:
   identity: dict[str, Any]
   log: Callable[[str], None]
   members: list[dict[str, Any]]  # the training knobs of each member trial of a config (space.members)
+  eps: float = 0.0  # validation-metric differences below this are ties (asha ranking): its noise level
+  asha: dict[str, Any] | None = None  # the multi-fidelity schedule (scheduler.py), once set up
 
   @functools.cached_property
   def fitting(self) -> dict[str, space_lib.Candidate]:
     return {c.hash: c for c in self.ordered}
+
+
+def member_hash(shape: str, knobs: dict[str, Any]) -> str:
+  """A member trial's hash: its config's hash, with the training knobs of a train grid mixed in."""
+  return shape if not knobs else configs.config_hash({"shape": shape, "train": knobs})
+
+
+def member_attrs(c: space_lib.Candidate, knobs: dict[str, Any]) -> dict[str, Any]:
+  """The user attrs a config's member trial enters the ledger with."""
+  return {"family": c.family, "config": dict(c.point), "describe": c.describe(),
+          "hash": member_hash(c.hash, knobs), "shape": c.hash, "train": dict(knobs), "model": c.model.to_dict(),
+          "params": c.params, "bytes": c.bytes}
 
 
 def say(msg: str) -> None:
@@ -168,14 +199,42 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
     raise SweepError(f"unknown dtype policy {s.policy!r}; known: {', '.join(memory.POLICIES)}")
   if s.strategy not in STRATEGIES:
     raise SweepError(f"unknown strategy {s.strategy!r}; known: {', '.join(STRATEGIES)}")
-  if s.max_trials < 1 or s.steps < 1 or s.pretrain_steps < 0:
-    raise SweepError("--max-trials and --steps must be >= 1, --pretrain-steps >= 0")
+  if s.max_trials < 0 or s.steps < 0 or s.pretrain_steps < 0:
+    raise SweepError("--max-trials, --steps and --pretrain-steps must be >= 0")
+  if s.scheduler not in ("fixed", "asha"):
+    raise SweepError(f"unknown scheduler {s.scheduler!r}; known: fixed, asha")
+  asha_on = s.scheduler == "asha" or bool(s.time_budget)
+  if s.time_budget:
+    try:
+      asha_lib.parse_duration(s.time_budget)
+    except ValueError as e:
+      raise SweepError(str(e)) from None
+  if asha_on and (s.rungs < 1 or s.eta < 2 or s.final_seeds < 1 or s.patience < 0):
+    raise SweepError("--rungs and --final-seeds must be >= 1, --eta >= 2, --patience >= 0")
+  with s.unlocked():
+    if asha_on:
+      s.scheduler = "asha"
+    elif not s.steps:
+      s.steps = 400
+    if not asha_on and not s.max_trials:
+      s.max_trials = 12
+  if s.seed < 0 or s.max_attempts < 1 or s.heartbeat_interval < 1:
+    raise SweepError("--seed must be >= 0, --max-attempts and --heartbeat-interval >= 1")
+  if s.grace_period < 2 * s.heartbeat_interval:
+    # A live worker beats every heartbeat_interval seconds: a shorter grace would requeue its trial and
+    # train it twice.
+    raise SweepError(f"--grace-period ({s.grace_period} s) must be at least twice --heartbeat-interval "
+                     f"({s.heartbeat_interval} s), or live trials are taken for dead ones")
+  if s.get("text_field") or s.get("label_field"):
+    with s.unlocked():
+      s.task = data.task_with_fields(s.task, s.text_field, s.label_field)
   space_cfg = space_lib.load(s.space)
   trainer = trainer if trainer is not None else load_trainer(s.trainer)
-  num_labels, metric = space_cfg.num_labels, "mcc"
+  num_labels, metric, n_val = space_cfg.num_labels, "mcc", 0
   if getattr(trainer, "NEEDS_DATA", True):
     task = data.load_task(s.task)  # DataError here, before the ledger exists
     num_labels, metric = task.num_labels, task.metric
+    n_val = len(task.splits["validation"])
   cands = space_lib.enumerate_space(space_cfg, num_labels)
   if not cands:
     raise SweepError(f"search space {space_cfg.name!r} has no buildable configuration")
@@ -194,9 +253,13 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   study = s.study or _slug(f"{space_cfg.name}-{Path(str(s.task)).stem}-"
                            f"{memory.format_bytes(budget).replace(' ', '')}-{s.policy}")
   out = Path(s.out or Path("runs") / "sweeps" / study)
-  storage = s.storage or f"sqlite:///{out / 'ledger.db'}"
+  storage = s.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{out / 'ledger.db'}"
+  hide_passwords_in_argv()
   if "://" not in storage:
     storage = f"sqlite:///{storage}"  # a bare file path
+  _check_writable(out, "the results folder (--out)", folder=True)
+  if ledger_lib.sqlite_path(storage) is not None:
+    _check_writable(ledger_lib.sqlite_path(storage), "the SQLite ledger (--storage)", folder=False)
   with s.unlocked():
     s.study, s.storage = study, storage
   # What must not change when a study is resumed: it would make its trials incomparable.
@@ -204,11 +267,39 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   space_dict = {k: v for k, v in space_cfg.to_dict().items() if k != "train_grid" or v}
   identity = dict(space=space_cfg.name, space_digest=configs.config_hash(space_dict), task=str(s.task),
                   policy=s.policy, steps=s.steps, pretrain_steps=s.pretrain_steps, seed=s.seed)
+  if s.recipe != "auto":
+    identity["recipe"] = s.recipe
+  if asha_on:
+    identity.update(scheduler="asha", rungs=s.rungs, eta=s.eta, final_seeds=s.final_seeds, patience=s.patience)
+    if space_lib.members(space_cfg) != [{}]:
+      raise SweepError(f"space {space_cfg.name!r} has a train_grid; the asha scheduler trains one setting "
+                       "per config (its final seeds are the repeats): use --scheduler fixed")
+  # Two trials closer than the standard error of a validation accuracy are a tie (MCC spans twice the range).
+  eps = asha_lib.accuracy_eps(0.5, n_val) * (2.0 if metric == "mcc" else 1.0) if n_val else 0.0
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
-             num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg))
+             num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg), eps)
   for knobs in sw.members:  # a bad `train` override or train_grid field fails here
-    trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
+    cfg = trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
+    try:
+      configs.validate_training(cfg)
+    except configs.ConfigError as e:
+      raise SweepError(f"space {space_cfg.name!r}: {e}") from None
   return sw
+
+
+def hide_passwords_in_argv() -> None:
+  """Masks the password of a --storage URL in this process's sys.argv (ledger.redact), in place: wandb
+  records sys.argv in every run's metadata (and uploads it with an API key), crash reports print it. The
+  URL itself lives on in the settings. A URL in $EMBBERT_JAX_STORAGE never reaches a command line."""
+  sys.argv[:] = [ledger_lib.redact(a) for a in sys.argv]
+
+
+def _check_writable(path: Path, what: str, folder: bool) -> None:
+  """SweepError in one line unless `path` can be created or written (files.unwritable; SQLite also writes
+  its journal beside the ledger)."""
+  why = unwritable(path, folder)
+  if why:
+    raise SweepError(f"{what}: {why}")
 
 
 def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, Any] | None = None):
@@ -218,6 +309,13 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
   cfg = sw.trainer.get_config()
   cfg.model = configs.model_config(**configs.ModelConfig.from_dict(model).to_dict())
   eval_every = max(1, s.steps // max(1, sw.space.evals))
+  recipe = getattr(sw.trainer, "apply_recipe", None)
+  if recipe is not None:
+    try:
+      configs.set_field(cfg, "pretrain.steps", s.pretrain_steps)  # auto picks the recipe by it
+      recipe(cfg, s.recipe)
+    except ValueError as e:
+      raise SweepError(str(e)) from None
   fields = {"task": str(s.task), "seed": s.seed, "steps": s.steps, "eval_every": eval_every,
             "pretrain.steps": s.pretrain_steps, "wandb.group": s.study,
             "wandb.name": f"{s.study}-t{number:04d}-{hash_[:6]}",
@@ -239,6 +337,22 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
 
 
 def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
+  """The study's ledger, its identity checked and its settings recorded; LedgerError in one line for a
+  ledger that cannot be written (read-only file or database user, a full disk), not the database's trace."""
+  import sqlite3
+  import optuna
+  import sqlalchemy as sa
+  try:
+    return _open_ledger(sw)
+  except ledger_lib.LedgerError as e:  # the driver's words may quote pieces of a password with '@' or ':'
+    raise ledger_lib.LedgerError(ledger_lib.redact(str(e), sw.storage_url)) from None
+  except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, sqlite3.Error) as e:
+    text = str(getattr(e, "orig", None) or e.__cause__ or e).strip()
+    first = ledger_lib.redact(text.splitlines()[0], sw.storage_url) if text else type(e).__name__
+    raise ledger_lib.LedgerError(f"cannot use the ledger {ledger_lib.redact(sw.storage_url)}: {first}") from None
+
+
+def _open_ledger(sw: Sweep) -> ledger_lib.Ledger:
   s = sw.settings
   storage = ledger_lib.open_storage(sw.storage_url, s.heartbeat_interval, s.grace_period)
   led = ledger_lib.Ledger(storage, s.study, propose.DIRECTIONS)
@@ -254,7 +368,8 @@ def open_ledger(sw: Sweep) -> ledger_lib.Ledger:
     led.set_study_attr("settings", {"study": s.study, "budget": sw.budget, "min_budget": sw.min_budget,
                                     "policy": s.policy, "metric": sw.metric, "task": str(s.task),
                                     "space": sw.space.name, "strategy": s.strategy,
-                                    "max_trials": s.max_trials, "steps": s.steps})
+                                    "max_trials": s.max_trials, "steps": s.steps, "scheduler": s.scheduler,
+                                    "time_budget": s.time_budget})
     led.set_metric_names([f"validation {sw.metric}", f"{s.policy} memory bytes"])
   return led
 
@@ -268,6 +383,10 @@ def summarize(led: ledger_lib.Ledger, out: Path, settings: dict[str, Any], wandb
               log: Callable = say) -> dict[str, Any]:
   """Writes the tables and the plot from the ledger; logs the wandb summary once per finished sweep."""
   rows = [pareto.trial_row(t, settings.get("policy", "fp32")) for t in led.trials()]
+  state = led.study_attrs().get(ledger_lib.ASHA_STATE)
+  if state:  # a multi-fidelity sweep: its start (the time line) and its plan (the table's head)
+    settings = {**settings, "started": state.get("started"), "plan": state.get("plan"),
+                "dropped": state.get("dropped", [])}
   front = pareto.frontier_rows(rows)
   files = pareto.write_files(rows, front, settings, out)
   table = pareto.format_table(rows, front, settings)

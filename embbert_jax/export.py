@@ -16,13 +16,13 @@ the core's names, so `export.save_model`, `export.load_model`, `export.MANIFEST`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from embbert_jax import memory
+from embbert_jax import cli as cli_lib, memory
+from embbert_jax.files import unwritable
 from embbert_jax.artifacts import (
     CONFIG_FILE, EXPORT_FORMAT, HEADER, MANIFEST, MODEL_FORMAT, MODEL_NPZ, PARAMS_FILE, SCALE_SUFFIX,
     TOKENIZER_FILE, CheckpointError, ExportError, build_manifest, c_header, discover_labels, export_arrays,
@@ -126,7 +126,7 @@ def discover_texts(checkpoint: str | Path, n: int = 256) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.export", description=__doc__.split("\n\n")[0])
+  ap = cli_lib.parser("python -m embbert_jax.export", __doc__.split("\n\n")[0])
   ap.add_argument("checkpoint", help="directory written by embbert_jax.export.save_model (or its params.npz)")
   ap.add_argument("--format", default="npz", choices=FORMATS,
                   help="npz, c-header, all, c (a C99 runtime folder: make, then ./embbert < texts), "
@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                   help="--format c/onnx: comma-separated label names (default: the training run's task, "
                        "else 0, 1, ...)")
   args = ap.parse_args(argv)
+  why = unwritable(args.out, folder=True)  # before the work, not after it
+  if why:
+    print(f"error: --out {why}", file=sys.stderr)
+    return 2
   try:
     params, cfg, tok = load_model(args.checkpoint)
     if args.format in ("c", "onnx", "tflite"):
@@ -152,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
   except (CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # a full disk, a folder made read-only meanwhile: a failure, not bad input
+    print(f"error: cannot write {args.out}: {e}", file=sys.stderr)
+    return 1
   est = manifest["memory_estimate"]
   files = ", ".join([*manifest["files"].values(), MANIFEST])
   print(f"wrote {args.out}: {files}; policy {manifest['policy']}: "

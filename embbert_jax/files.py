@@ -16,6 +16,27 @@ from pathlib import Path
 from typing import Any
 
 
+def unwritable(path: str | os.PathLike, folder: bool) -> str | None:
+  """Why `path` (a folder if `folder`, else a file) cannot be created or written, in a few words naming
+  the culprit, or None if it can: a file where a folder must be (or a folder where the file must be), a
+  file on the way to it, something read-only. A command checks its outputs so before it starts work."""
+  path = Path(path)
+  if path.exists():
+    if folder != path.is_dir():
+      return f"{path} is a {'file' if folder else 'folder'}; give a {'folder' if folder else 'file'} path"
+    if not os.access(path, os.W_OK) or (not folder and not os.access(path.parent, os.W_OK)):
+      return f"{path} is read-only; make it writable or give another path"
+    return None
+  parent = path.parent
+  while not parent.exists() and parent != parent.parent:
+    parent = parent.parent
+  if not parent.is_dir():
+    return f"cannot create {path}: {parent} is a file, not a folder"
+  if not os.access(parent, os.W_OK):
+    return f"cannot create {path}: the folder {parent} is read-only"
+  return None
+
+
 def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
   """Write via a temporary file in the same folder + rename (os.replace is atomic on one filesystem)."""
   path = Path(path)

@@ -54,6 +54,8 @@ _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "lust
 # System attributes of a trial (ours are prefixed to stay apart from the samplers').
 WORKER, ATTEMPTS, PREEMPTED, HASH = "embbert:worker", "embbert:attempts", "embbert:preempted", "embbert:hash"
 SOLO = "embbert:solo"  # its group program failed: the trial trains alone from now on
+ASHA_STATE = "asha"  # study attr of a multi-fidelity sweep: its plan and clock (scheduler.py)
+TARGET = "embbert:target_rung"  # multi-fidelity sweeps: the rung the trial may train to (scheduler.py)
 
 STALE = "heartbeat stopped"
 
@@ -75,9 +77,20 @@ def worker_id() -> str:
   return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def redact(url: str) -> str:
-  """The URL with its password masked, for messages."""
-  return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+def redact(text: str, url: str = "") -> str:
+  """`text` (a URL, a command-line argument, a message) with the password of every URL in it masked: all
+  from the user's ':' to the URL's last '@' (an unescaped '@' or ':' may sit in the password). With the
+  `url` that `text` is about, also the pieces of its password that a driver's error quotes on their own
+  (a URL parser that splits "p@ss:w@rd" at an '@' or ':' reports "w@rd" as a host or a port)."""
+  out = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
+  secret = re.search(r"://[^:/@\s]*:(\S*)@", url)
+  if secret:
+    pw = secret.group(1)
+    cuts = [i for i, c in enumerate(pw) if c in "@:"]
+    pieces = {pw, *(pw[i + 1:] for i in cuts), *(pw[:i] for i in cuts)}
+    for piece in sorted((p for p in pieces if len(p) >= 2), key=len, reverse=True):
+      out = out.replace(piece, "***")
+  return out
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -316,6 +329,18 @@ class Ledger:
       retry(self.storage.set_trial_user_attr, trial_id, k, v)
     try:
       return bool(retry(self.storage.set_trial_state_values, trial_id, state, values=values))
+    except optuna.exceptions.UpdateFinishedTrialError:
+      return False
+
+  def pause(self, trial_id: int, user_attrs: dict[str, Any]) -> bool:
+    """RUNNING -> WAITING after a rung, with the rung's results, if this worker still owns the trial (call
+    with the lock held). A paused trial is claimed again only once promoted (scheduler.py)."""
+    if not self.owns(trial_id):
+      return False
+    for k, v in user_attrs.items():
+      retry(self.storage.set_trial_user_attr, trial_id, k, v)
+    try:
+      return bool(retry(self.storage.set_trial_state_values, trial_id, TrialState.WAITING))
     except optuna.exceptions.UpdateFinishedTrialError:
       return False
 

@@ -58,7 +58,8 @@ class Member:
 def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_arrays: batch_lib.Arrays,
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
-        checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train") -> dict:
+        checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train", stop_at: int = 0,
+        patience: int = 0) -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
@@ -67,7 +68,14 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`. Batches
   are assembled and sent to the device by a thread two steps ahead (batches.prefetch); `bucket_window`
   > 0 groups examples of similar length (batches.train_batches).
-  Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from"}.
+
+  `stop_at` (0 < stop_at < total_steps) pauses the run after that step (evaluated and checkpointed): the
+  schedule still spans `total_steps`, and a later call with a larger `stop_at` resumes where it paused (the
+  sweep's rungs). `patience` > 0 ends the run once no live member has improved its best validation
+  `select` for that many evaluations (plateau stopping; the best params are kept either way).
+  Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from",
+  "stopped_at", "timing"}: timing splits the wall time into compile (first step and first evaluation over
+  their steady cost), steps, evaluation and checkpoints.
   """
   from tqdm.auto import tqdm
 
@@ -130,36 +138,69 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     pending.clear()
     tokens, t_last = np.zeros(g), now
 
+  timing = {"first_step_s": 0.0, "evals_s": [], "checkpoint_s": 0.0}
+
   def save(step):
+    t = time.perf_counter()
     mgr.save(step, args=ocp.args.StandardSave(state))
     files.write_json_atomic(outcomes_file, outcomes)
+    timing["checkpoint_s"] += time.perf_counter() - t
 
   shard = NamedSharding(mesh, P(None, "data"))
   stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window),
                               size=2, put=lambda item: batch_lib.to_device(item, shard))
+  end = min(total_steps, stop_at) if stop_at > 0 else total_steps
+  done, plateau = start, False
   try:
     for step, batch, batch_tokens in stream:
-      if step >= total_steps or not alive.any():
+      if step >= end or not alive.any() or plateau:
         break
       tokens += np.asarray(batch_tokens)
       state, m = programs.step(state, batch)
+      if step == start:  # the first step of this call: compile + one step (one host sync, once)
+        jax.block_until_ready(state["step"])
+        timing["first_step_s"] = time.perf_counter() - t0
       pending.append((step, m))
       bar.update(1)
       done = step + 1
-      if done % log_every == 0 or done % eval_every == 0 or done == total_steps:
+      last = done == end
+      if done % log_every == 0 or done % eval_every == 0 or last:
         flush(done)
-      if (done % eval_every == 0 or done == total_steps) and alive.any():
+      if (done % eval_every == 0 or last) and alive.any():
+        t_eval = time.perf_counter()
         state = _evaluate_members(state, programs, evaluate, select, eval_keys, done, alive, loggers,
                                   report, outcomes, repl)
-      if done % ckpt_every == 0 or done == total_steps or not alive.any():
+        timing["evals_s"].append(time.perf_counter() - t_eval)
+        if patience > 0 and select is not None:
+          best_step = np.asarray(jax.device_get(state["best"]["step"]))[alive]
+          plateau = bool(best_step.size) and int(done - best_step.max()) >= patience * eval_every
+      if done % ckpt_every == 0 or last or not alive.any() or plateau:
         save(done)
     mgr.wait_until_finished()
   finally:
     stream.close()
     bar.close()
     mgr.close()
-  return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": time.perf_counter() - t0,
-          "resumed_from": start}
+  elapsed = time.perf_counter() - t0
+  return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": elapsed,
+          "resumed_from": start, "stopped_at": done, "plateau": plateau,
+          "timing": _timing(timing, elapsed, done - start)}
+
+
+def _timing(t: dict, elapsed: float, steps: int) -> dict:
+  """fit's wall time split into compile, steps, evaluation, checkpoints and the rest (data, logging).
+
+  The first step and the first evaluation include their programs' compiles (or their loads from JAX's
+  persistent cache); their excess over the steady cost is counted as compile."""
+  evals = t["evals_s"]
+  eval_steady = float(np.median(evals[1:])) if len(evals) > 1 else (evals[0] if evals else 0.0)
+  rest = max(elapsed - t["first_step_s"] - sum(evals) - t["checkpoint_s"], 0.0)
+  step_s = rest / max(steps - 1, 1)  # the steady steps carry the loop's host work too
+  compile_step = max(t["first_step_s"] - step_s, 0.0) if steps else 0.0
+  compile_eval = max(evals[0] - eval_steady, 0.0) if evals else 0.0
+  return {"compile_s": compile_step + compile_eval, "train_s": step_s * steps,
+          "eval_s": sum(evals) - compile_eval, "checkpoint_s": t["checkpoint_s"], "step_s": step_s,
+          "eval_each_s": eval_steady, "evals": len(evals)}
 
 
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
@@ -223,6 +264,10 @@ def prepare_task(cfg):
   return task, tok, batch_lib.trim(enc, seq_len)
 
 
+# Fields a resumed run may change: where this call pauses (the sweep's rungs move it forward).
+RESUMABLE_FIELDS = ("stop_at",)
+
+
 def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
   """Creates the folder and records its config; refuses a folder that holds a run of another config.
   Returns it absolute: orbax refuses a relative checkpoint path (`--workdir runs/x` failed at the first save)."""
@@ -230,6 +275,8 @@ def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
   wd.mkdir(parents=True, exist_ok=True)
   cfg_file = wd / "config.json"
   want = record if record is not None else json.loads(cfg.to_json())
+  for key in RESUMABLE_FIELDS:  # how far this call goes is not what the run is
+    want.pop(key, None)
   if cfg_file.exists():
     if json.loads(cfg_file.read_text()) != want:
       raise ValueError(f"{wd} holds a run with a different config; use another --workdir to start afresh")
@@ -292,7 +339,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
     gdir = Path(group_dir) if group_dir else _default_group_dir(member_dirs)
     _prepare_workdir(first, gdir, {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
   per_epoch = len(enc["train"]) // first.batch_size
-  total = first.steps or first.epochs * per_epoch
+  total = run_length(first, len(enc["train"]))
   progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run
   params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
   eval_every = min(first.eval_every or per_epoch, total)
@@ -302,10 +349,11 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             evaluate=_make_classify_eval(progs, first, enc, task.is_regression), select=task.metric,
             group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
             checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
-            desc=f"finetune {first.preset}")
+            desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
+            patience=int(first.get("patience", 0)))
   best = jax.device_get(out["state"]["best"])
   seq_len = int(enc["train"].ids.shape[1])
-  steps_per_s = (total - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
+  steps_per_s = (out["stopped_at"] - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
   train_time = time.perf_counter() - t0
   results = []
   for i, (c, wd) in enumerate(zip(cfgs, member_dirs)):
@@ -314,7 +362,8 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
       out["loggers"][i].close({"outcome": out["outcomes"][i]})
       continue
     b = member_params(best, i)
-    result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]), "steps": total,
+    result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]),
+              "steps": out["stopped_at"], "horizon": total, "plateau": out["plateau"], "timing": out["timing"],
               "recipe": c.get("recipe", "spec"), "train_time_s": train_time, "seq_len": seq_len,
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
@@ -329,6 +378,16 @@ def _default_group_dir(member_dirs: list[Path]) -> Path:
   names = "|".join(str(d) for d in member_dirs)
   return Path(os.path.commonpath([str(d.parent.resolve()) for d in member_dirs])) / (
       "group-" + configs.config_hash({"members": names})[:10])
+
+
+def run_length(cfg, n_train: int | None = None) -> int:
+  """The optimizer steps of cfg's whole run (the schedule's horizon): `steps`, else `epochs` epochs of
+  the task's training split (loaded if `n_train` is not given)."""
+  if cfg.steps:
+    return int(cfg.steps)
+  if n_train is None:
+    n_train = len(prepare_task(cfg)[2]["train"])
+  return int(cfg.epochs) * max(1, n_train // cfg.batch_size)
 
 
 def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
@@ -346,7 +405,7 @@ def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
 
 
 def _make_classify_eval(progs: Programs, cfg, enc, is_regression):
-  names = (["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1"])
+  names = (["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1", "loss"])
 
   def evaluate(params_G):
     if params_G is None:

@@ -360,33 +360,43 @@ def training_bytes(cfg, batch_size: int) -> int:
 
 # ------------------------------------------------------------------------------------------ budgets
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e(\d+))?\s*([a-z]*)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e([+-]?\d+))?\s*([a-z]*)\s*$", re.IGNORECASE)
 BUDGET_FORMS = ("2MB, 2 MB, 781kB, 1.5MiB, 500KiB or 2000000 (bytes); kB/MB/GB are decimal (10^3, 10^6, "
                 "10^9 bytes), KiB/MiB/GiB binary (2^10, 2^20, 2^30)")
+# No tiny model needs more: a budget above this is a typo (and 1e99999999MB must not be computed exactly).
+MAX_BUDGET = 10**12
 
 
 class BudgetError(ValueError):
-  """An unparsable or non-positive memory budget."""
+  """An unparsable, non-positive or absurdly large memory budget."""
 
 
 def parse_budget(text: str | int | float) -> int:
-  """Bytes in a budget string such as "2MB", "781kB", "1.5MiB" or "2000000"; raises BudgetError."""
+  """Bytes in a budget string such as "2MB", "781kB", "1.5MiB" or "2000000"; raises BudgetError, also for
+  a budget below one byte or above MAX_BUDGET (1 TB). The number is read as a float (its exponent is
+  bounded first), so no input makes this slow."""
   if isinstance(text, (int, float)) and not isinstance(text, bool):
     text = repr(text)
   m = _BUDGET_RE.match(text or "") if isinstance(text, str) else None
   unit = m.group(3).lower() if m else None
+  shown = text.strip()[:40] + ("..." if len(text.strip()) > 40 else "") if isinstance(text, str) else text
   if not m or unit not in _UNITS:
-    raise BudgetError(f"cannot read memory budget {text!r}: use a positive size such as {BUDGET_FORMS}")
-  value = float(m.group(1)) * (10 ** int(m.group(2)) if m.group(2) else 1) * _UNITS[unit]
+    raise BudgetError(f"cannot read memory budget {shown!r}: use a positive size such as {BUDGET_FORMS}")
+  exponent = m.group(2) or "0"
+  value = float("inf") if len(exponent.lstrip("+-")) > 4 else float(f"{m.group(1)}e{exponent}") * _UNITS[unit]
+  if value > MAX_BUDGET:  # also inf
+    raise BudgetError(f"memory budget {shown!r} is above the largest accepted, {format_bytes(MAX_BUDGET)}; "
+                      f"e.g. {BUDGET_FORMS}")
   if value < 1:
-    raise BudgetError(f"memory budget {text!r} must be at least one byte; e.g. {BUDGET_FORMS}")
+    raise BudgetError(f"memory budget {shown!r} must be at least one byte; e.g. {BUDGET_FORMS}")
   return int(round(value))
 
 
 def format_bytes(n: float) -> str:
   """Decimal units, 4 significant figures: 1954312 -> '1.954 MB'."""
-  for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+  for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
     if abs(n) >= scale:
       return f"{n / scale:.4g} {unit}"
   return f"{int(n)} B"

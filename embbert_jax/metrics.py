@@ -37,11 +37,21 @@ def macro_f1_from_confusion(c: np.ndarray) -> float:
   return float(f1[present].mean()) if present.any() else 0.0
 
 
+def cross_entropy(labels: np.ndarray, logits: np.ndarray) -> float:
+  """Mean cross-entropy (nats) of integer labels under the logits' softmax."""
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  return float(-np.mean(np.take_along_axis(logp, np.asarray(labels, np.int64)[:, None], -1)))
+
+
 def classification_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+  """Accuracy, MCC, macro-F1 and the loss (the sweep's lower rungs rank on it: from scratch the
+  accuracy sits at chance for a while, the loss already moves)."""
   preds = np.asarray(logits).argmax(-1)
   c = confusion(np.asarray(labels), preds, np.asarray(logits).shape[-1])
   return {"accuracy": float(np.trace(c) / max(c.sum(), 1)), "mcc": mcc_from_confusion(c),
-          "macro_f1": macro_f1_from_confusion(c)}
+          "macro_f1": macro_f1_from_confusion(c), "loss": cross_entropy(labels, logits)}
 
 
 def regression_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:

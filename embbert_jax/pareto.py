@@ -90,6 +90,13 @@ def trial_row(t, policy: str) -> dict[str, Any]:
     row[k] = a.get(k)
   for k, v in (a.get("train") or {}).items():
     row[TRAIN_PREFIX + k] = v
+  rungs = a.get("rungs") or []
+  row["rung"] = rungs[-1][0] if rungs else None  # multi-fidelity sweeps: the highest rung it reported
+  row["final_of"] = a.get("final_of")
+  spent = a.get("time_spent") or {}
+  for k in ("compile_s", "train_s", "eval_s", "checkpoint_s", "wall_s"):
+    row[f"time_{k}"] = spent.get(k)
+  row["finished_at"] = t.datetime_complete.timestamp() if t.datetime_complete else None
   row["attempts"] = t.system_attrs.get("embbert:attempts", 0)
   row["preempted"] = len(t.system_attrs.get("embbert:preempted", []))
   row["worker"] = t.system_attrs.get("embbert:worker", "")
@@ -202,6 +209,14 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
           + (f", budget {memory.format_bytes(settings['budget'])}" if settings.get("budget") else ""))
   cols = ["trial", f"{policy} memory", "params", f"val {metric}", f"test {metric}", "test acc", "config",
           "train s"]
+  plan = settings.get("plan")
+  if plan:
+    steps = plan["rung_steps"]
+    lower = sum(1 for r in rows if r.get("rung") is not None and r["rung"] < len(steps) - 1)
+    head += (f"\n\nMulti-fidelity (asha): rungs at {', '.join(map(str, steps))} steps, eta {plan['eta']}, "
+             f"{len(plan['band_edges']) - 1} memory band(s); the frontier holds top-rung trials only (their "
+             f"seeds' mean), {lower} config(s) stopped at a lower rung"
+             + ("; dropped for time: " + "; ".join(settings["dropped"]) if settings.get("dropped") else ""))
   lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
   for r in front:
     config = r["config"] + (f" [{r['setting']}]" if r.get("setting") else "")
@@ -221,10 +236,31 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
     lines.append("| " + " | ".join(cells) + " |")
   if ref and ref.get("note"):
     lines += ["", ref["note"]]
-  # Trials trained together share their time: each counts its share of the call.
-  spent = sum((r["train_time_s"] or 0) / (r.get("group_size") or 1) for r in rows)
-  lines += ["", f"{len(rows)} trials, {spent / 60:.1f} min of training in all"]
+  lines += ["", time_line(rows, settings)]
   return "\n".join(lines)
+
+
+def time_line(rows: list[dict], settings: dict[str, Any]) -> str:
+  """Where the sweep's time went: the trainer calls' compile, steps, evaluation, checkpoints and the
+  rest of them (data, setup), and with the sweep's start known, its wall time and what no call used."""
+  if not any(r.get("time_wall_s") for r in rows):  # a ledger from before time_spent
+    spent = sum((r["train_time_s"] or 0) / (r.get("group_size") or 1) for r in rows)
+    return f"{len(rows)} trials, {spent / 60:.1f} min of training in all"
+  tot = {k: sum(r.get(f"time_{k}") or 0.0 for r in rows)
+         for k in ("compile_s", "train_s", "eval_s", "checkpoint_s", "wall_s")}
+  calls = tot["wall_s"]
+  other = max(calls - tot["compile_s"] - tot["train_s"] - tot["eval_s"] - tot["checkpoint_s"], 0.0)
+  text = (f"{len(rows)} trials, {calls / 60:.1f} min in trainer calls: compile {tot['compile_s'] / 60:.1f}, "
+          f"steps {tot['train_s'] / 60:.1f}, evaluation {tot['eval_s'] / 60:.1f}, checkpoints "
+          f"{tot['checkpoint_s'] / 60:.1f}, data and setup {other / 60:.1f} min")
+  started, ends = settings.get("started"), [r["finished_at"] for r in rows if r.get("finished_at")]
+  if started and ends:
+    workers = max(1, len({r["worker"] for r in rows if r.get("worker")}))
+    wall = max(ends) - started
+    text += (f"; sweep wall time {wall / 60:.1f} min x {workers} worker(s), of which "
+             f"{max(wall * workers - calls, 0.0) / 60:.1f} min outside trainer calls (calibration, "
+             "planning, waiting, the ledger)")
+  return text
 
 
 _CSV_SKIP = ("point", "model")

@@ -39,8 +39,11 @@ def frontier_figure(rows: list[dict[str, Any]], front: list[dict[str, Any]], pat
     ax.scatter([_mb(r["memory_bytes"]) for r in done], [r["value"] for r in done], s=22, color="0.6",
                label=f"trials ({len(done)})", zorder=2)
   if pruned:
-    ax.scatter([_mb(r["memory_bytes"]) for r in pruned], [r["value"] for r in pruned], s=22, marker="x",
-               color="0.75", label=f"stopped early ({len(pruned)}, last validation)", zorder=2)
+    rungs = any(r.get("rung") is not None for r in pruned)
+    label = (f"lower rungs: not promoted ({len(pruned)}, last validation)" if rungs
+             else f"stopped early ({len(pruned)}, last validation)")
+    ax.scatter([_mb(r["memory_bytes"]) for r in pruned], [r["value"] for r in pruned], s=18, marker="x",
+               color="0.8", alpha=0.6 if rungs else 1.0, label=label, zorder=2)
   if front:
     xs, ys = [_mb(r["memory_bytes"]) for r in front], [r["value"] for r in front]
     # The frontier as a staircase: at any memory, the best score reachable within it.

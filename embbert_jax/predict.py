@@ -13,14 +13,13 @@ Label names come from the export's manifest, else from the training run's task, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from embbert_jax import artifacts
+from embbert_jax import artifacts, cli
 
 
 class PredictError(ValueError):
@@ -109,7 +108,7 @@ class Predictor:
 
 
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.predict", description=__doc__.split("\n\n")[0])
+  ap = cli.parser("python -m embbert_jax.predict", __doc__.split("\n\n")[0])
   ap.add_argument("run", help="training workdir, saved model directory, or export directory")
   ap.add_argument("--text-file", default=None, help="one text per line (default: stdin)")
   args = ap.parse_args(argv)

@@ -15,22 +15,21 @@ Fine-tune from it with `python -m embbert_jax.train --preset embbert --init WORK
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
 from pathlib import Path
 
-from embbert_jax import asha, configs, data, train
+from embbert_jax import asha, cli, configs, data, train
 
 
 def main(argv: list[str] | None = None) -> None:
   argv = sys.argv[1:] if argv is None else list(argv)
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.pretrain", description=__doc__.splitlines()[0])
+  ap = cli.parser("python -m embbert_jax.pretrain", __doc__.splitlines()[0])
   train.add_common_flags(ap)
   ap.add_argument("--time-budget", default="", help="stop (and save) after this much training wall time, "
                   "e.g. 2h, 45m, 90s; resuming continues the count")
-  ap.add_argument("--max-pairs", type=int, default=None, help="training pairs drawn from the corpus (seeded) "
+  ap.add_argument("--max-pairs", type=cli.at_least(0), default=None, help="training pairs drawn from the corpus (seeded) "
                   "and tokenized up front (config pretrain.max_pairs, default 300000: 148 MiB of ids at "
                   "length 128, 1.3 GB peak while tokenizing); 0 = all 787k pairs of the 49 MB corpus "
                   "(385 MiB of ids, 2.8 GB peak)")
@@ -45,9 +44,10 @@ def main(argv: list[str] | None = None) -> None:
       configs.set_field(cfg, "pretrain.max_pairs", args.max_pairs)
     if cfg.pretrain.steps <= 0:
       raise ValueError("give the number of pre-training steps with --steps N")
+    configs.validate_training(cfg)
     budget = asha.parse_duration(args.time_budget) if args.time_budget else None
   except (configs.ConfigError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    cli.bad_input(e)
   if args.distributed:
     import jax
     jax.distributed.initialize()
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     result = train.pretrain(cfg, workdir, time_budget=budget,
                             command="python -m embbert_jax.pretrain " + shlex.join(argv))
   except (data.DataError, train.TrainingDiverged, ValueError, RuntimeError) as e:
-    sys.exit(f"error: {e}")
+    cli.failure(e)
   print(json.dumps(result, indent=2))
   print(f"{result['steps']} of {result['target_steps']} steps ({result['stopped_by']}); encoder saved to "
         f"{workdir / 'model'} (manifest.json); fine-tune with --init {workdir}")

@@ -139,7 +139,8 @@ def model_of(preset: str, **overrides: Any) -> configs.ModelConfig:
   """configs.get_preset(preset, **overrides) frozen, without building a ConfigDict (enumerating the
   default space is 10x faster); tests/test_sweep.py checks the equality."""
   if preset not in configs.PRESETS:
-    raise configs.ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(configs.PRESETS)}")
+    raise configs.ConfigError(f"unknown preset {preset!r}{configs.did_you_mean(preset, configs.PRESETS)}; "
+                              f"known presets: {', '.join(configs.PRESETS)}")
   return configs.ModelConfig.from_dict({**configs.PRESETS[preset], **overrides})
 
 
@@ -190,12 +191,14 @@ def enumerate_space(space: ml_collections.ConfigDict, num_labels: int | None = N
   seen: dict[str, Candidate] = {}
   for family, fam in space.families.items():
     if "preset" not in fam or fam.preset not in configs.PRESETS:
-      raise SpaceError(f"family {family!r}: unknown preset {fam.get('preset')!r}; known presets: "
+      raise SpaceError(f"family {family!r}: unknown preset {fam.get('preset')!r}"
+                       f"{configs.did_you_mean(fam.get('preset'), configs.PRESETS)}; known presets: "
                        f"{', '.join(configs.PRESETS)}")
     grid = dict(fam.get("grid", {}) or {})
     for field, values in [*grid.items(), *dict(fam.get("fixed", {}) or {}).items()]:
       if field not in configs.FIELD_TYPES or field == "num_labels":
-        raise SpaceError(f"family {family!r}: unknown model field {field!r}; fields: "
+        raise SpaceError(f"family {family!r}: unknown model field {field!r}"
+                         f"{configs.did_you_mean(field, configs.FIELD_TYPES)}; fields: "
                          f"{', '.join(sorted(configs.FIELD_TYPES))}")
     for field, values in grid.items():
       if not isinstance(values, (tuple, list)) or not values:

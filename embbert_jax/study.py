@@ -187,7 +187,10 @@ def arm_config(study, arm: dict, task: str):
   cfg.wandb.mode = study.wandb
   cfg.wandb.group = study.name
   cfg.wandb.name = f"{arm['name']}-{task_slug(task)}"
-  configs.validate(cfg.model)
+  try:
+    configs.validate_training(cfg)
+  except configs.ConfigError as e:
+    raise StudyError(f"arm {arm['name']!r}: {e}") from None
   return cfg
 
 
@@ -252,6 +255,8 @@ def plan(study) -> list[tuple[dict, str]]:
   if study.seeds < 1:
     raise StudyError("seeds must be >= 1")
   pairs = [(a, t) for t in study.tasks for a in arms]
-  for a, t in pairs:
-    arm_config(study, a, t)
+  cfgs = [arm_config(study, a, t) for a, t in pairs]
+  from embbert_jax import data
+  for t in dict.fromkeys(study.tasks):  # a missing file or a bad row fails now, not after pre-training
+    data.load_task(str(t), cache_dir=(cfgs[0].cache_dir if cfgs else "") or None)
   return pairs

@@ -26,8 +26,9 @@ from embbert_jax import configs, data, memory
 from embbert_jax import ledger as ledger_lib
 from embbert_jax import space as space_lib
 from embbert_jax.early_stop import hopeless  # noqa: F401  (the sweep's API, importable from here)
+from embbert_jax import cli, scheduler
 from embbert_jax.engine import (  # noqa: F401
-    SETTINGS, STRATEGIES, Preempted, SweepError, get_config, open_ledger, prepare, say, summarize, wandb_mode)
+    SETTINGS, STORAGE_ENV, STRATEGIES, Preempted, SweepError, get_config, open_ledger, prepare, say, summarize, wandb_mode)
 from embbert_jax.worker import run_sweep
 from embbert_jax.propose import DIRECTIONS
 
@@ -37,7 +38,7 @@ INPUT_ERRORS = (SweepError, memory.BudgetError, space_lib.SpaceError, configs.Co
 
 def _run_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(
-      prog="python -m embbert_jax.sweep",
+      prog="python -m embbert_jax.sweep", formatter_class=cli.HelpFormatter,
       description="Train EmbBERT configurations that fit a memory budget and keep the accuracy-vs-memory "
                   "Pareto frontier. `python -m embbert_jax.sweep report SWEEP` redraws a finished or "
                   "running sweep without training.")
@@ -81,12 +82,13 @@ def _launch(argv: list[str], n: int, sw) -> int:
   """n worker processes of this command: one per GPU (round robin), or disjoint CPU core sets."""
   gpus, cores = _count_gpus(), sorted(os.sched_getaffinity(0))
   per = max(1, len(cores) // n)
-  rest = [a for i, a in enumerate(argv) if a != "--workers" and (i == 0 or argv[i - 1] != "--workers")
-          and not a.startswith("--workers=")]
-  pinned = ["--study", sw.settings.study, "--storage", sw.storage_url, "--out", str(sw.out)]
+  drop = ("--workers", "--storage")  # the ledger URL goes by environment: argv is visible to `ps`
+  rest = [a for i, a in enumerate(argv) if a not in drop and (i == 0 or argv[i - 1] not in drop)
+          and not a.startswith(("--workers=", "--storage="))]
+  pinned = ["--study", sw.settings.study, "--out", str(sw.out)]
   procs = []
   for i in range(n):
-    env = dict(os.environ)
+    env = {**os.environ, STORAGE_ENV: sw.storage_url, scheduler.WORKERS_ENV: str(n)}
     if gpus:
       env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # small models must not each take a whole mesh
       env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -20,10 +20,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from embbert_jax import configs, data, files, inits, recipes
+from embbert_jax import cli, configs, data, files, inits, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
-    GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_seeds, train_and_evaluate,
-    train_group)
+    GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_length, run_seeds,
+    train_and_evaluate, train_group)
 
 
 def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collections.ConfigDict:
@@ -46,6 +46,8 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.eval_every = 0  # steps between evaluations; 0 = once per epoch
   c.log_every = 50  # steps between host syncs (loss check, logging)
   c.checkpoint_every = 0  # steps; 0 = at every evaluation
+  c.stop_at = 0  # > 0: pause after this step (the schedule still spans the run); rerun with more to resume
+  c.patience = 0  # > 0: stop once the best validation metric has not improved for this many evaluations
   c.seq_len = 0  # training/eval length; 0 = auto (longest example rounded up to 32, at most model.max_len)
   c.group_impl = "auto"  # how group members share a program: vmap, map (a loop inside it), auto (per backend)
   c.bucket_window = 64  # length bucketing over windows of this many batches (batches.train_batches); 0 = off
@@ -80,10 +82,12 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> None:
 def add_common_flags(ap: argparse.ArgumentParser) -> None:
   ap.add_argument("--preset", default="embbert", help=f"model preset: {', '.join(configs.PRESETS)}")
   ap.add_argument("--task", default=None, help="registry name (rt_polarity, sms_spam), a local "
-                  ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...)")
-  ap.add_argument("--steps", type=int, default=None, help="total optimisation steps (overrides epochs)")
-  ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume")
-  ap.add_argument("--seed", type=int, default=None)
+                  ".jsonl/.csv/.parquet file, or a hub dataset (glue/sst2, ...) (default: rt_polarity)")
+  ap.add_argument("--steps", type=cli.at_least(1), default=None, help="total optimisation steps (default: the "
+                  "recipe's epochs)")
+  ap.add_argument("--workdir", default=None, help="checkpoints, metrics.jsonl, wandb files; reuse to resume "
+                  "(default: runs/<kind>-<preset>-<task>-seed<seed>)")
+  ap.add_argument("--seed", type=cli.at_least(0), default=None, help="training seed (default: the config's, 0)")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None,
                   help="auto: online with WANDB_API_KEY, else offline")
   ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() first")
@@ -108,6 +112,8 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
     for key in ("task", "steps", "seed", "init_from"):
       if getattr(args, key, None) is not None:
         configs.set_field(cfg, key, getattr(args, key))
+    if getattr(args, "text_field", None) or getattr(args, "label_field", None):
+      configs.set_field(cfg, "task", data.task_with_fields(cfg.task, args.text_field, args.label_field))
     if getattr(args, "pretrain_steps", None) is not None:
       configs.set_field(cfg, "pretrain.steps", args.pretrain_steps)
     if args.wandb:
@@ -118,8 +124,25 @@ def config_from_args(args, extra: list[str]) -> ml_collections.ConfigDict:
   cfg = build(None)
   if getattr(args, "recipe", None):
     cfg = build(recipe_from_args(args.recipe, cfg))
-  configs.validate(cfg.model)
+  configs.validate_training(cfg)
   return cfg
+
+
+def checked_config(args, extra: list[str]) -> ml_collections.ConfigDict:
+  """config_from_args, and the task loaded once (a missing file, a bad row, one class), so that bad input
+  fails in one line before anything (pre-)trains; exits 2 otherwise."""
+  try:
+    cfg = config_from_args(args, extra)
+    data.load_task(cfg.task, cache_dir=cfg.cache_dir or None)
+  except (configs.ConfigError, data.DataError, ValueError) as e:
+    cli.bad_input(e)
+  return cfg
+
+
+def apply_recipe(cfg, name: str = recipes.AUTO) -> ml_collections.ConfigDict:
+  """The sweep's hook (engine.trainer_config): sets recipe `name` on cfg; auto = scratch from random init,
+  the spec's fine-tuning recipe with a pre-trained encoder."""
+  return recipes.apply(cfg, recipe_from_args(name, cfg))
 
 
 def recipe_from_args(name: str, cfg) -> str:
@@ -146,31 +169,33 @@ def print_results(result: dict, workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-  ap = argparse.ArgumentParser(prog="python -m embbert_jax.train",
-                               description="Fine-tune a model preset on a task (optionally pre-train first).")
+  ap = cli.parser("python -m embbert_jax.train",
+                  "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
-  ap.add_argument("--pretrain-steps", type=int, default=None, help="MLM+NSP steps before fine-tuning")
+  ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
   ap.add_argument("--init", default=None, metavar="auto|supernet|scratch|DIR",
                   help="the encoder: auto (default: a shipped or cached supernet holding the config, else "
                        "scratch), supernet (its slice), scratch, or DIR (a pretrain workdir or model folder, "
                        "or a supernet folder); printed, and recorded in result.json")
   ap.add_argument("--init-from", default=None, help="alias of --init DIR")
-  ap.add_argument("--seeds", type=int, default=1, help="fine-tune this many seeds; report mean and std")
+  ap.add_argument("--text-field", default=None, help="a local task file's text field (default: text)")
+  ap.add_argument("--label-field", default=None, help="a local task file's label field (default: label)")
+  ap.add_argument("--seeds", type=cli.at_least(1), default=1, help="fine-tune this many seeds; report mean and std")
   ap.add_argument("--recipe", default=recipes.AUTO, choices=[recipes.AUTO, *recipes.RECIPES],
                   help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
                        "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
   if args.init and args.init_from:
-    sys.exit("error: give the encoder with --init or --init-from, not both")
+    cli.bad_input("give the encoder with --init or --init-from, not both")
   init_spec, args.init_from = args.init or args.init_from or "auto", None
+  cfg = checked_config(args, extra)
   try:
-    cfg = config_from_args(args, extra)
     init = inits.resolve(cfg, init_spec)
     if init.path:  # a pre-trained encoder: recipe auto then picks the fine-tuning recipe
       args.init_from = init.path
       cfg = config_from_args(args, extra)
   except (configs.ConfigError, data.DataError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    cli.bad_input(e)
   print(init.describe(), flush=True)
   print(recipes.describe(cfg), flush=True)
   if args.distributed:
@@ -180,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
   try:
     out = run_seeds(cfg, workdir, args.seeds)
   except (data.DataError, TrainingDiverged, ValueError, RuntimeError) as e:
-    sys.exit(f"error: {e}")
+    cli.failure(e)
   for r in out["runs"]:
     print_results(r, Path(r["workdir"]))
   for f in out["failed"]:

@@ -41,27 +41,22 @@ from typing import Any, Callable
 import ml_collections
 from optuna.trial import FrozenTrial, TrialState
 
-from embbert_jax import configs, data, early_stop, ledger as ledger_lib, memory, pareto, propose
+from embbert_jax import configs, data, early_stop, ledger as ledger_lib, memory, pareto, propose, scheduler
 from embbert_jax import space as space_lib
-from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, one_line, open_ledger, prepare, say, summarize,
-                                trainer_config, wandb_mode)
+from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,  # noqa: F401
+                                open_ledger, prepare, say, summarize, trainer_config, wandb_mode)
 from embbert_jax.files import write_json_atomic
 
 
-def member_hash(shape: str, knobs: dict[str, Any]) -> str:
-  """A member trial's hash: its config's hash, with the training knobs of a train grid mixed in."""
-  return shape if not knobs else configs.config_hash({"shape": shape, "train": knobs})
-
-
-def _member_attrs(c: space_lib.Candidate, knobs: dict[str, Any]) -> dict[str, Any]:
-  return {"family": c.family, "config": dict(c.point), "describe": c.describe(),
-          "hash": member_hash(c.hash, knobs), "shape": c.hash, "train": dict(knobs), "model": c.model.to_dict(),
-          "params": c.params, "bytes": c.bytes}
-
-
 def _trial_config(sw: Sweep, trial: FrozenTrial):
+  """The trainer config of a trial's next call (with asha: its horizon, rung, evaluations, patience)."""
   a = trial.user_attrs
-  return trainer_config(sw, a["model"], trial.number, a["hash"], a.get("train"))
+  cfg = trainer_config(sw, a["model"], trial.number, a["hash"], a.get("train"))
+  if sw.asha is not None:
+    fields = scheduler.rung_fields(sw.asha, trial, scheduler.eval_every(sw.asha), sw.settings.patience)
+    for key, value in fields.items():
+      configs.set_field(cfg, key, value)
+  return cfg
 
 
 def group_limit(sw: Sweep, cfg) -> int:
@@ -131,7 +126,7 @@ def next_trials(sw: Sweep, led: ledger_lib.Ledger) -> list[FrozenTrial]:
     new = [k for k in sw.members if member_hash(cand.hash, k) not in present.get(cand.hash, set())]
     dists = space_lib.distributions(sw.space)
     for knobs in new[:s.max_trials - len(trials)]:  # --max-trials counts member trials
-      led.add_waiting(cand.optuna_params, dists, _member_attrs(cand, knobs),
+      led.add_waiting(cand.optuna_params, dists, member_attrs(cand, knobs),
                       {**attrs, ledger_lib.HASH: member_hash(cand.hash, knobs)})
     return _claim_group(sw, led, sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number))
 
@@ -153,8 +148,9 @@ class Member:
 
 def _member(sw: Sweep, trial: FrozenTrial) -> Member:
   a, cfg = trial.user_attrs, _trial_config(sw, trial)
-  # Absolute: orbax refuses relative checkpoint paths.
-  workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{configs.config_hash(cfg)[:6]}").resolve()
+  # Absolute: orbax refuses relative checkpoint paths. Where a call pauses is not part of the run's name.
+  run = {k: v for k, v in cfg.to_dict().items() if k != "stop_at"}
+  workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{configs.config_hash(run)[:6]}").resolve()
   # A resumed trial keeps the validations of its earlier attempts (the trainer reports only new ones).
   return Member(trial, cfg, workdir, a["bytes"][sw.settings.policy]["total"],
                 {int(k): v for k, v in a.get("curve", [])})
@@ -204,8 +200,8 @@ def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Calla
     m.curve[step] = value
     led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
     led.report(m.tid, step, value)
-    if not (es.enabled and es.after * steps <= step < steps):
-      return
+    if sw.asha is not None or not (es.enabled and es.after * steps <= step < steps):
+      return  # asha: promotion, not stopping
     if key in grp.doomed:
       raise stop(step, grp.doomed[key])
     live = [g for g in grp.members if not g.recorded and pareto.setting_key(g.trial.user_attrs) == key]
@@ -238,6 +234,21 @@ _RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_tim
                 "tokens_per_s", "seq_len")
 
 
+TIME_PARTS = ("compile_s", "train_s", "eval_s", "checkpoint_s")
+
+
+def _time_spent(before: dict | None, timing: dict | None, wall: float, share: int) -> dict[str, float]:
+  """A trial's wall time over all its trainer calls (rungs, resumptions), split as loop.fit measures it
+  (compile, steps, evaluation, checkpoints; `wall` covers data and setup too). Members of one group call
+  count their share of it."""
+  out = dict(before or {})
+  for k in TIME_PARTS:
+    out[k] = out.get(k, 0.0) + float((timing or {}).get(k, 0.0)) / share
+  out["wall_s"] = out.get("wall_s", 0.0) + wall / share
+  out["calls"] = int(out.get("calls", 0)) + 1
+  return out
+
+
 def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict]], grp: Group) -> None:
   """Writes the members' outcomes (train_group's dicts) to the ledger, under one lock, and logs them.
 
@@ -260,7 +271,20 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
           status, attrs["error"] = "failed", f"validation {metric} is {value}"
       elif status == "pruned":
         attrs["pruned_at"] = out.get("pruned_at") or (max(m.curve) if m.curve else None)
-      attrs.update(worker=led.worker, group_size=len(grp.members))
+      attrs.update(worker=led.worker, group_size=len(grp.members),
+                   time_spent=_time_spent(m.trial.user_attrs.get("time_spent"), out.get("timing"),
+                                          time.time() - grp.t0, len(grp.members)))
+      if sw.asha is not None and status == "complete":
+        attrs["timing"] = out.get("timing")
+        row = scheduler.rung_result(m.trial, out, attrs.get("metric") or sw.metric)
+        attrs["rungs"] = [*m.trial.user_attrs.get("rungs", []), row]
+        if row[0] < scheduler.asha.Plan.from_dict(sw.asha["plan"]).top:  # a lower rung: paused, not done
+          if led.pause(m.tid, attrs):
+            lines.append(f"trial {m.trial.number} paused at rung {row[0]} ({row[1]} steps): validation "
+                         f"{attrs['metric']} {values[0]:.4f}" if values else f"trial {m.trial.number} paused")
+          else:
+            lines.append(f"trial {m.trial.number}: another worker took it over meanwhile; this result is dropped")
+          continue
       if not led.finish(m.tid, _STATES.get(status, TrialState.FAIL), values, attrs):
         lines.append(f"trial {m.trial.number}: another worker took it over meanwhile; this result is dropped")
       elif values is not None:
@@ -321,6 +345,8 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
 
 def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
   """The worker loop; returns the number of trials this worker ran."""
+  if sw.asha is not None:
+    return _work_asha(sw, led)
   ran = 0
   while True:
     trials = next_trials(sw, led)
@@ -331,6 +357,23 @@ def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
       # Others are still training: wait, so that a trial whose worker dies is still retried.
       time.sleep(min(5.0, sw.settings.heartbeat_interval))
       continue
+    return ran
+
+
+def _work_asha(sw: Sweep, led: ledger_lib.Ledger) -> int:
+  """The multi-fidelity worker loop (scheduler.py decides); returns the trainer calls this worker made."""
+  ran = 0
+  while True:
+    trials = scheduler.next_trials(sw, led, sw.asha, _claim_group)
+    if trials:
+      ran += run_group(sw, led, trials)
+      continue
+    if scheduler.busy(led):
+      time.sleep(min(2.0, sw.settings.heartbeat_interval))  # others train: their results may unlock work
+      continue
+    if scheduler.next_trials(sw, led, sw.asha, _claim_group):  # pragma: no cover - raced with a finish
+      continue
+    scheduler.finish(sw, led, sw.asha)
     return ran
 
 
@@ -351,6 +394,7 @@ def run_sweep(settings: ml_collections.ConfigDict, trainer: Any = None, log: Cal
   `trainer`: a module-like object with get_config() and train_and_evaluate(cfg, workdir, report); None
   imports settings.trainer (embbert_jax.train). Several processes may call this on one study at once.
   """
+  started = time.time()
   sw = prepare(settings, trainer, log)
   _enable_compilation_cache()
   led = open_ledger(sw)
@@ -362,8 +406,12 @@ def run_sweep(settings: ml_collections.ConfigDict, trainer: Any = None, log: Cal
   within = (f"{memory.format_bytes(sw.min_budget)}..{memory.format_bytes(sw.budget)}" if sw.min_budget
             else memory.format_bytes(sw.budget))
   log(f"study {s.study} ({ledger_lib.redact(sw.storage_url)}): {len(sw.ordered)} configs of space "
-      f"{sw.space.name!r} fit {within} under {s.policy}; strategy {s.strategy}, at most {s.max_trials} "
-      f"trials of {s.steps} steps (worker {led.worker})")
+      f"{sw.space.name!r} fit {within} under {s.policy}; " + (
+          f"multi-fidelity (asha){', time budget ' + s.time_budget if s.time_budget else ''}"
+          if s.scheduler == "asha" else f"strategy {s.strategy}, at most {s.max_trials} trials of {s.steps} steps")
+      + f" (worker {led.worker})")
+  if s.scheduler == "asha":
+    sw.asha = scheduler.setup(sw, led, started)
   ran = work(sw, led)
   out = {"ran": ran}
   if summary:

@@ -161,3 +161,14 @@ def test_parse_duration_refuses_in_one_line(text):
   with pytest.raises(ValueError) as e:
     asha.parse_duration(text)
   assert "\n" not in str(e.value) and "time budget" in str(e.value)
+
+
+@pytest.mark.parametrize("budget_s", [600, 1500, 2700, 2692, 5400, 7200, 20000])
+def test_plan_fits_its_budget_and_fills_every_band(budget_s):
+  """The search and final phases the plan estimates fit the budget less its margin, and every band gets
+  the eta^2 rung-0 trials that fill its top rung (a planner that oscillated between band counts once
+  kept the n0 of one count and the final phase of another: 58 estimated minutes in a 45-minute budget)."""
+  c = asha.Costs(step_s=0.07, compile_s=1.7, eval_s=0.4, setup_s=8.6)
+  p = asha.plan(budget_s, c, r_max=2650, smallest=187_100, budget=1_996_000, eta=3, rungs=3, final_seeds=3)
+  assert p.est_search_s + p.est_final_s <= budget_s * 0.9 - c.setup_s + 1e-6
+  assert p.n0 >= 3 ** (len(p.rung_steps) - 1) * p.bands

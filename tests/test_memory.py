@@ -1,5 +1,7 @@
 """Parameter counts and memory figures against the spec, and the budget parser."""
 
+import time
+
 import jax
 import pytest
 
@@ -98,6 +100,22 @@ def test_budget_parser_accepts(text, expected):
 def test_budget_parser_rejects_with_the_accepted_forms(text):
   with pytest.raises(memory.BudgetError, match="2MB, 2 MB, 781kB"):
     memory.parse_budget(text)
+
+
+@pytest.mark.parametrize("text", ["1e400MB", "1e300MB", "1e99999999MB", "1e-99999999MB", "2TB", "1.5e3GB",
+                                  "9" * 5000 + "MB", "1e13"])
+def test_budget_parser_bounds_huge_and_tiny_budgets_quickly(text):
+  start = time.perf_counter()
+  with pytest.raises(memory.BudgetError) as err:
+    memory.parse_budget(text)
+  assert time.perf_counter() - start < 0.1
+  message = str(err.value)
+  assert "\n" not in message and len(message) < 400 and ("above the largest" in message or "one byte" in message)
+
+
+def test_budget_parser_reads_exponents():
+  assert memory.parse_budget("2e0MB") == 2_000_000 and memory.parse_budget("1e-3GB") == 1_000_000
+  assert memory.parse_budget("1TB") == memory.MAX_BUDGET
 
 
 def test_format_bytes():

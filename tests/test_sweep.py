@@ -53,6 +53,7 @@ def get_config(preset="embbert"):
   c = ml_collections.ConfigDict()
   c.preset, c.model, c.task, c.seed = preset, ml_collections.ConfigDict(), "rt_polarity", 0
   c.batch_size, c.learning_rate, c.steps, c.eval_every, c.log_every = 32, 5e-5, 0, 0, 50
+  c.stop_at, c.patience = 0, 0
   c.pretrain = ml_collections.ConfigDict(dict(steps=0))
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
@@ -89,8 +90,12 @@ def _start(cfg, workdir, call):
   return progress, start, None
 
 
+def _end(cfg):
+  return min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+
+
 def _validate(cfg, progress, done, report):
-  if done % cfg.eval_every == 0 or done == cfg.steps:
+  if done % cfg.eval_every == 0 or done == _end(cfg):
     progress.write_text(str(done))
     if report is not None:
       mcc = final_score(cfg) * math.sqrt(done / cfg.steps)
@@ -98,10 +103,14 @@ def _validate(cfg, progress, done, report):
 
 
 def _result(cfg, t0):
-  metrics = {"accuracy": 0.5 + final_score(cfg) / 2, "mcc": final_score(cfg), "macro_f1": 0.5}
+  done = _end(cfg)
+  mcc = final_score(cfg) * math.sqrt(done / cfg.steps)
+  metrics = {"accuracy": 0.5 + final_score(cfg) / 2, "mcc": mcc, "macro_f1": 0.5, "loss": 1.0 - mcc}
+  step_s = float(os.environ.get("FAKE_STEP_S", "0"))
   return {"validation": metrics, "test": {k: v - 0.01 for k, v in metrics.items()}, "metric": "mcc",
-          "best_step": cfg.steps, "steps": cfg.steps, "train_time_s": time.time() - t0, "steps_per_s": 100.0,
-          "tokens_per_s": 0.0, "num_params": memory.num_params(cfg.model)}
+          "best_step": done, "steps": done, "train_time_s": time.time() - t0, "steps_per_s": 100.0,
+          "tokens_per_s": 0.0, "num_params": memory.num_params(cfg.model),
+          "timing": {"step_s": step_s, "compile_s": 0.0, "eval_each_s": 0.0}}
 
 
 def train_and_evaluate(cfg, workdir, report=None):
@@ -109,7 +118,7 @@ def train_and_evaluate(cfg, workdir, report=None):
   if nan:
     raise TrainingDiverged(nan)
   t0 = time.time()
-  for step in range(start, cfg.steps):
+  for step in range(start, _end(cfg)):
     time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
     _validate(cfg, progress, step + 1, report)
   return _result(cfg, t0)
@@ -123,7 +132,7 @@ def train_group(cfgs, workdirs, report=None):
   t0, call = time.time(), cfgs[0].wandb.name
   started = [_start(c, w, call) for c, w in zip(cfgs, workdirs)]
   out = [{"status": "failed", "error": nan} if nan else None for _, _, nan in started]
-  for step in range(min(start for _, start, _ in started), cfgs[0].steps):
+  for step in range(min(start for _, start, _ in started), _end(cfgs[0])):
     time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
     if str(step) == os.environ.get("FAKE_INTERRUPT_AT"):
       raise KeyboardInterrupt

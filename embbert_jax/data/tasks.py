@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import os
+import re
 import tarfile
 import types
 import zipfile
@@ -171,21 +173,98 @@ def _registered_task_data(name: str, task: RegisteredTask, splits: dict[str, Spl
   return TaskData(name, {s: splits[s] for s in SPLITS}, len(task.label_names), task.label_names, task.metric)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_json_rows(path: Path) -> list[tuple[str, Any]]:
+  """(where, row) of a JSON-lines file, or of a .json file holding one list of rows; `where` names the row
+  (and its line) for errors."""
+  text = path.read_text(encoding="utf-8-sig")
+  if path.suffix.lower() == ".json" and text.lstrip()[:1] in ("[", "{"):
+    try:
+      whole = json.loads(text)
+    except json.JSONDecodeError:
+      whole = None  # not one JSON document: read it as JSON lines below
+    if isinstance(whole, list):
+      return [(f"row {i}", r) for i, r in enumerate(whole, 1)]
+    if isinstance(whole, dict):
+      raise DataError(f"{path} holds one JSON object (keys {sorted(whole)[:5]}); a task file is a list of "
+                      "rows or one JSON object per line")
+  rows, number = [], 0
+  for lineno, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    number += 1
+    try:
+      rows.append((f"row {number} (line {lineno})", json.loads(line)))
+    except json.JSONDecodeError as e:
+      raise DataError(f"{path}: row {number} (line {lineno}) is not valid JSON: {e.msg} at column {e.colno}") \
+          from None
+  return rows
+
+
+def _read_csv_rows(path: Path) -> list[tuple[str, Any]]:
+  csv.field_size_limit(2**31 - 1)  # the default 128 kB refuses long documents
+  rows = []
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    for number, row in enumerate(reader, 1):
+      where = f"row {number} (line {reader.line_num})"
+      if None in row:  # DictReader's key for the fields past the header's
+        raise DataError(f"{path}: {where} has {len(reader.fieldnames) + len(row[None])} fields, the header "
+                        f"{len(reader.fieldnames)}; quote fields that hold the delimiter")
+      rows.append((where, row))
+  return rows
+
+
+def _read_rows(path: Path) -> list[tuple[str, Any]]:
+  """(where, row) for every row of a local task file; DataError naming the row for one that is unreadable."""
   suffix = path.suffix.lower()
   if suffix in (".jsonl", ".json"):
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-      return list(json.loads(text))
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-  if suffix in (".csv", ".tsv"):
-    with open(path, newline="", encoding="utf-8-sig") as f:
-      return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-  if suffix == ".parquet":
+    rows = _read_json_rows(path)
+  elif suffix in (".csv", ".tsv"):
+    rows = _read_csv_rows(path)
+  elif suffix == ".parquet":
     import pyarrow.parquet as pq  # a dependency of `datasets`; imported lazily because it is slow
 
-    return pq.read_table(path).to_pylist()
-  raise DataError(f"unsupported file type {path.suffix!r} for {path}; use one of {', '.join(_TEXT_SUFFIXES)}")
+    rows = [(f"row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist(), 1)]
+  else:
+    raise DataError(f"unsupported file type {path.suffix!r} for {path}; use one of {', '.join(_TEXT_SUFFIXES)}")
+  for where, row in rows:
+    if not isinstance(row, dict):
+      raise DataError(f"{path}: {where} is a JSON {type(row).__name__}, not an object with the task's fields")
+  return rows
+
+
+def _texts(path: Path, rows: list[tuple[str, Any]], field: str, what: str) -> list[str]:
+  """The texts of `field`: numbers become strings; DataError naming the first row whose text is missing
+  (null) or not a string; a warning naming the empty ones (DataError if all are). A pair text may be
+  missing (it is then empty)."""
+  out, empty, pair = [], [], what != "text"
+  for where, row in rows:
+    value = row.get(field)
+    if value is None and pair:
+      value = ""
+    if value is None or isinstance(value, (list, dict, bool)):
+      shown = "missing (null)" if value is None else f"a {type(value).__name__}"
+      raise DataError(f"{path}: {where}: the {what} field {field!r} is {shown}; every row needs a text "
+                      "(drop the row or fill it in)")
+    out.append(str(value))
+    if not out[-1].strip():
+      empty.append(where)
+  if empty and len(empty) == len(out) and not pair:
+    raise DataError(f"{path}: every {what} in field {field!r} is empty")
+  if empty:
+    _say(f"warning: {path}: {len(empty)} empty {what}(s) in field {field!r} ({', '.join(empty[:3])}"
+         f"{', ...' if len(empty) > 3 else ''}); they train as an empty sequence")
+  return out
+
+
+def _labels(path: Path, rows: list[tuple[str, Any]], field: str) -> list[Any]:
+  for where, row in rows:
+    value = row.get(field)
+    if value is None or isinstance(value, (list, dict)) or (isinstance(value, float) and value != value):
+      shown = "missing (null/NaN)" if not isinstance(value, (list, dict)) else f"a {type(value).__name__}"
+      raise DataError(f"{path}: {where}: the label field {field!r} is {shown}; a label is one class name "
+                      "or number per row")
+  return [row.get(field) for _, row in rows]
 
 
 def load_local_task(
@@ -198,27 +277,48 @@ def load_local_task(
     split_field: str = "split",
     regression: bool | None = None,
 ) -> TaskData:
-  """A task from one local file; splits from ``split_field`` when present, else stratified 80/10/10."""
+  """A task from one local file; splits from ``split_field`` when present, else stratified 80/10/10.
+  DataError names the file, the row and the field of any row it cannot use."""
   path = Path(path)
   try:
     rows = _read_rows(path)
-  except (OSError, ValueError) as err:
+  except (OSError, UnicodeDecodeError, csv.Error) as err:
     raise DataError(f"could not read {path}: {err}") from err
   if not rows:
     raise DataError(f"{path} holds no rows")
-  columns = set().union(*(r.keys() for r in rows))
+  columns = set().union(*(r.keys() for _, r in rows))
   for field in (text_field, label_field):
     if field not in columns:
-      raise DataError(f"{path} has no field {field!r} (fields: {sorted(columns)}); "
-                      "name the right one with the text/label field options")
-  texts = [str(r.get(text_field) or "") for r in rows]
-  pairs = [str(r.get(pair_field) or "") for r in rows] if pair_field in columns else None
-  labels, names, is_reg = encode_labels([r.get(label_field) for r in rows], regression)
+      raise DataError(f"{path} has no field {field!r} (fields: {sorted(map(str, columns))}); "
+                      "name the right one with --text-field/--label-field, or as <file>:text=NAME,label=NAME")
+  texts = _texts(path, rows, text_field, "text")
+  pairs = _texts(path, rows, pair_field, "pair text") if pair_field in columns else None
+  labels, names, is_reg = encode_labels(_labels(path, rows, label_field), regression)
   full = Split(texts, pairs, labels)
-  given = [str(r.get(split_field) or "").strip().lower() for r in rows] if split_field in columns else None
+  given = ([str(r.get(split_field) or "").strip().lower() for _, r in rows] if split_field in columns
+           else None)
   splits = _assign_splits(full, given, seed, path)
   metric = "spearman" if is_reg else "mcc"
-  return TaskData(path.stem, splits, 1 if is_reg else len(names), names, metric, is_reg)
+  return check_classes(TaskData(path.stem, splits, 1 if is_reg else len(names), names, metric, is_reg),
+                       str(path))
+
+
+def check_classes(task: TaskData, where: str) -> TaskData:
+  """DataError unless a classification task has two classes or more in its training split; a warning for
+  a class seen in validation/test but never in training (the model cannot learn it)."""
+  if task.is_regression:
+    return task
+  seen = {s: set(np.unique(task.splits[s].label).tolist()) for s in SPLITS}
+  if len(seen["train"]) < 2:
+    present = [task.label_names[i] for i in sorted(seen["train"])]
+    raise DataError(f"{where}: a classification task needs >= 2 classes in its training rows; found "
+                    f"{len(present)} ({', '.join(map(str, present)) or 'none'})")
+  for s in ("validation", "test"):
+    unseen = sorted(seen[s] - seen["train"])
+    if unseen:
+      _say(f"warning: {where}: class(es) {', '.join(str(task.label_names[i]) for i in unseen)} occur in the "
+           f"{s} split but not in training; the model cannot predict them")
+  return task
 
 
 def _assign_splits(full: Split, given: list[str] | None, seed: int, path: Path) -> dict[str, Split]:
@@ -243,6 +343,23 @@ def _assign_splits(full: Split, given: list[str] | None, seed: int, path: Path) 
   return splits
 
 
+# "<task>:text=NAME,label=NAME" names the fields of a local file (or an unlisted hub: dataset) inside the
+# task string, so that every reader of a run's config (train, export, baselines) loads the same columns.
+_FIELD = r"(?:text|pair|label)=[^,=:]+"
+_FIELDS_SUFFIX = re.compile(rf"^(?P<name>.+?):(?P<fields>{_FIELD}(?:,{_FIELD})*)$")
+
+
+def task_with_fields(task: str, text: str | None = None, label: str | None = None) -> str:
+  """The task string of `task` whose text/label fields are `text`/`label` (load_task reads them back)."""
+  spec = _FIELDS_SUFFIX.match(str(task))
+  name, fields = (spec["name"], dict(i.split("=", 1) for i in spec["fields"].split(","))) if spec else (task, {})
+  fields.update({k: v for k, v in (("text", text), ("label", label)) if v})
+  for v in fields.values():
+    if not v or any(c in v for c in ",=:"):
+      raise DataError(f"a field name cannot be empty or hold ',', '=' or ':': {v!r}")
+  return f"{name}:{','.join(f'{k}={v}' for k, v in fields.items())}" if fields else str(name)
+
+
 def load_task(
     name_or_path: str | os.PathLike,
     *,
@@ -257,9 +374,16 @@ def load_task(
   """Load a task by registry key, local file path, or hub name (``glue/sst2``, ``hub:owner/name``).
 
   ``seed`` picks the split (0 = canonical); it is not the training seed. The field arguments apply to
-  local files and to unlisted ``hub:`` datasets; ``hub_config`` is the config of an unlisted hub dataset.
+  local files and to unlisted ``hub:`` datasets (``<task>:text=NAME,pair=NAME,label=NAME`` sets them
+  from the task string: task_with_fields); ``hub_config`` is the config of an unlisted hub dataset.
   """
   key = str(name_or_path)
+  suffix = _FIELDS_SUFFIX.match(key)
+  if suffix and not Path(key).expanduser().is_file():
+    fields = dict(item.split("=", 1) for item in suffix["fields"].split(","))
+    text_field, pair_field = fields.get("text", text_field), fields.get("pair", pair_field)
+    label_field = fields.get("label", label_field)
+    key = suffix["name"]
   if key in REGISTRY:
     return _load_registered(key, REGISTRY[key], cache_dir, seed)
   path = Path(key).expanduser()
@@ -270,10 +394,12 @@ def load_task(
     raise DataError(f"file not found: {path}")
   hub_name = key[len("hub:"):] if key.startswith("hub:") else key
   if hub_name in hub.HUB_TASKS:
-    return hub._load_hub(hub_name, hub.HUB_TASKS[hub_name], seed)
+    return check_classes(hub._load_hub(hub_name, hub.HUB_TASKS[hub_name], seed), key)
   if key.startswith("hub:"):
     spec = hub.HubTask(hub_name, hub_config, text_field, pair_field, label_field, is_regression=bool(regression),
                    metric="spearman" if regression else "mcc", test_split=None, pair_optional=True)
-    return hub._load_hub(hub_name, spec, seed)
-  raise DataError(f"unknown task {key!r}: not one of {sorted(REGISTRY)}, an existing file, or a known hub "
+    return check_classes(hub._load_hub(hub_name, spec, seed), key)
+  close = difflib.get_close_matches(key, [*REGISTRY, *hub.HUB_TASKS], n=1)
+  hint = f"did you mean {close[0]!r}? " if close else ""
+  raise DataError(f"unknown task {key!r}: {hint}not one of {sorted(REGISTRY)}, an existing file, or a known hub "
                   f"name {sorted(hub.HUB_TASKS)}; use hub:<owner>/<name> for other hub datasets")

@@ -1,0 +1,347 @@
+"""The multi-fidelity sweep: asha.py's rules played on the shared ledger (`--time-budget 45m`, or
+`--scheduler asha`).
+
+A trial's life, every move under the study lock (so two workers never promote the same trial):
+
+* **start**: a new config enters WAITING with target rung 0 (system attr ledger.TARGET) and is claimed;
+  it trains with the schedule of the whole run (R_max steps, the top rung) and pauses at its rung's steps.
+* **pause**: at the rung's steps the trainer returns (loop.fit's `stop_at`); the rung's validation result
+  is appended to the trial's user attr `rungs` and the trial goes back to WAITING. A paused trial is not
+  claimable: its target rung is reached.
+* **promote**: asha.next_action ranks the paused trials of each (memory band, rung) and picks one; its
+  target goes up one rung and the claiming worker resumes it from its checkpoint, same schedule.
+* **complete**: at the top rung (R_max steps, or a validation plateau: `patience`) the trial is COMPLETE
+  with its (validation metric, memory) values.
+* **final seeds**: when the search phase ends (its share of the time budget is spent, or --max-trials
+  configs started), each band whose top rung is empty sends its best paused trial there (asha.close_out),
+  then the best top-rung trial of each band gets `final_seeds - 1` more trials with other seeds, trained
+  straight to the top rung; the frontier scores their mean (pareto.py: seeds are repeats).
+* **end**: trials still paused are PRUNED ("not promoted past rung k"); the frontier is drawn from the
+  top rung only, the lower rungs are faint points in the plot.
+
+A preempted trial (SIGTERM, a dead worker) is WAITING with its target above what it reached: any worker
+resumes it. With `--time-budget`, the first worker measures one config's compile, step and evaluation
+time on the task (a short throwaway run), asha.plan sizes the rungs, bands and final phase to fit, and the
+plan, the deadline and what the planner dropped are written to the ledger (study attr "asha") once, for
+every worker. Before a final-phase training starts, its cost is estimated from the trial's measured rate;
+what would overrun the deadline is dropped, and said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from optuna.trial import FrozenTrial, TrialState
+
+from embbert_jax import asha, configs, ledger as ledger_lib, memory
+from embbert_jax import space as space_lib
+from embbert_jax.engine import member_attrs, member_hash, trainer_config
+
+STATE = ledger_lib.ASHA_STATE  # the study attr holding the plan and the clock
+WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` started: the plan counts on them
+DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_length)
+
+
+def enabled(settings) -> bool:
+  return settings.scheduler == "asha" or bool(settings.time_budget)
+
+
+def target(t: FrozenTrial) -> int | None:
+  return t.system_attrs.get(ledger_lib.TARGET)
+
+
+def reached(t: FrozenTrial) -> int:
+  """The highest rung the trial has reported (-1: none)."""
+  return max((r[0] for r in t.user_attrs.get("rungs", [])), default=-1)
+
+
+def claimable(t: FrozenTrial) -> bool:
+  """WAITING and allowed further than it got: new, promoted, preempted, or a final seed."""
+  tg = target(t)
+  return t.state == TrialState.WAITING and (tg is None or tg > reached(t))
+
+
+def is_final(t: FrozenTrial) -> bool:
+  return t.user_attrs.get("final_of") is not None
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+
+
+def r_max(sw, cfg) -> int:
+  """The top rung's steps: --steps if given, else the trainer's whole recipe run (epochs x steps/epoch)."""
+  if sw.settings.steps:
+    return int(sw.settings.steps)
+  length = getattr(sw.trainer, "run_length", None)
+  return int(length(cfg)) if length else DEFAULT_R_MAX
+
+
+def _median_candidate(sw):
+  by_size = sorted(sw.ordered, key=lambda c: c.total(sw.settings.policy))
+  return by_size[len(by_size) // 2]
+
+
+def calibrate(sw, top_steps: int) -> asha.Costs:
+  """Compile, step and evaluation seconds of the median fitting config, from a short throwaway run of the
+  trainer (two evaluations, so compile and steady cost separate), in a temporary folder."""
+  cand = _median_candidate(sw)
+  k = max(1, min(20, top_steps // 8))
+  cfg = trainer_config(sw, cand.model, number=0, hash_="calibrate", knobs={})
+  t0 = time.time()
+  with tempfile.TemporaryDirectory(prefix="embbert-calibrate-") as tmp:
+    for key, value in {"steps": top_steps, "stop_at": 2 * k, "eval_every": k, "wandb.mode": "disabled",
+                       "patience": 0}.items():
+      if key.split(".")[0] in cfg:
+        configs.set_field(cfg, key, value)
+    result = sw.trainer.train_and_evaluate(cfg, Path(tmp), report=None)
+  wall = time.time() - t0
+  tm = result.get("timing") or {}
+  step_s = float(tm.get("step_s") or result.get("train_time_s", wall) / max(2 * k, 1))
+  compile_s = float(tm.get("compile_s", 0.0))
+  eval_s = float(tm.get("eval_each_s", 0.0))
+  setup_s = max(0.0, wall - compile_s - step_s * 2 * k - eval_s * 2)
+  sw.log(f"calibration on {cand.describe()} ({memory.format_bytes(cand.total(sw.settings.policy))}): "
+         f"compile {compile_s:.1f} s, step {step_s * 1e3:.1f} ms, evaluation {eval_s:.1f} s, data and setup "
+         f"{setup_s:.1f} s ({wall:.0f} s in all)")
+  return asha.Costs(step_s=step_s, compile_s=compile_s + setup_s * 0.1, eval_s=eval_s, setup_s=setup_s + wall)
+
+
+def make_state(sw, started: float) -> dict[str, Any]:
+  """The study's schedule: rungs, bands, the final phase and the clock (written to the ledger once)."""
+  s = sw.settings
+  smallest = min(c.total(s.policy) for c in sw.ordered)
+  biggest = max(c.total(s.policy) for c in sw.ordered)
+  top_steps = r_max(sw, trainer_config(sw, _median_candidate(sw).model, 0, "r_max", {}))
+  if s.time_budget:
+    budget_s = asha.parse_duration(s.time_budget)
+    costs = calibrate(sw, top_steps)
+    elapsed = time.time() - started
+    plan = asha.plan(budget_s - elapsed, costs, r_max=top_steps, smallest=smallest, budget=max(biggest, smallest),
+                     eta=s.eta, rungs=s.rungs, final_seeds=s.final_seeds, workers=max(1, int(os.environ.get(WORKERS_ENV, "1"))),
+                     max_trials=s.max_trials or None)
+    deadline = started + budget_s
+    search_until = deadline - budget_s * 0.1 - plan.est_final_s
+    costs_d = dict(step_s=costs.step_s, compile_s=costs.compile_s, eval_s=costs.eval_s)
+  else:
+    n0 = s.max_trials or s.eta ** s.rungs
+    bands = asha.band_count(n0, s.eta)
+    plan = asha.Plan(eta=s.eta, rung_steps=asha.rung_schedule(top_steps, s.eta, s.rungs),
+                     band_edges=asha.band_edges(smallest, max(biggest, smallest), bands), n0=n0,
+                     final_seeds=s.final_seeds, loss_rungs=1 if s.rungs > 1 else 0)
+    deadline = search_until = math.inf
+    costs_d = {}
+  return {"plan": plan.to_dict(), "started": started, "deadline": deadline, "search_until": search_until,
+          "eps": sw.eps, "costs": costs_d, "dropped": list(plan.dropped)}
+
+
+def describe(state: dict) -> str:
+  plan = asha.Plan.from_dict(state["plan"])
+  edges = ", ".join(memory.format_bytes(b) for b in plan.band_edges)
+  text = (f"multi-fidelity plan: rungs at {', '.join(map(str, plan.rung_steps))} steps (eta {plan.eta}), "
+          f"{plan.bands} memory band(s) [{edges}], about {plan.n0} configs started, best of each band "
+          f"x {plan.final_seeds} seed(s), ties below {state['eps']:.3f}")
+  if math.isfinite(state["deadline"]):
+    text += (f"; search {plan.est_search_s / 60:.1f} min + final {plan.est_final_s / 60:.1f} min "
+             f"(estimated), ends by {time.strftime('%H:%M:%S', time.localtime(state['deadline']))}")
+  if state.get("dropped"):
+    text += "; to fit the budget: " + "; ".join(state["dropped"])
+  return text
+
+
+def setup(sw, led, started: float) -> dict[str, Any]:
+  """The study's schedule from the ledger, or (the first worker) made and written there."""
+  with led.lock():
+    state = led.study_attrs().get(STATE)
+  if state is None:
+    made = make_state(sw, started)  # outside the lock: calibration trains for a while
+    with led.lock():
+      state = led.study_attrs().get(STATE)
+      if state is None:
+        state = made
+        led.set_study_attr(STATE, state)
+  sw.log(describe(state))
+  return state
+
+
+# ------------------------------------------------------------------------------------------ the decisions
+
+
+def records(plan: asha.Plan, trials: list[FrozenTrial]) -> list[asha.Record]:
+  """Every rung result of the search trials (final seeds are not candidates). A trainer that reports no
+  validation loss is ranked on its metric at every rung (loss = -metric)."""
+  out = []
+  for t in trials:
+    if is_final(t) or t.state == TrialState.FAIL:
+      continue
+    tg = target(t) or 0
+    nbytes = t.user_attrs["bytes_total"]
+    for rung, _, metric, loss in t.user_attrs.get("rungs", []):
+      metric = math.nan if metric is None else metric
+      loss = -metric if loss is None or not math.isfinite(loss) else loss
+      out.append(asha.Record(t.number, rung, nbytes, metric, loss, promoted=tg > rung))
+  return out
+
+
+def _cost(state: dict, t: FrozenTrial | None, steps: int) -> float:
+  """Seconds `steps` more steps of trial t (None: a new config) are expected to take."""
+  c = state.get("costs") or {}
+  rate = ((t.user_attrs.get("timing") or {}).get("step_s") if t is not None else None) or c.get("step_s", 0.0)
+  evals = max(1, steps // eval_every(state))
+  return c.get("compile_s", 0.0) + steps * rate * (1.0 if t is not None else 1.5) + evals * c.get("eval_s", 0.0)
+
+
+def _drop(led, state: dict, sw, note: str) -> None:
+  """Records (once) what the deadline made the sweep give up."""
+  attrs = led.study_attrs().get(STATE, state)
+  if note not in attrs.get("dropped", []):
+    attrs = {**attrs, "dropped": [*attrs.get("dropped", []), note]}
+    led.set_study_attr(STATE, attrs)
+    sw.log(f"time budget: {note}")
+
+
+def _promote(led, t: FrozenTrial, rung: int) -> None:
+  led.set_system_attr(t._trial_id, ledger_lib.TARGET, rung)
+
+
+def _new_trial(sw, led, cand, rung: int, knobs: dict, extra: dict | None = None) -> None:
+  attrs = {**member_attrs(cand, knobs), "bytes_total": cand.total(sw.settings.policy), **(extra or {})}
+  led.add_waiting(cand.optuna_params, space_lib.distributions(sw.space), attrs,
+                  {ledger_lib.HASH: member_hash(cand.hash, knobs), ledger_lib.TARGET: rung})
+
+
+def _start_in_band(sw, led, plan: asha.Plan, trials: list[FrozenTrial], band: int) -> bool:
+  """Adds a new config's trial (target rung 0) from `band`, else from the band with the fewest started
+  that still has configs; False when every fitting config is taken."""
+  taken = {t.user_attrs.get("shape") for t in trials}
+  policy = sw.settings.policy
+  free: dict[int, Any] = {}
+  for c in sw.ordered:  # memory-spread order: each band's first free config
+    if c.hash not in taken:
+      free.setdefault(plan.band(c.total(policy)), c)
+  if not free:
+    return False
+  started = {b: sum(1 for t in trials if not is_final(t) and plan.band(t.user_attrs["bytes_total"]) == b)
+             for b in range(plan.bands)}
+  pick = band if band in free else min(free, key=lambda b: (started.get(b, 0), b))
+  _new_trial(sw, led, free[pick], 0, {})
+  return True
+
+
+def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
+  """Under the study lock: requeue stale trials, then resume, promote, start, close out or add final seeds,
+  as asha.py says; claims and returns the trials to train now ([] = nothing to do now)."""
+  s = sw.settings
+  plan = asha.Plan.from_dict(state["plan"])
+  with led.lock():
+    for number, outcome in led.requeue_stale(s.max_attempts):
+      sw.log(f"trial {number}: its worker stopped sending heartbeats; {outcome}")
+    trials = led.trials()
+    waiting = sorted((t for t in trials if claimable(t)), key=lambda t: t.number)
+    if waiting:
+      return claim(sw, led, waiting)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    search = [t for t in trials if not is_final(t)]
+    recs = records(plan, trials)
+    searching = time.time() < state["search_until"] and len(search) < (plan.n0 if not s.time_budget
+                                                                         else s.max_trials or math.inf)
+    if searching:
+      started = {}
+      for t in search:
+        b = plan.band(t.user_attrs["bytes_total"])
+        started[b] = started.get(b, 0) + 1
+      # With a time budget the clock ends the search, not plan.n0 (an estimate from the calibration).
+      act = asha.next_action(dataclasses.replace(plan, n0=10 ** 9) if s.time_budget else plan, recs, started,
+                             running=len(running), eps=state["eps"], searching=True)
+      if act.kind == "promote":
+        t = next(t for t in trials if t.number == act.trial)
+        _promote(led, t, act.rung)
+        sw.log(f"trial {t.number}: promoted to rung {act.rung} ({plan.rung_steps[act.rung]} steps), band "
+               f"{act.band}")
+        return claim(sw, led, [led.trial(t._trial_id)])
+      if act.kind == "start" and _start_in_band(sw, led, plan, trials, act.band):
+        return claim(sw, led, sorted((t for t in led.trials((TrialState.WAITING,)) if claimable(t)),
+                                     key=lambda t: t.number))
+      if act.kind == "wait":
+        return []
+    # The final phase: wait for the search's trainings, then fill empty top rungs, then the seeds.
+    if any(not is_final(t) for t in running):
+      return []
+    for r in asha.close_out(plan, recs, state["eps"]):
+      band_has_top = any(plan.band(t.user_attrs["bytes_total"]) == plan.band(r.bytes)
+                         and (target(t) or 0) >= plan.top for t in search)
+      if band_has_top:
+        continue
+      t = next(t for t in trials if t.number == r.trial)
+      steps = plan.rung_steps[plan.top] - plan.rung_steps[r.rung]
+      if time.time() + _cost(state, t, steps) > state["deadline"]:
+        _drop(led, state, sw, f"trial {t.number} (best of band {plan.band(r.bytes)}) not trained to the top rung")
+        continue
+      _promote(led, t, plan.top)
+      sw.log(f"trial {t.number}: best of band {plan.band(r.bytes)}, sent to the top rung to close out")
+      return claim(sw, led, [led.trial(t._trial_id)])
+    if any((target(t) or 0) >= plan.top and t.state != TrialState.COMPLETE and t.state != TrialState.FAIL
+           for t in search):
+      return []
+    have = {t.user_attrs["final_of"] for t in trials if is_final(t)}
+    for r in asha.final_picks(plan, recs, state["eps"]):
+      if r.trial in have or plan.final_seeds <= 1:
+        continue
+      t = next(t for t in trials if t.number == r.trial)
+      if time.time() + _cost(state, t, plan.rung_steps[plan.top]) > state["deadline"]:
+        _drop(led, state, sw, f"no extra seeds for trial {t.number} (band {plan.band(r.bytes)})")
+        continue
+      cand = sw.fitting.get(t.user_attrs.get("shape"))
+      if cand is None:
+        continue
+      for i in range(1, plan.final_seeds):
+        _new_trial(sw, led, cand, plan.top, {"seed": s.seed + i}, {"final_of": t.number})
+      sw.log(f"trial {t.number}: best of band {plan.band(r.bytes)}; {plan.final_seeds - 1} more seed(s)")
+      return claim(sw, led, sorted((t for t in led.trials((TrialState.WAITING,)) if claimable(t)),
+                                   key=lambda t: t.number))
+    return []
+
+
+def busy(led) -> bool:
+  """Whether any trial is training or waiting to be trained (paused trials are neither)."""
+  return any(t.state == TrialState.RUNNING or claimable(t)
+             for t in led.trials((TrialState.RUNNING, TrialState.WAITING)))
+
+
+def finish(sw, led, state: dict) -> None:
+  """The end of the sweep: trials still paused at a lower rung become PRUNED."""
+  plan = asha.Plan.from_dict(state["plan"])
+  with led.lock():
+    if busy(led):
+      return
+    for t in led.trials((TrialState.WAITING,)):
+      got = reached(t)
+      msg = f"not promoted past rung {got} of {plan.top} ({plan.rung_steps[max(got, 0)]} steps)"
+      led.set_user_attr(t._trial_id, "error", msg)
+      led.set_user_attr(t._trial_id, "pruned_at", plan.rung_steps[max(got, 0)])
+      ledger_lib.retry(led.storage.set_trial_state_values, t._trial_id, TrialState.PRUNED)
+
+
+def rung_fields(state: dict, t: FrozenTrial, eval_every: int, patience: int) -> dict[str, Any]:
+  """The trainer fields of trial t's next call: the schedule spans R_max, it pauses at its target rung."""
+  plan = asha.Plan.from_dict(state["plan"])
+  tg = target(t) or 0
+  return {"steps": plan.rung_steps[plan.top], "stop_at": 0 if tg >= plan.top else plan.rung_steps[tg],
+          "eval_every": eval_every, "patience": patience}
+
+
+def eval_every(state: dict) -> int:
+  """Validations every half of rung 0: at least two per rung, and the same program for all."""
+  plan = asha.Plan.from_dict(state["plan"])
+  return max(1, plan.rung_steps[0] // 2)
+
+
+def rung_result(t: FrozenTrial, out: dict, metric: str) -> list:
+  """The [rung, steps, metric, loss] row a finished call adds to the trial's `rungs`."""
+  v = out.get("validation") or {}
+  return [target(t) or 0, out.get("steps"), v.get(metric), v.get("loss")]

@@ -1,0 +1,163 @@
+"""The multi-fidelity sweep (scheduler.py on the ledger): promotion by Pareto rank inside memory bands,
+resumption across rungs, the top-rung-only frontier with final seeds, the time budget, two workers that
+never promote a trial twice, and a real-trainer two-rung sweep. The fake trainer is test_sweep's.
+"""
+
+import json
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from embbert_jax import asha, pareto, sweep
+from embbert_jax import ledger as ledger_lib
+from test_sweep import FAKE_TRAINER, _cli, _trials, _worker
+
+
+@pytest.fixture
+def fake(tmp_path):
+  path = tmp_path / "fake_trainer.py"
+  path.write_text(FAKE_TRAINER)
+  return path
+
+
+def _settings(tmp_path, fake, **kw):
+  s = sweep.get_config()
+  s.update(dict(budget="2MB", space="tiny", scheduler="asha", steps=12, rungs=3, eta=2, final_seeds=2,
+                max_trials=8, wandb=False, out=str(tmp_path / "out"), trainer=str(fake), heartbeat_interval=1,
+                grace_period=3, study="a"))
+  s.update(kw)
+  return s
+
+
+def _check_asha_ledger(trials, plan: asha.Plan):
+  """What must hold of any finished multi-fidelity study."""
+  search = [t for t in trials if t.user_attrs.get("final_of") is None]
+  by_cell: dict[tuple[int, int], list] = {}
+  for t in search:
+    rungs = [r[0] for r in t.user_attrs.get("rungs", [])]
+    assert rungs == list(range(len(rungs))), (t.number, rungs)  # each rung once, in order: no double work
+    for r in t.user_attrs["rungs"]:
+      assert r[1] == plan.rung_steps[r[0]]  # paused exactly at its rung's steps
+      by_cell.setdefault((plan.band(t.user_attrs["bytes_total"]), r[0]), []).append(t)
+    if t.state == TrialState.COMPLETE:
+      assert rungs[-1] == plan.top
+    else:
+      assert t.state == TrialState.PRUNED and "not promoted past rung" in t.user_attrs["error"]
+  for (band, rung), got in by_cell.items():
+    if rung == 0:
+      continue
+    below = len(by_cell.get((band, rung - 1), []))
+    # The quota floor(n / eta); close-out may add one to a band's top rung that the quota left empty.
+    assert len(got) <= below // plan.eta + (1 if rung == plan.top else 0), (band, rung, len(got), below)
+  return search
+
+
+def test_asha_promotes_within_bands_and_draws_the_frontier_from_the_top_rung(tmp_path, fake, monkeypatch):
+  log = tmp_path / "log.jsonl"
+  monkeypatch.setenv("FAKE_LOG", str(log))
+  lines = []
+  out = sweep.run_sweep(_settings(tmp_path, fake), log=lines.append)
+  led_trials = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "a")
+  state = ledger_lib.Ledger(ledger_lib.open_storage(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"), "a",
+                            ["maximize", "minimize"]).study_attrs()["asha"]
+  plan = asha.Plan.from_dict(state["plan"])
+  assert plan.rung_steps == (3, 6, 12) and plan.bands == 2
+  search = _check_asha_ledger(led_trials, plan)
+  assert len(search) == 8
+  top = [t for t in search if t.state == TrialState.COMPLETE]
+  assert {plan.band(t.user_attrs["bytes_total"]) for t in top} == {0, 1}  # each band fills its own top
+  # A small config is never eliminated by a big one: every band's top holds its band's best rung-0 loss...
+  for t in top:
+    band = plan.band(t.user_attrs["bytes_total"])
+    mates = [s for s in search if plan.band(s.user_attrs["bytes_total"]) == band]
+    best0 = min(mates, key=lambda s: s.user_attrs["rungs"][0][3])
+    assert t.user_attrs["rungs"][0][3] <= best0.user_attrs["rungs"][0][3] + state["eps"] + 1e-9
+  # ... and each promoted trial resumed from where it paused (the fake's progress file), never from 0.
+  calls = [json.loads(x) for x in log.read_text().splitlines()]
+  for t in top:
+    starts = [c["start"] for c in calls if c["name"].endswith(f"-t{t.number:04d}-{t.user_attrs['hash'][:6]}")]
+    assert starts == [0, 3, 6], (t.number, starts)
+  # Final seeds: one more seed for the best of each band, straight to the top; the frontier is their mean.
+  finals = [t for t in led_trials if t.user_attrs.get("final_of") is not None]
+  assert sorted(t.user_attrs["final_of"] for t in finals) == sorted(t.number for t in top)
+  assert all(t.state == TrialState.COMPLETE and t.user_attrs["train"] == {"seed": 1} for t in finals)
+  front = out["front"]
+  assert front and all(p.get("repeats") == 2 for p in front)
+  on_front = {n for p in front for n in pareto.members_of(p)}
+  assert on_front <= {t.number for t in top + finals}
+  assert any("promoted to rung 1" in x for x in lines) and any("multi-fidelity plan" in x for x in lines)
+  # Resuming a finished study trains nothing more.
+  calls_before = len(log.read_text().splitlines())
+  sweep.run_sweep(_settings(tmp_path, fake), log=lambda m: None)
+  assert len(log.read_text().splitlines()) == calls_before
+
+
+def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypatch):
+  monkeypatch.setenv("FAKE_STEP_S", "0.02")
+  lines = []
+  t0 = time.time()
+  out = sweep.run_sweep(_settings(tmp_path, fake, time_budget="20s", max_trials=0, steps=60, study="tb"),
+                        log=lines.append)
+  wall = time.time() - t0
+  assert wall <= 20 * 1.1, wall
+  plan_line = next(x for x in lines if x.startswith("multi-fidelity plan"))
+  assert "ends by" in plan_line and "calibration on" in "\n".join(lines)
+  assert out["front"], lines  # something reached the top rung within the budget
+  trials = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "tb")
+  led = ledger_lib.Ledger(ledger_lib.open_storage(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"), "tb",
+                          ["maximize", "minimize"])
+  _check_asha_ledger(trials, asha.Plan.from_dict(led.study_attrs()["asha"]["plan"]))
+
+
+def test_time_budget_that_cannot_fit_drops_work_and_says_so(tmp_path, fake, monkeypatch):
+  monkeypatch.setenv("FAKE_STEP_S", "0.05")
+  lines = []
+  sweep.run_sweep(_settings(tmp_path, fake, time_budget="6s", max_trials=0, steps=60, study="tight"),
+                  log=lines.append)
+  plan_line = next(x for x in lines if x.startswith("multi-fidelity plan"))
+  assert "to fit the budget:" in plan_line, plan_line
+
+
+def test_two_workers_promote_concurrently_without_double_promotion(tmp_path, fake):
+  log = tmp_path / "log.jsonl"
+  args = _cli(tmp_path, fake, "--scheduler", "asha", "--rungs", "3", "--eta", "2", "--final-seeds", "2",
+              "--max-trials", "8", "--no-summary", study="two", steps=12)
+  procs = [_worker(args, {"FAKE_STEP_S": "0.05", "FAKE_LOG": str(log)}) for _ in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  url = f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"
+  trials = _trials(url, "two")
+  plan = asha.Plan.from_dict(ledger_lib.Ledger(ledger_lib.open_storage(url), "two",
+                                               ["maximize", "minimize"]).study_attrs()["asha"]["plan"])
+  _check_asha_ledger(trials, plan)
+  assert len({t.system_attrs["embbert:worker"] for t in trials}) == 2  # both took part
+  calls = [(c["name"], c["start"]) for c in map(json.loads, log.read_text().splitlines())]
+  assert len(calls) == len(set(calls))  # no (trial, rung) trained twice
+
+
+def test_asha_refuses_a_train_grid_and_bad_rungs(tmp_path, fake):
+  with pytest.raises(sweep.SweepError, match="train_grid"):
+    sweep.prepare(_settings(tmp_path, fake, space="tiny_grouped"))
+  with pytest.raises(sweep.SweepError, match="--eta"):
+    sweep.prepare(_settings(tmp_path, fake, eta=1))
+  with pytest.raises(sweep.SweepError, match="time budget"):
+    sweep.prepare(_settings(tmp_path, fake, time_budget="soon"))
+
+
+def test_real_trainer_two_rung_sweep(tmp_path):
+  """Tiny configs trained for real: rung 0 pauses, a promoted trial resumes its checkpoint at rung 1."""
+  s = sweep.get_config()
+  s.update(dict(budget="2MB", space="tiny", scheduler="asha", steps=8, rungs=2, eta=2, final_seeds=1,
+                max_trials=2, wandb=False, out=str(tmp_path / "out"), study="real"))
+  lines = []
+  out = sweep.run_sweep(s, log=lines.append)
+  rows = out["rows"]
+  assert sorted(r["status"] for r in rows) == ["complete", "pruned"], rows
+  done = next(r for r in rows if r["status"] == "complete")
+  assert done["steps"] == 8 and -1 <= done["validation_mcc"] <= 1
+  assert any("paused at rung 0 (4 steps)" in x for x in lines), lines
+  metrics = [json.loads(x) for x in next((tmp_path / "out" / "trials").glob(f"{done['trial']:04d}-*")).joinpath(
+      "finetune", "metrics.jsonl").read_text().splitlines()]
+  assert {m["step"] for m in metrics if "validation/accuracy" in m} >= {4, 8}
+  assert [p["trial"] for p in out["front"]] == [done["trial"]]
