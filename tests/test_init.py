@@ -89,3 +89,10 @@ def test_train_uses_and_records_the_cached_supernet_by_default(tmp_path, capsys)
   result = json.loads((tmp_path / "run" / "finetune" / "result.json").read_text())
   assert result["init"] == {"kind": "supernet", "path": str(folder), "steps": 7} and result["recipe"] == "spec"
 
+
+def test_a_missing_init_folder_fails_in_one_line(tmp_path, capsys):
+  cfg = tiny_config(tmp_path)
+  with pytest.raises(SystemExit) as e:
+    train.main(_flags(cfg) + ["--init", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err.startswith("error: --init ") and "no such folder" in err and err.count("\n") == 1

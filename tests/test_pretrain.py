@@ -114,3 +114,18 @@ def test_the_clock_sizes_chunks_to_the_budget():
   assert c.chunk_end(150, 10_000, 1000) == 150
   c.before = 100.0
   assert c.chunk_end(150, 10_000, 1000) == 150
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--time-budget", "2x"], "cannot read the time budget '2x'"),
+    (["--max-pairs", "-1"], "--max-pairs: must be >= 0"),
+    (["--set", "pretrain.schedule.kind=cosin"], "pretrain.schedule.kind must be one of constant, cosine, linear"),
+    (["--set", "pretrain.schedule.warmup_fraction=2"], "pretrain.schedule.warmup_fraction must be in [0.0, 1.0]"),
+])
+def test_pretrain_cli_refuses_a_bad_budget_or_recipe_in_one_line(tmp_path, capsys, argv, expected, monkeypatch):
+  from embbert_jax import pretrain, train
+  monkeypatch.setattr(train, "pretrain", lambda *a, **k: pytest.fail("bad input reached pre-training"))
+  with pytest.raises(SystemExit) as e:
+    pretrain.main(["--steps", "5", "--wandb", "disabled", "--workdir", str(tmp_path / "run"), *argv])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and expected in err, err
