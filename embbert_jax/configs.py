@@ -234,9 +234,12 @@ _TRAINING_RANGES = (
     ("pretrain.steps", 0, None, True), ("pretrain.learning_rate", 0.0, None, False),
     ("pretrain.batch_size", 1, None, True), ("pretrain.mask_rate", 0.0, 1.0, False),
     ("pretrain.eval_every", 0, None, True), ("pretrain.eval_pairs", 1, None, True),
-    ("pretrain.seq_len", 0, None, True),
+    ("pretrain.seq_len", 0, None, True), ("pretrain.max_pairs", 0, None, True),
+    ("pretrain.schedule.warmup_steps", 0, None, True), ("pretrain.schedule.warmup_fraction", 0.0, 1.0, True),
+    ("pretrain.schedule.end_fraction", 0.0, 1.0, True),
 )
 _TRAINING_CHOICES = (("group_impl", ("auto", "vmap", "map")), ("schedule.kind", ("constant", "cosine", "linear")),
+                     ("pretrain.schedule.kind", ("constant", "cosine", "linear")),
                      ("wandb.mode", ("auto", "online", "offline", "disabled")))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -268,8 +269,9 @@ RESUMABLE_FIELDS = ("stop_at",)
 
 
 def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
-  """Creates the folder and records its config; refuses a folder that holds a run of another config."""
-  wd = Path(workdir)
+  """Creates the folder and records its config; refuses a folder that holds a run of another config.
+  Returns it absolute: orbax refuses a relative checkpoint path (`--workdir runs/x` failed at the first save)."""
+  wd = Path(workdir).resolve()
   wd.mkdir(parents=True, exist_ok=True)
   cfg_file = wd / "config.json"
   want = record if record is not None else json.loads(cfg.to_json())
@@ -420,46 +422,83 @@ def _make_classify_eval(progs: Programs, cfg, enc, is_regression):
   return evaluate
 
 
-def pretrain(cfg, workdir) -> dict:
-  """MLM + NSP on the offline corpus (spec 4); saves the model (encoder + heads) to workdir/model."""
+def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None = None) -> dict:
+  """MLM + NSP on the offline corpus (spec 4) with cfg.pretrain's schedule over pretrain.steps; saves the
+  model (encoder + heads) to workdir/model with manifest.json (command, corpus sha256, seed, steps, wall
+  time, final held-out metrics, the pairs used).
+
+  Held-out MLM loss / perplexity / accuracy and NSP accuracy are measured without dropout on a fixed
+  slice of whole documents no training pair comes from (pretraining.split_pairs). Training runs as chunks
+  of `fit`, each ending at an evaluation and a checkpoint (a chunked run computes exactly what one `fit`
+  would: batches and dropout keys are functions of (seed, step)); `time_budget` (seconds of training wall
+  time, summed over resumes) ends it early, saved as at the last step. Rerun to resume after a kill."""
+  from embbert_jax import pretraining
   pc = cfg.pretrain
   cache = cfg.cache_dir or None
   wd = _prepare_workdir(cfg, workdir)
   tok = tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None, cache_dir=cache)
-  docs = data.read_documents(cfg.corpus) if cfg.corpus else data.pretraining_documents(cache)
+  corpus = Path(cfg.corpus) if cfg.corpus else data.pretraining_corpus(cache)
   seq_len = min(pc.seq_len or cfg.model.max_len, cfg.model.max_len)
-  arrays = batch_lib.pretraining_arrays(docs, tok, seq_len, cfg.seed)
-  order = np.random.default_rng(cfg.seed + 1).permutation(len(arrays))
-  held, train_idx = order[:pc.eval_pairs], order[pc.eval_pairs:]
-  train_arr = batch_lib.Arrays(arrays.ids[train_idx, :seq_len], arrays.labels[train_idx])
-  eval_arr = batch_lib.Arrays(arrays.ids[held, :seq_len], arrays.labels[held])
+  train_arr, eval_arr, info = pretraining.split_pairs(data.read_documents(corpus), tok, seq_len, cfg.seed,
+                                                      pc.eval_pairs, pc.get("max_pairs", 0))
+  if len(eval_arr) < pc.batch_size:
+    raise ValueError(f"pretrain.eval_pairs ({len(eval_arr)} held out) must be at least the batch size {pc.batch_size}")
   progs = programs_for(cfg, "pretrain")
   pcfg = cfg.copy_and_resolve_references()
   pcfg.learning_rate = pc.learning_rate
+  last: dict = {}
 
   def evaluate(params_G):
     if params_G is None:
       return ["validation/mlm_loss"]
     rows = [jax.device_get(progs.apply(params_G, b, jax.random.key(i)))
             for i, b in enumerate(batch_lib.eval_batches(eval_arr, pc.batch_size)) if b["weights"].all()]
-    g = len(rows[0]["loss"])
-    return [{"validation": {k: float(np.mean([r[k][i] for r in rows])) for k in rows[0]}} for i in range(g)]
+    out = [{"validation": {k: float(np.mean([r[k][i] for r in rows])) for k in rows[0]}}
+           for i in range(len(rows[0]["loss"]))]
+    for o in out:
+      o["validation"]["mlm_perplexity"] = float(np.exp(min(o["validation"]["mlm_loss"], 50.0)))
+    last["validation"] = out[0]["validation"]
+    return out
 
-  out = fit(programs=progs, members=[Member(pcfg, wd)], init_params_G=init_members(cfg.model, [cfg.seed],
-                                                                                  "pretrain"),
-            train_arrays=train_arr, total_steps=pc.steps, eval_every=pc.eval_every or max(pc.steps // 5, 1),
-            evaluate=evaluate, select=None, group_dir=wd, batch_size=pc.batch_size, log_every=cfg.log_every,
-            desc=f"pretrain {cfg.preset}")
-  if 0 in out["outcomes"]:
+  eval_every = pc.eval_every or max(1, min(1000, pc.steps // 5))
+  mgr = ocp.CheckpointManager(wd / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
+  done = int(mgr.latest_step() or 0)
+  mgr.close()
+  init = init_members(cfg.model, [cfg.seed], "pretrain")
+  clock = pretraining.Clock(time_budget, pretraining.elapsed_before(wd / "metrics.jsonl", done))
+  stopped, out = "steps", None
+  while True:
+    end = clock.chunk_end(done, pc.steps, eval_every) if done < pc.steps else done
+    if out is not None and end <= done:
+      stopped = "steps" if done >= pc.steps else "time budget"
+      break
+    t = time.perf_counter()
+    out = fit(programs=progs, members=[Member(pcfg, wd)], init_params_G=init, train_arrays=train_arr,
+              total_steps=end, eval_every=eval_every, evaluate=evaluate, select=None, group_dir=wd,
+              batch_size=pc.batch_size, log_every=cfg.log_every, desc=f"pretrain {cfg.preset}")
+    if 0 in out["outcomes"]:
+      out["loggers"][0].close()
+      raise TrainingDiverged(out["outcomes"][0]["error"])
+    clock.record(end - out["resumed_from"], time.perf_counter() - t)
+    if end > out["resumed_from"]:
+      line, eta = clock.progress(end, pc.steps, last.get("validation", {}))
+      print(f"pretrain {cfg.preset}: {line}", file=sys.stderr, flush=True)
+      out["loggers"][0].log(end, {"progress/wall_s": clock.elapsed, "progress/eta_s": eta,
+                                  "validation/mlm_perplexity": last["validation"]["mlm_perplexity"]})
+    done = end
     out["loggers"][0].close()
-    raise TrainingDiverged(out["outcomes"][0]["error"])
   final = member_params(jax.device_get(out["state"]["params"]), 0)
-  result = {**evaluate(jax.tree.map(lambda x: x[None], final))[0], "steps": pc.steps,
-            "train_time_s": out["elapsed_s"], "seq_len": seq_len}
-  out["loggers"][0].log(pc.steps, _eval_flat({k: v for k, v in result.items() if k == "validation"}))
+  validation = evaluate(jax.tree.map(lambda x: x[None], final))[0]["validation"]
+  result = {"validation": validation, "steps": done, "target_steps": pc.steps, "stopped_by": stopped,
+            "train_time_s": clock.elapsed, "seq_len": seq_len, "data": info}
   save_params(wd / "model", final, cfg.model, tok.model_path)
   files.write_json_atomic(wd / "result.json", result)
-  out["loggers"][0].close({"pretrain": result})
+  recipe = {**pc.to_dict(), "weight_decay": cfg.weight_decay, "grad_clip": cfg.grad_clip}
+  manifest = {"command": command or shlex.join(["python", *sys.argv]), "preset": cfg.preset,
+              "model": cfg.model.to_dict(), "corpus": corpus.name, "corpus_sha256": files.sha256_file(corpus),
+              "seed": cfg.seed, "steps": done, "target_steps": pc.steps, "stopped_by": stopped,
+              "wall_s": clock.elapsed, "final": validation, "data": info, "recipe": recipe}
+  files.write_json_atomic(wd / "model" / "manifest.json", manifest)
   return result
 
 

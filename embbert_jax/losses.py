@@ -47,10 +47,11 @@ def classify_loss(model, params, batch, rng, is_regression: bool, label_smoothin
   return loss, {"loss": loss, "accuracy": acc}
 
 
-def pretrain_loss(model, params, batch, rng, vocab_size: int, mask_rate: float):
+def pretrain_loss(model, params, batch, rng, vocab_size: int, mask_rate: float, train: bool = True):
+  """MLM + NSP loss; `train=False` (evaluation) turns dropout off (the masking still follows `rng`)."""
   k_mask, k_drop = jax.random.split(rng)
   inputs, positions, targets, weights = batch_lib.mask_tokens(k_mask, batch["ids"], vocab_size, mask_rate)
-  mlm_logits, nsp_logits = model.apply({"params": params}, inputs, train=True, rngs={"dropout": k_drop},
+  mlm_logits, nsp_logits = model.apply({"params": params}, inputs, train=train, rngs={"dropout": k_drop},
                                        positions_BxP=positions)
   per_tok = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, targets)
   n = jnp.maximum(weights.sum(), 1.0)

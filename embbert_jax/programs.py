@@ -138,7 +138,9 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
   if kind == "pretrain":
     vocab, rate = loss_args
     loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
-    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: loss_fn(p, b, r)[1], group_impl)(p_G))
+    # Evaluation: dropout off, masks from `r` (a fixed key per held-out batch gives a comparable curve).
+    eval_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate, train=False)[1]
+    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: eval_fn(p, b, r), group_impl)(p_G))
   else:
     is_regression, label_smoothing = loss_args
     loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression, label_smoothing)
@@ -171,9 +173,14 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
 
 
 def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0) -> Programs:
-  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: constant)."""
+  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: cfg.pretrain.steps,
+  its schedule cfg.pretrain.schedule; constant where a config has none)."""
   opt = tuple((k, cfg[k]) for k in OPTIMIZER_FIELDS)
-  sched = recipes.schedule_config() if kind == "pretrain" else cfg.get("schedule", recipes.schedule_config())
+  if kind == "pretrain":
+    sched = cfg.pretrain.get("schedule", recipes.schedule_config())
+    total_steps = total_steps or cfg.pretrain.steps
+  else:
+    sched = cfg.get("schedule", recipes.schedule_config())
   if not recipes.is_constant(sched):  # a constant schedule keeps the key (and the program) of before
     opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)), ("total_steps", int(total_steps)))
   loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"
@@ -216,12 +223,23 @@ def save_params(path: Path, params, model_cfg, tokenizer_path) -> None:
   artifacts.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path)
 
 
+def is_supernet(folder: Path) -> bool:
+  """A saved supernet (supernet_train's model folder): its manifest names the supernet config."""
+  manifest = Path(folder) / "manifest.json"
+  return manifest.is_file() and "supernet" in json.loads(manifest.read_text())
+
+
 def load_encoder(path: str, model_cfg):
-  """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked."""
-  from embbert_jax import artifacts
+  """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked; from a
+  saved supernet, the slice `model_cfg` inherits (supernet.extract; SupernetError unless it is a child)."""
+  from embbert_jax import artifacts, supernet
   p = Path(path)
   folder = p / "model" if (p / "model").exists() else p
   params, saved_cfg, _ = artifacts.load_model(folder)
+  if is_supernet(folder):
+    child = configs.ModelConfig.from_dict(model_cfg)
+    enc = supernet.extract(params, saved_cfg, child, "pretrain")["encoder"]
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), enc)
   expected = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))["encoder"]
   got = jax.tree.map(lambda x: (tuple(x.shape)), params["encoder"])
   want = jax.tree.map(lambda x: (tuple(x.shape)), expected)

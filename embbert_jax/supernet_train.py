@@ -1,7 +1,8 @@
 """Pre-trains an EmbBERT supernet (MLM + NSP, sandwich rule) once, so that every config of a space inherits.
 
-    python -m embbert_jax.supernet_train --space default --budget 2MB --vocab 8192 --steps 20000 \\
-        --time-budget 2h --workdir runs/supernet/default-2MB-v8192
+    python -m embbert_jax.supernet_train --space default --budget 2MB --vocab 8192 --steps 20000 --time-budget 2h
+
+(default --workdir: <cache>/supernets/default-2MB-v8192, where `train --init supernet` finds it.)
 
 The supernet holds every config of the space that fits the budget at this vocabulary (supernet.py says how
 each axis slices). Each step draws the sandwich (supernet.sandwich: the largest, the smallest and one
@@ -165,7 +166,7 @@ def run(args, argv: list[str]) -> dict:
   budget = memory.parse_budget(args.budget)
   children = space_children(args.space, budget, args.vocab, args.policy)
   sup = supernet.supernet_config(children)
-  wd = Path(args.workdir).resolve()
+  wd = Path(args.workdir or default_workdir(args)).resolve()
   wd.mkdir(parents=True, exist_ok=True)
   _check_recipe(wd, args)
   cache = args.cache_dir or None
@@ -241,6 +242,12 @@ def run(args, argv: list[str]) -> dict:
   return manifest
 
 
+def default_workdir(args) -> Path:
+  """<cache>/supernets/<space>-<budget>-v<vocab>: where `train --init supernet` looks (inits.py)."""
+  name = f"{Path(args.space).stem}-{args.budget}-v{args.vocab}"
+  return data.resolve_cache_dir(args.cache_dir or None) / "supernets" / name
+
+
 def load(path: str | Path) -> tuple[dict, Any, dict]:
   """(params, supernet config, manifest) of a saved supernet folder."""
   from embbert_jax import artifacts
@@ -265,7 +272,8 @@ def get_parser() -> argparse.ArgumentParser:
   ap.add_argument("--budget", default="2MB", help="memory budget the children fit (" + memory.BUDGET_FORMS + ")")
   ap.add_argument("--policy", default="fp32", choices=memory.POLICIES)
   ap.add_argument("--vocab", type=int, default=8192, help="vocabulary size: one supernet per vocabulary")
-  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--workdir", default="", help="default <cache>/supernets/<space>-<budget>-v<vocab>, where "
+                  "`python -m embbert_jax.train --init supernet` (and auto) finds it")
   ap.add_argument("--steps", type=int, default=20000, help="optimizer steps (the schedule's length)")
   ap.add_argument("--time-budget", default="", help="stop (and save) after this wall time, e.g. 2h, 45m")
   ap.add_argument("--batch-size", type=int, default=32)

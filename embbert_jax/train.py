@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from embbert_jax import cli, configs, data, files, recipes
+from embbert_jax import cli, configs, data, files, inits, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_length, run_seeds,
     train_and_evaluate, train_group)
@@ -57,7 +57,10 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.corpus = ""  # pre-training/tokenizer corpus file ("" = the offline corpus of data.pretraining_corpus)
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=0,  # MLM + NSP steps before fine-tuning (0 = none)
-      learning_rate=2e-4, batch_size=32, mask_rate=0.15, eval_every=0, eval_pairs=2048,
+      learning_rate=1e-3, batch_size=32, mask_rate=0.15, eval_every=0, eval_pairs=2048,
+      # peak lr times this shape over pretrain.steps (recipes.schedule_shape; the spec's is constant 2e-4)
+      schedule=dict(kind="cosine", warmup_steps=0, warmup_fraction=0.05, end_fraction=0.1),
+      max_pairs=300_000,  # training pairs drawn (seeded) and tokenized up front; 0 = every pair of the corpus
       seq_len=128))  # pairs of corpus sentences: 128 holds nearly all; longer ones are truncated
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
@@ -170,7 +173,11 @@ def main(argv: list[str] | None = None) -> None:
                   "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
   ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
-  ap.add_argument("--init-from", default=None, help="a pre-training workdir (or saved model) to start from")
+  ap.add_argument("--init", default=None, metavar="auto|supernet|scratch|DIR",
+                  help="the encoder: auto (default: a shipped or cached supernet holding the config, else "
+                       "scratch), supernet (its slice), scratch, or DIR (a pretrain workdir or model folder, "
+                       "or a supernet folder); printed, and recorded in result.json")
+  ap.add_argument("--init-from", default=None, help="alias of --init DIR")
   ap.add_argument("--text-field", default=None, help="a local task file's text field (default: text)")
   ap.add_argument("--label-field", default=None, help="a local task file's label field (default: label)")
   ap.add_argument("--seeds", type=cli.at_least(1), default=1, help="fine-tune this many seeds; report mean and std")
@@ -178,9 +185,18 @@ def main(argv: list[str] | None = None) -> None:
                   help="training recipe; auto: 'spec' (the paper's fine-tuning) with a pre-trained encoder "
                        "(--init-from, --pretrain-steps), else 'scratch'. --set overrides its fields")
   args, extra = ap.parse_known_args(argv)
-  if not args.init_from:
-    args.init_from = None
+  if args.init and args.init_from:
+    cli.bad_input("give the encoder with --init or --init-from, not both")
+  init_spec, args.init_from = args.init or args.init_from or "auto", None
   cfg = checked_config(args, extra)
+  try:
+    init = inits.resolve(cfg, init_spec)
+    if init.path:  # a pre-trained encoder: recipe auto then picks the fine-tuning recipe
+      args.init_from = init.path
+      cfg = config_from_args(args, extra)
+  except (configs.ConfigError, data.DataError, ValueError) as e:
+    cli.bad_input(e)
+  print(init.describe(), flush=True)
   print(recipes.describe(cfg), flush=True)
   if args.distributed:
     jax.distributed.initialize()
@@ -197,7 +213,17 @@ def main(argv: list[str] | None = None) -> None:
   if args.seeds > 1:
     print("mean +- std over seeds: " + ", ".join(f"{k} {m:.4f} +- {s:.4f}" for k, (m, s) in out["summary"].items()
                                                  if k.startswith("test/")))
+  record_init(init, out["runs"])
   add_baselines(cfg, out["runs"])
+
+
+def record_init(init, runs: list[dict]) -> None:
+  """Adds {"init": {kind, path, steps}} to each run's result.json."""
+  for r in runs:
+    r["init"] = init.record()
+    path = Path(r["workdir"]) / "result.json"
+    if path.is_file():
+      files.write_json_atomic(path, {**json.loads(path.read_text()), "init": init.record()})
 
 
 def add_baselines(cfg, runs: list[dict]) -> None:

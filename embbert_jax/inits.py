@@ -1,0 +1,160 @@
+"""Where a fine-tuning's encoder comes from: `python -m embbert_jax.train --init auto|supernet|scratch|DIR`.
+
+* `scratch`: random initialisation.
+* `supernet`: the slice this config inherits from a pre-trained supernet (supernet.extract) that holds
+  it: one shipped in the package (embbert_jax/supernets/*) or cached (<cache>/supernets/*, where
+  `python -m embbert_jax.supernet_train` writes by default) with the same vocabulary and tokenizer, of
+  which the config is a sub-network; the one with the most pre-training steps wins.
+* `DIR`: a standalone pre-training (`python -m embbert_jax.pretrain` workdir or its model/ folder), or a
+  supernet folder (its manifest names the supernet): the config must then be one of its sub-networks.
+* `auto` (default): the in-run pre-training when pretrain.steps > 0, else `supernet` when one matches,
+  else `scratch`.
+
+The encoder reaches the model through cfg.init_from (programs.load_encoder slices a supernet), so a
+pre-trained init also makes `--recipe auto` pick the fine-tuning recipe (recipes.choose).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from embbert_jax import configs, data, files, supernet
+from embbert_jax import tokenizer as tok_lib
+from embbert_jax.programs import is_supernet, load_encoder
+
+CHOICES = ("auto", "supernet", "scratch")
+SHIPPED = Path(__file__).resolve().parent / "supernets"
+
+
+class InitError(ValueError):
+  """An init that cannot be used; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+  kind: str  # scratch | supernet | pretrained | pretrain_steps
+  path: str = ""  # the model folder the encoder comes from
+  steps: int = 0  # its pre-training steps (manifest), or the in-run pre-training's
+
+  def record(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def describe(self) -> str:
+    if self.kind == "scratch":
+      return "init: scratch (random initialisation)"
+    if self.kind == "pretrain_steps":
+      return f"init: {self.steps} MLM+NSP pre-training steps in this run"
+    what = "the slice of the supernet" if self.kind == "supernet" else "the pre-trained encoder"
+    return f"init: {self.kind}: {what} in {self.path} ({self.steps} pre-training steps)"
+
+
+def supernet_root(cache_dir: str | None = None) -> Path:
+  """<cache>/supernets: supernet_train's default workdirs live here."""
+  return data.resolve_cache_dir(cache_dir or None) / "supernets"
+
+
+def _model_folder(path: Path) -> Path:
+  return path / "model" if (path / "model").is_dir() else path
+
+
+def _manifest(folder: Path) -> dict:
+  f = folder / "manifest.json"
+  return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _saved_config(folder: Path):
+  try:
+    return configs.model_config(**json.loads((folder / "config.json").read_text())["model"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise InitError(f"{folder} is not a saved model (config.json: {type(e).__name__})") from None
+
+
+def _run_tokenizer(cfg) -> Path:
+  return tok_lib.get_tokenizer(cfg.model.vocab_size, corpus_path=cfg.corpus or None,
+                               cache_dir=cfg.cache_dir or None).model_path
+
+
+def _same_tokenizer(folder: Path, cfg) -> bool:
+  saved = folder / "tokenizer.model"
+  return not saved.is_file() or files.sha256_file(saved) == files.sha256_file(_run_tokenizer(cfg))
+
+
+def supernet_folders(cache_dir: str | None = None) -> list[Path]:
+  """Every saved supernet, shipped then cached."""
+  out = []
+  for root in (SHIPPED, supernet_root(cache_dir)):
+    if root.is_dir():
+      out += [_model_folder(d).resolve() for d in sorted(root.iterdir())
+              if d.is_dir() and is_supernet(_model_folder(d))]
+  return out
+
+
+def find_supernet(cfg) -> Path | None:
+  """The shipped or cached supernet with cfg's vocabulary and tokenizer that holds cfg.model (most steps)."""
+  best, best_steps = None, -1
+  for folder in supernet_folders(cfg.cache_dir or None):
+    m = _manifest(folder)
+    if m.get("vocab_size") != cfg.model.vocab_size:
+      continue
+    try:
+      supernet.check_child(_saved_config(folder), configs.ModelConfig.from_dict(cfg.model))
+    except supernet.SupernetError:
+      continue
+    if int(m.get("steps", 0)) > best_steps and _same_tokenizer(folder, cfg):
+      best, best_steps = folder, int(m.get("steps", 0))
+  return best
+
+
+def resolve(cfg, spec: str) -> Init:
+  """The Init of `--init spec` for the training config `cfg`; InitError (one line) if it cannot be used."""
+  spec = spec or "auto"
+  if spec == "auto" and cfg.get("init_from"):  # --set init_from=DIR
+    spec = cfg.init_from
+  steps = int(cfg.pretrain.steps)
+  if steps > 0:
+    if spec not in ("auto", "scratch"):
+      raise InitError(f"--init {spec} and --pretrain-steps {steps} both give the encoder; use one")
+    return Init("pretrain_steps", steps=steps)
+  if spec == "scratch":
+    return Init("scratch")
+  if spec in ("auto", "supernet"):
+    found = find_supernet(cfg)
+    if found is not None:
+      return Init("supernet", str(found), int(_manifest(found).get("steps", 0)))
+    if spec == "auto":
+      return Init("scratch")
+    v = cfg.model.vocab_size
+    raise InitError(f"no shipped or cached supernet (in {supernet_root(cfg.cache_dir or None)}) holds preset "
+                    f"{cfg.preset} at vocabulary {v}; make one with `python -m embbert_jax.supernet_train "
+                    f"--space default --budget 2MB --vocab {v}` (hours on a CPU) or use --init scratch")
+  path = Path(spec).expanduser()
+  if not path.exists():
+    raise InitError(f"--init {spec}: no such folder (expected auto, supernet, scratch or a pre-training folder)")
+  folder = _model_folder(path).resolve()
+  saved = _saved_config(folder)
+  manifest = _manifest(folder)
+  if not _same_tokenizer(folder, cfg):
+    raise InitError(f"{folder / 'tokenizer.model'} differs from the tokenizer this run uses "
+                    f"(vocabulary {cfg.model.vocab_size}, corpus {cfg.corpus or 'default'}): its token ids "
+                    f"would mean other pieces")
+  if is_supernet(folder):
+    try:
+      supernet.check_child(saved, configs.ModelConfig.from_dict(cfg.model))
+    except supernet.SupernetError as e:
+      raise InitError(f"preset {cfg.preset} is not a sub-network of the supernet in {folder}: {e}") from None
+    return Init("supernet", str(folder), int(manifest.get("steps", 0)))
+  try:
+    load_encoder(str(folder), cfg.model)
+  except ValueError as e:
+    raise InitError(str(e).splitlines()[0]) from None
+  steps_done = manifest.get("steps") or _pretrain_result_steps(path)
+  return Init("pretrained", str(folder), int(steps_done or 0))
+
+
+def _pretrain_result_steps(path: Path) -> int:
+  for f in (path / "result.json", path.parent / "result.json"):
+    if f.is_file():
+      return int(json.loads(f.read_text()).get("steps", 0))
+  return 0
