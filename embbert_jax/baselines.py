@@ -62,10 +62,16 @@ def majority(task: data.TaskData) -> dict[str, dict[str, float]]:
     const = float(np.mean(train.label))
   else:
     const = int(np.argmax(np.bincount(train.label.astype(np.int64), minlength=task.num_labels)))
-  return {s: metrics.task_metrics(task.splits[s].label,
-                                  _outputs(np.full(len(task.splits[s]), const), task.num_labels,
-                                           task.is_regression), task.is_regression)
+  return {s: _scores(task.splits[s].label, _outputs(np.full(len(task.splits[s]), const), task.num_labels,
+                                                    task.is_regression), task.is_regression)
           for s in EVAL_SPLITS}
+
+
+def _scores(labels, outputs, is_regression: bool) -> dict[str, float]:
+  """The trainer's metrics of hard predictions (a loss of one-hot scores would mean nothing: left out)."""
+  out = metrics.task_metrics(labels, outputs, is_regression)
+  out.pop("loss", None)
+  return out
 
 
 def tfidf_linear(task: data.TaskData) -> dict[str, dict[str, float]]:
@@ -76,9 +82,8 @@ def tfidf_linear(task: data.TaskData) -> dict[str, dict[str, float]]:
   head = Ridge() if task.is_regression else LogisticRegression(max_iter=2000)
   model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)), head)
   model.fit(_texts(task.train), task.train.label)
-  return {s: metrics.task_metrics(task.splits[s].label,
-                                  _outputs(model.predict(_texts(task.splits[s])), task.num_labels,
-                                           task.is_regression), task.is_regression)
+  return {s: _scores(task.splits[s].label, _outputs(model.predict(_texts(task.splits[s])), task.num_labels,
+                                                    task.is_regression), task.is_regression)
           for s in EVAL_SPLITS}
 
 
