@@ -9,7 +9,8 @@ training, so only the metric is noisy, and a small model must never be eliminate
 * **Rank** inside (band, rung): non-dominated front on (metric, memory), then metric, then smaller memory.
   Metric gaps below the noise level `eps` are ties (soft ranking), and a tie goes to the smaller model.
   Lower rungs can rank on validation loss instead of the metric (from scratch, accuracy sits at chance for
-  hundreds of steps, so the metric would tie everything).
+  hundreds of steps, so the metric would tie everything); `eps` is the metric's noise and is not applied
+  to losses (early losses differ by less than the metric's eps, which made rung 0 promote by size).
 * **Promotion, not stopping** (ASHA): a trial that reaches rung k is paused. A (band, rung) that holds n
   results may have promoted floor(n / eta) of them, the best ones by rank; until it holds eta results
   nothing leaves it (paused trials wait rather than being killed, which removes the first-arrival bias of
@@ -179,7 +180,8 @@ def next_action(plan: Plan, records: Iterable[Record], started: dict[int, int] |
   for rung in range(plan.top - 1, -1, -1):
     best: Record | None = None
     for band in range(plan.bands):
-      cands = promotable(by_cell.get((band, rung), []), plan.eta, eps, rung < plan.loss_rungs)
+      on_loss = rung < plan.loss_rungs
+      cands = promotable(by_cell.get((band, rung), []), plan.eta, 0.0 if on_loss else eps, on_loss)
       if cands and (best is None or _score(cands[0], rung < plan.loss_rungs)
                     > _score(best, rung < plan.loss_rungs)):
         best = cands[0]
@@ -206,7 +208,7 @@ def close_out(plan: Plan, records: Iterable[Record], eps: float = 0.0) -> list[R
       continue
     high = max(r.rung for r in mine)
     paused = [r for r in mine if r.rung == high and not r.promoted]
-    ranked = rank(paused, eps, high < plan.loss_rungs)
+    ranked = rank(paused, 0.0 if high < plan.loss_rungs else eps, high < plan.loss_rungs)
     if ranked and math.isfinite(_score(ranked[0], high < plan.loss_rungs)):
       out.append(ranked[0])
   return out

@@ -314,7 +314,7 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
   s = sw.settings
   cfg = sw.trainer.get_config()
   cfg.model = configs.model_config(**configs.ModelConfig.from_dict(model).to_dict())
-  eval_every = max(1, s.steps // max(1, sw.space.evals))
+  eval_every = max(1, s.steps // max(1, sw.space.evals)) if s.steps else 0  # 0: the trainer's default
   recipe = getattr(sw.trainer, "apply_recipe", None)
   if recipe is not None:
     try:
@@ -327,7 +327,7 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
             "wandb.name": f"{s.study}-t{number:04d}-{hash_[:6]}",
             "wandb.mode": ("auto" if s.wandb else "disabled"),
             **configs.flatten_dict(sw.space.train.to_dict()), **(knobs or {})}
-  if "log_every" in cfg:
+  if "log_every" in cfg and eval_every:
     fields["log_every"] = min(cfg.log_every, eval_every)
   if "wandb" in cfg and "project" in cfg.wandb:
     fields["wandb.project"] = s.wandb_project

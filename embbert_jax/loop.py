@@ -195,6 +195,9 @@ def _timing(t: dict, elapsed: float, steps: int) -> dict:
   evals = t["evals_s"]
   eval_steady = float(np.median(evals[1:])) if len(evals) > 1 else (evals[0] if evals else 0.0)
   rest = max(elapsed - t["first_step_s"] - sum(evals) - t["checkpoint_s"], 0.0)
+  if not steps:  # a resumed call with nothing left to train: no rate to report
+    return {"compile_s": 0.0, "train_s": 0.0, "eval_s": sum(evals), "checkpoint_s": t["checkpoint_s"],
+            "step_s": None, "eval_each_s": evals[0] if evals else 0.0, "evals": len(evals)}
   step_s = rest / max(steps - 1, 1)  # the steady steps carry the loop's host work too
   compile_step = max(t["first_step_s"] - step_s, 0.0) if steps else 0.0
   compile_eval = max(evals[0] - eval_steady, 0.0) if evals else 0.0

@@ -95,8 +95,8 @@ def calibrate(sw, top_steps: int) -> asha.Costs:
   cfg = trainer_config(sw, cand.model, number=0, hash_="calibrate", knobs={})
   t0 = time.time()
   with tempfile.TemporaryDirectory(prefix="embbert-calibrate-") as tmp:
-    for key, value in {"steps": top_steps, "stop_at": 2 * k, "eval_every": k, "wandb.mode": "disabled",
-                       "patience": 0}.items():
+    for key, value in {"steps": top_steps, "stop_at": 2 * k, "eval_every": k, "log_every": k,
+                       "wandb.mode": "disabled", "patience": 0, "pretrain.steps": 0}.items():
       if key.split(".")[0] in cfg:
         configs.set_field(cfg, key, value)
     result = sw.trainer.train_and_evaluate(cfg, Path(tmp), report=None)
@@ -179,11 +179,14 @@ def records(plan: asha.Plan, trials: list[FrozenTrial]) -> list[asha.Record]:
   for t in trials:
     if is_final(t) or t.state == TrialState.FAIL:
       continue
-    tg = target(t) or 0
+    tg = math.inf if t.state == TrialState.PRUNED else (target(t) or 0)  # pruned: out of the race
     nbytes = t.user_attrs["bytes_total"]
     for rung, _, metric, loss in t.user_attrs.get("rungs", []):
       metric = math.nan if metric is None else metric
-      loss = -metric if loss is None or not math.isfinite(loss) else loss
+      if loss is None:  # a trainer that reports no loss
+        loss = -metric
+      elif not math.isfinite(loss):  # a diverged loss ranks last
+        loss = math.inf
       out.append(asha.Record(t.number, rung, nbytes, metric, loss, promoted=tg > rung))
   return out
 
@@ -248,18 +251,23 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
     running = [t for t in trials if t.state == TrialState.RUNNING]
     search = [t for t in trials if not is_final(t)]
     recs = records(plan, trials)
-    searching = time.time() < state["search_until"] and len(search) < (plan.n0 if not s.time_budget
-                                                                         else s.max_trials or math.inf)
+    searching = time.time() < state["search_until"]
     if searching:
       started = {}
       for t in search:
         b = plan.band(t.user_attrs["bytes_total"])
         started[b] = started.get(b, 0) + 1
-      # With a time budget the clock ends the search, not plan.n0 (an estimate from the calibration).
-      act = asha.next_action(dataclasses.replace(plan, n0=10 ** 9) if s.time_budget else plan, recs, started,
-                             running=len(running), eps=state["eps"], searching=True)
+      # With a time budget the clock ends the search, not plan.n0 (an estimate from the calibration);
+      # promotions go on after the last start, until the clock or the quotas say no.
+      cap = (s.max_trials or 10 ** 9) if s.time_budget else plan.n0
+      act = asha.next_action(dataclasses.replace(plan, n0=cap), recs, started, running=len(running),
+                             eps=state["eps"], searching=True)
+      t = next((t for t in trials if t.number == act.trial), None) if act.kind == "promote" else None
+      if t is not None and act.rung == plan.top and time.time() + _cost(
+          state, t, plan.rung_steps[plan.top] - plan.rung_steps[act.rung - 1]) > state["deadline"]:
+        _drop(led, state, sw, f"trial {t.number} not promoted to the top rung: it would end after the deadline")
+        act = asha.Action("done")
       if act.kind == "promote":
-        t = next(t for t in trials if t.number == act.trial)
         _promote(led, t, act.rung)
         sw.log(f"trial {t.number}: promoted to rung {act.rung} ({plan.rung_steps[act.rung]} steps), band "
                f"{act.band}")
@@ -274,7 +282,7 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
       return []
     for r in asha.close_out(plan, recs, state["eps"]):
       band_has_top = any(plan.band(t.user_attrs["bytes_total"]) == plan.band(r.bytes)
-                         and (target(t) or 0) >= plan.top for t in search)
+                         and (target(t) or 0) >= plan.top and t.state != TrialState.FAIL for t in search)
       if band_has_top:
         continue
       t = next(t for t in trials if t.number == r.trial)
@@ -293,7 +301,8 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
       if r.trial in have or plan.final_seeds <= 1:
         continue
       t = next(t for t in trials if t.number == r.trial)
-      if time.time() + _cost(state, t, plan.rung_steps[plan.top]) > state["deadline"]:
+      seeds_s = _cost(state, t, plan.rung_steps[plan.top]) * (plan.final_seeds - 1)  # as if one after another
+      if time.time() + seeds_s > state["deadline"]:
         _drop(led, state, sw, f"no extra seeds for trial {t.number} (band {plan.band(r.bytes)})")
         continue
       cand = sw.fitting.get(t.user_attrs.get("shape"))
@@ -332,7 +341,7 @@ def rung_fields(state: dict, t: FrozenTrial, eval_every: int, patience: int) -> 
   plan = asha.Plan.from_dict(state["plan"])
   tg = target(t) or 0
   return {"steps": plan.rung_steps[plan.top], "stop_at": 0 if tg >= plan.top else plan.rung_steps[tg],
-          "eval_every": eval_every, "patience": patience}
+          "eval_every": eval_every, "log_every": min(50, eval_every), "patience": patience}
 
 
 def eval_every(state: dict) -> int:
@@ -341,7 +350,10 @@ def eval_every(state: dict) -> int:
   return max(1, plan.rung_steps[0] // 2)
 
 
-def rung_result(t: FrozenTrial, out: dict, metric: str) -> list:
-  """The [rung, steps, metric, loss] row a finished call adds to the trial's `rungs`."""
+def rung_result(t: FrozenTrial, out: dict, metric: str, last: dict | None = None) -> list:
+  """The [rung, steps, metric, loss] row a finished call adds to the trial's `rungs`: the best validation
+  metric so far, and the loss of the last validation (`last`, the reporter's; the best-metric
+  checkpoint's loss may be from long before the rung when the metric sits at chance)."""
   v = out.get("validation") or {}
-  return [target(t) or 0, out.get("steps"), v.get(metric), v.get("loss")]
+  loss = (last or {}).get("loss", v.get("loss"))
+  return [target(t) or 0, out.get("steps"), v.get(metric), loss]

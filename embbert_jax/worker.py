@@ -140,6 +140,7 @@ class Member:
   mem: int
   curve: dict[int, float]  # step -> validation metric, earlier attempts included
   recorded: bool = False
+  last: dict | None = None  # the latest validation this call reported
 
   @property
   def tid(self) -> int:
@@ -196,6 +197,7 @@ def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Calla
 
   def report(step: int, metrics: dict) -> None:
     step = int(step)
+    m.last = dict(metrics)
     value = float(metrics.get(sw.metric, metrics.get("mcc", math.nan)))
     m.curve[step] = value
     led.set_user_attr(m.tid, "curve", sorted(m.curve.items()))
@@ -275,10 +277,14 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
                    time_spent=_time_spent(m.trial.user_attrs.get("time_spent"), out.get("timing"),
                                           time.time() - grp.t0, len(grp.members)))
       if sw.asha is not None and status == "complete":
-        attrs["timing"] = out.get("timing")
-        row = scheduler.rung_result(m.trial, out, attrs.get("metric") or sw.metric)
+        if (out.get("timing") or {}).get("step_s"):  # a call that trained no step measured no rate
+          attrs["timing"] = out["timing"]
+        row = scheduler.rung_result(m.trial, out, attrs.get("metric") or sw.metric, m.last)
         attrs["rungs"] = [*m.trial.user_attrs.get("rungs", []), row]
-        if row[0] < scheduler.asha.Plan.from_dict(sw.asha["plan"]).top:  # a lower rung: paused, not done
+        top = scheduler.asha.Plan.from_dict(sw.asha["plan"]).top
+        if row[0] < top and out.get("plateau"):  # converged below the top: done, not paused
+          led.set_system_attr(m.tid, ledger_lib.TARGET, top)
+        elif row[0] < top:  # a lower rung: paused until promoted
           if led.pause(m.tid, attrs):
             lines.append(f"trial {m.trial.number} paused at rung {row[0]} ({row[1]} steps): validation "
                          f"{attrs['metric']} {values[0]:.4f}" if values else f"trial {m.trial.number} paused")

@@ -172,3 +172,15 @@ def test_plan_fits_its_budget_and_fills_every_band(budget_s):
   p = asha.plan(budget_s, c, r_max=2650, smallest=187_100, budget=1_996_000, eta=3, rungs=3, final_seeds=3)
   assert p.est_search_s + p.est_final_s <= budget_s * 0.9 - c.setup_s + 1e-6
   assert p.n0 >= 3 ** (len(p.rung_steps) - 1) * p.bands
+
+
+def test_loss_rungs_do_not_apply_the_metric_noise_to_losses():
+  """Rung 0 ranks on validation loss; the metric's eps (0.03 of MCC) must not make every early loss a tie
+  that goes to the smallest model (the first 45-minute sweep promoted its rung 0 by size)."""
+  plan = _plan(band_edges=(100_000, 2_000_000), n0=100)
+  recs = [R(0, 0, 187_000, 0.07, loss=0.6917), R(1, 0, 1_996_000, 0.12, loss=0.6857),
+          R(2, 0, 613_000, 0.16, loss=0.6732)]
+  act = asha.next_action(plan, recs, started={0: 3}, eps=0.03)
+  assert (act.kind, act.trial, act.rung) == ("promote", 2, 1)
+  [out] = asha.close_out(plan, recs, eps=0.03)
+  assert out.trial == 2
