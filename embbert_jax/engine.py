@@ -30,6 +30,7 @@ from embbert_jax.files import unwritable
 
 
 STRATEGIES = ("grid", "tpe", "nsga2")
+SCRATCH = {"kind": "scratch", "path": "", "steps": 0}  # inits.Init("scratch").record(), without JAX
 STORAGE_ENV = "EMBBERT_JAX_STORAGE"  # the ledger URL when --storage is not given (keeps a password off argv)
 
 
@@ -72,8 +73,11 @@ SETTINGS = (
     Setting("final_seeds", 3, "asha: seeds of each band's best top-rung config (the frontier's mean +- sd)"),
     Setting("patience", 6, "asha: stop a trial once its validation metric has not improved for this many "
             "evaluations (two per rung-0 length); 0 = never"),
+    Setting("init", "auto", "encoder of every trial: auto (a shipped or cached supernet that holds every "
+            "fitting config, else scratch), supernet (its slices), scratch, or DIR (a supernet folder, or a "
+            "standalone pre-training whose encoder fits every fitting config)"),
     Setting("recipe", "auto", "training recipe of every trial (trainer's recipes): auto = scratch from "
-            "random init, the fine-tuning recipe with --pretrain-steps"),
+            "random init, the fine-tuning recipe with a pre-trained encoder (--init, --pretrain-steps)"),
     Setting("pretrain_steps", 0, "MLM+NSP steps before each fine-tuning"),
     Setting("seed", 0, "training seed of every trial (a train_grid may vary it)"),
     Setting("storage", "", "ledger: SQLAlchemy URL or SQLite file (default <out>/ledger.db)"),
@@ -153,6 +157,7 @@ class Sweep:
   log: Callable[[str], None]
   members: list[dict[str, Any]]  # the training knobs of each member trial of a config (space.members)
   eps: float = 0.0  # validation-metric differences below this are ties (asha ranking): its noise level
+  init: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(SCRATCH))  # inits.Init.record()
   asha: dict[str, Any] | None = None  # the multi-fidelity schedule (scheduler.py), once set up
 
   @functools.cached_property
@@ -165,9 +170,9 @@ def member_hash(shape: str, knobs: dict[str, Any]) -> str:
   return shape if not knobs else configs.config_hash({"shape": shape, "train": knobs})
 
 
-def member_attrs(c: space_lib.Candidate, knobs: dict[str, Any]) -> dict[str, Any]:
-  """The user attrs a config's member trial enters the ledger with."""
-  return {"family": c.family, "config": dict(c.point), "describe": c.describe(),
+def member_attrs(c: space_lib.Candidate, knobs: dict[str, Any], init: dict[str, Any]) -> dict[str, Any]:
+  """The user attrs a config's member trial enters the ledger with (`init`: the sweep's Sweep.init)."""
+  return {"init": dict(init), "family": c.family, "config": dict(c.point), "describe": c.describe(),
           "hash": member_hash(c.hash, knobs), "shape": c.hash, "train": dict(knobs), "model": c.model.to_dict(),
           "params": c.params, "bytes": c.bytes}
 
@@ -281,6 +286,9 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   eps = asha_lib.accuracy_eps(0.5, n_val) * (2.0 if metric == "mcc" else 1.0) if n_val else 0.0
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
              num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg), eps)
+  sw.init = resolve_init(sw)
+  if sw.init["path"]:  # (a scratch study keeps the identity it had before --init existed)
+    identity["init"] = sw.init
   for knobs in sw.members:  # a bad `train` override or train_grid field fails here
     cfg = trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
     try:
@@ -291,6 +299,28 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
       raise SweepError(f"the trainer {s.trainer!r} cannot pause a run at a rung (its config has no stop_at "
                        "field): use --scheduler fixed")
   return sw
+
+
+def resolve_init(sw: Sweep) -> dict[str, Any]:
+  """The encoder every trial starts from (inits.resolve over all fitting configs: one rule with `train
+  --init`), as inits.Init.record(); SweepError in one line for a bad DIR, a config outside the supernet, or
+  a pre-trained init with a trainer that cannot load one (its config has no init_from field)."""
+  spec = str(sw.settings.get("init") or "auto")
+  cfg = trainer_config(sw, sw.ordered[0].model, number=0, hash_="0" * 12)
+  if "init_from" not in cfg:
+    if spec not in ("auto", "scratch"):
+      raise SweepError(f"--init {spec}: the trainer {sw.settings.trainer!r} cannot start from a pre-trained "
+                       "encoder (its config has no init_from field); use --init scratch")
+    steps = int(sw.settings.pretrain_steps)
+    return {**SCRATCH, "kind": "pretrain_steps", "steps": steps} if steps else dict(SCRATCH)
+  from embbert_jax import inits
+  try:
+    init = inits.resolve(cfg, spec, [(f"config {c.describe()}", c.model) for c in sw.ordered])
+  except (inits.InitError, configs.ConfigError, data.DataError, ValueError) as e:
+    raise SweepError(str(e).strip().splitlines()[0]) from None
+  sw.log(f"{init.describe()}" + ("" if init.kind != "scratch" or spec != "auto" else
+                                 " (no shipped or cached supernet holds every fitting config)"))
+  return init.record()
 
 
 def hide_passwords_in_argv() -> None:
@@ -315,6 +345,8 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
   cfg = sw.trainer.get_config()
   cfg.model = configs.model_config(**configs.ModelConfig.from_dict(model).to_dict())
   eval_every = max(1, s.steps // max(1, sw.space.evals)) if s.steps else 0  # 0: the trainer's default
+  if sw.init["path"]:  # a pre-trained encoder (resolve_init): recipe auto then picks the fine-tuning recipe
+    configs.set_field(cfg, "init_from", sw.init["path"])
   recipe = getattr(sw.trainer, "apply_recipe", None)
   if recipe is not None:
     try:
@@ -367,8 +399,9 @@ def _open_ledger(sw: Sweep) -> ledger_lib.Ledger:
     if "identity" not in attrs:
       led.set_study_attr("identity", sw.identity)
     elif attrs["identity"] != sw.identity:
-      diff = ", ".join(f"{k}={attrs['identity'].get(k)!r} (now {v!r})" for k, v in sw.identity.items()
-                       if attrs["identity"].get(k) != v)
+      old = attrs["identity"]  # (a key of one side only: e.g. init, absent from scratch studies)
+      diff = ", ".join(f"{k}={old.get(k)!r} (now {sw.identity.get(k)!r})" for k in dict.fromkeys([*sw.identity, *old])
+                       if old.get(k) != sw.identity.get(k))
       raise SweepError(f"study {s.study!r} was started with {diff}; resume it with the same settings "
                        "or pass a new --study name")
     led.set_study_attr("settings", {"study": s.study, "budget": sw.budget, "min_budget": sw.min_budget,

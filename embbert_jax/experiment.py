@@ -132,6 +132,7 @@ def base_record(study, arm: dict, task: str, cfg) -> dict[str, Any]:
   m = cfg.model
   return {"study": study.name, "arm": arm["name"], "task": str(task), "preset": arm["preset"],
           "config": arm.get("sweep_config") or describe(m), "pretrain_steps": int(cfg.pretrain.steps),
+          "init": arm.get("init") or "", "init_from": cfg.init_from,
           "seeds": int(study.seeds), "steps": int(cfg.steps), "learning_rate": float(cfg.learning_rate),
           "params": memory.num_params(m), "fp32_total_bytes": memory.total_bytes(m, "fp32"),
           "int8_total_bytes": memory.total_bytes(m, "int8"), "paper": arm["paper"], "status": "pending",

@@ -91,25 +91,43 @@ def supernet_folders(cache_dir: str | None = None) -> list[Path]:
   return out
 
 
-def find_supernet(cfg) -> Path | None:
-  """The shipped or cached supernet with cfg's vocabulary and tokenizer that holds cfg.model (most steps)."""
+def _holders(cfg, models) -> list[tuple[str, object]]:
+  """(name, model config) pairs that must all take the encoder: by default the config's own model."""
+  return list(models) if models is not None else [(f"preset {cfg.preset}", cfg.model)]
+
+
+def _not_held(folder: Path, models) -> tuple[str, str, int] | None:
+  """(name, why, how many) of the first of `models` that is no sub-network of the supernet in `folder`."""
+  sup = _saved_config(folder)
+  missed = []
+  for name, model in models:
+    try:
+      supernet.check_child(sup, configs.ModelConfig.from_dict(model))
+    except supernet.SupernetError as e:
+      missed.append((name, str(e)))
+  return (*missed[0], len(missed)) if missed else None
+
+
+def find_supernet(cfg, models=None) -> Path | None:
+  """The shipped or cached supernet with cfg's vocabulary and tokenizer that holds cfg.model (most steps),
+  or every model config of `models` ((name, model) pairs: a sweep's fitting configs)."""
+  models = _holders(cfg, models)
   best, best_steps = None, -1
   for folder in supernet_folders(cfg.cache_dir or None):
     m = _manifest(folder)
-    if m.get("vocab_size") != cfg.model.vocab_size:
+    if any(m.get("vocab_size") != model.vocab_size for _, model in models):
       continue
-    try:
-      supernet.check_child(_saved_config(folder), configs.ModelConfig.from_dict(cfg.model))
-    except supernet.SupernetError:
-      continue
-    if int(m.get("steps", 0)) > best_steps and _same_tokenizer(folder, cfg):
+    if _not_held(folder, models) is None and int(m.get("steps", 0)) > best_steps and _same_tokenizer(folder, cfg):
       best, best_steps = folder, int(m.get("steps", 0))
   return best
 
 
-def resolve(cfg, spec: str) -> Init:
-  """The Init of `--init spec` for the training config `cfg`; InitError (one line) if it cannot be used."""
+def resolve(cfg, spec: str, models=None) -> Init:
+  """The Init of `--init spec` for the training config `cfg`; InitError (one line) if it cannot be used.
+  `models`: (name, model config) pairs that must all take it (the sweep's fitting configs; default
+  cfg.model): `auto` then finds a supernet that holds all of them, a DIR must fit each."""
   spec = spec or "auto"
+  models = _holders(cfg, models)
   if spec == "auto" and cfg.get("init_from"):  # --set init_from=DIR
     spec = cfg.init_from
   steps = int(cfg.pretrain.steps)
@@ -120,35 +138,38 @@ def resolve(cfg, spec: str) -> Init:
   if spec == "scratch":
     return Init("scratch")
   if spec in ("auto", "supernet"):
-    found = find_supernet(cfg)
+    found = find_supernet(cfg, models)
     if found is not None:
       return Init("supernet", str(found), int(_manifest(found).get("steps", 0)))
     if spec == "auto":
       return Init("scratch")
     v = cfg.model.vocab_size
-    raise InitError(f"no shipped or cached supernet (in {supernet_root(cfg.cache_dir or None)}) holds preset "
-                    f"{cfg.preset} at vocabulary {v}; make one with `python -m embbert_jax.supernet_train "
+    what = models[0][0] if len(models) == 1 else f"all {len(models)} configs"
+    raise InitError(f"no shipped or cached supernet (in {supernet_root(cfg.cache_dir or None)}) holds {what} "
+                    f"at vocabulary {v}; make one with `python -m embbert_jax.supernet_train "
                     f"--space default --budget 2MB --vocab {v}` (hours on a CPU) or use --init scratch")
   path = Path(spec).expanduser()
   if not path.exists():
     raise InitError(f"--init {spec}: no such folder (expected auto, supernet, scratch or a pre-training folder)")
   folder = _model_folder(path).resolve()
-  saved = _saved_config(folder)
+  _saved_config(folder)  # InitError unless it is a saved model
   manifest = _manifest(folder)
   if not _same_tokenizer(folder, cfg):
     raise InitError(f"{folder / 'tokenizer.model'} differs from the tokenizer this run uses "
                     f"(vocabulary {cfg.model.vocab_size}, corpus {cfg.corpus or 'default'}): its token ids "
                     f"would mean other pieces")
   if is_supernet(folder):
-    try:
-      supernet.check_child(saved, configs.ModelConfig.from_dict(cfg.model))
-    except supernet.SupernetError as e:
-      raise InitError(f"preset {cfg.preset} is not a sub-network of the supernet in {folder}: {e}") from None
+    missed = _not_held(folder, models)
+    if missed:
+      name, why, n = missed
+      more = f" (and {n - 1} more of the {len(models)} configs)" if n > 1 else ""
+      raise InitError(f"{name} is not a sub-network of the supernet in {folder}: {why}{more}")
     return Init("supernet", str(folder), int(manifest.get("steps", 0)))
-  try:
-    load_encoder(str(folder), cfg.model)
-  except ValueError as e:
-    raise InitError(str(e).splitlines()[0]) from None
+  for name, model in models:  # a standalone pre-training fits the configs of its encoder's shapes only
+    try:
+      load_encoder(str(folder), model)
+    except ValueError as e:
+      raise InitError(str(e).splitlines()[0] + (f" ({name})" if len(models) > 1 else "")) from None
   steps_done = manifest.get("steps") or _pretrain_result_steps(path)
   return Init("pretrained", str(folder), int(steps_done or 0))
 

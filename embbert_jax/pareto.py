@@ -71,6 +71,9 @@ def trial_row(t, policy: str) -> dict[str, Any]:
       "trial": t.number, "status": _STATUS.get(t.state.name, t.state.name.lower()),
       "family": a.get("family", ""), "config": a.get("describe", ""), "hash": a.get("hash", ""),
       "shape": shape_of(a), "setting": setting_label(a.get("train") or {}),
+      # The encoder it started from (engine.resolve_init; "" for trials from before --init).
+      "init": (a.get("init") or {}).get("kind", ""), "init_from": (a.get("init") or {}).get("path", ""),
+      "init_steps": (a.get("init") or {}).get("steps"),
       "params": a.get("params"), "policy": policy,
       "memory_bytes": (a.get("bytes") or {}).get(policy, {}).get("total"),
       "metric": a.get("metric", ""), "value": None,
@@ -206,7 +209,8 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
           f"{'configs (seed means at their best setting) from' if grouped else 'of'} {c.get('complete', 0)} "
           f"complete trials ({c.get('pruned', 0)} pruned, {c.get('failed', 0)} failed, "
           f"{c.get('running', 0) + c.get('waiting', 0)} unfinished); validation {metric} vs {policy} memory"
-          + (f", budget {memory.format_bytes(settings['budget'])}" if settings.get("budget") else ""))
+          + (f", budget {memory.format_bytes(settings['budget'])}" if settings.get("budget") else "")
+          + init_note(front or rows))
   cols = ["trial", f"{policy} memory", "params", f"val {metric}", f"test {metric}", "test acc", "config",
           "train s"]
   plan = settings.get("plan")
@@ -238,6 +242,14 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
     lines += ["", ref["note"]]
   lines += ["", time_line(rows, settings)]
   return "\n".join(lines)
+
+
+def init_note(rows: list[dict]) -> str:
+  """'; encoder: ...' for the table's head: the init(s) its trials started from ('' if unrecorded)."""
+  seen = dict.fromkeys((r.get("init"), r.get("init_from"), r.get("init_steps")) for r in rows if r.get("init"))
+  words = [kind if kind == "scratch" else f"{steps} pre-training steps in each run" if not path else
+           f"{kind} {path} ({steps} pre-training steps)" for kind, path, steps in seen]
+  return f"; encoder: {', '.join(words)}" if words else ""
 
 
 def time_line(rows: list[dict], settings: dict[str, Any]) -> str:

@@ -213,7 +213,7 @@ def _promote(led, t: FrozenTrial, rung: int) -> None:
 
 
 def _new_trial(sw, led, cand, rung: int, knobs: dict, extra: dict | None = None) -> None:
-  attrs = {**member_attrs(cand, knobs), "bytes_total": cand.total(sw.settings.policy), **(extra or {})}
+  attrs = {**member_attrs(cand, knobs, sw.init), "bytes_total": cand.total(sw.settings.policy), **(extra or {})}
   led.add_waiting(cand.optuna_params, space_lib.distributions(sw.space), attrs,
                   {ledger_lib.HASH: member_hash(cand.hash, knobs), ledger_lib.TARGET: rung})
 

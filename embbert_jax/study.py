@@ -11,8 +11,10 @@ A study is a Python file whose `get_config()` returns an ml_collections ConfigDi
   pretrain_steps  MLM + NSP steps for the arms with `pretrain=True` (0 = none anywhere)
   train           training-config fields for every arm (dotted or nested: learning_rate, pretrain.seq_len)
   arms            list (or name -> dict) of arms: name, preset (configs.PRESETS), pretrain (bool),
-                  overrides (training-config fields, model.* included), paper (the spec's number for the
-                  arm: dict(value=87.19, metric="TinyNLP acc"), optional)
+                  init (the encoder as `train --init` takes it: scratch, supernet, auto or a pre-training
+                  DIR; "" = scratch, or the in-run pre-training with pretrain=True), overrides
+                  (training-config fields, model.* included), paper (the spec's number for the arm:
+                  dict(value=87.19, metric="TinyNLP acc"), optional)
   figure          "bars" (accuracy and MCC per arm and task) or "scaling" (accuracy vs total memory, fp32
                   and int8)
   frontier        scaling only: a sweep's frontier.csv / trials.csv / .jsonl (pareto.write_files); its Pareto
@@ -152,7 +154,7 @@ def arm_list(study) -> list[dict[str, Any]]:
     a["name"] = a.get("name") or name
     if not a["name"]:
       raise StudyError(f"an arm of study {study.name!r} has no name: {a}")
-    unknown = set(a) - {"name", "preset", "pretrain", "overrides", "paper", "model"}
+    unknown = set(a) - {"name", "preset", "pretrain", "init", "overrides", "paper", "model"}
     if unknown:
       raise StudyError(f"arm {a['name']!r}: unknown keys {sorted(unknown)}")
     if a["name"] in seen:
@@ -160,6 +162,7 @@ def arm_list(study) -> list[dict[str, Any]]:
     seen.add(a["name"])
     a.setdefault("preset", "embbert")
     a.setdefault("pretrain", False)
+    a["init"] = str(a.get("init") or "")
     a["overrides"] = configs.flatten_dict(dict(a.get("overrides") or {}))
     a["paper"] = dict(a.get("paper") or {})
     out.append(a)
@@ -189,8 +192,11 @@ def arm_config(study, arm: dict, task: str):
   cfg.wandb.name = f"{arm['name']}-{task_slug(task)}"
   try:
     configs.validate_training(cfg)
-  except configs.ConfigError as e:
-    raise StudyError(f"arm {arm['name']!r}: {e}") from None
+    if arm.get("init"):  # inits.resolve: the rule of `train --init`
+      from embbert_jax import inits
+      cfg.init_from = inits.resolve(cfg, arm["init"]).path
+  except (configs.ConfigError, ValueError) as e:  # (inits.InitError is a ValueError)
+    raise StudyError(f"arm {arm['name']!r}: {str(e).splitlines()[0]}") from None
   return cfg
 
 
@@ -249,7 +255,7 @@ def plan(study) -> list[tuple[dict, str]]:
     if study.figure != "scaling":
       raise StudyError("frontier configs belong to a scaling study (figure='scaling')")
     template = next((a for a in arms if a["preset"] == "embbert"), arms[0])
-    arms += frontier_arms(study.frontier, {"pretrain": template["pretrain"]})
+    arms += frontier_arms(study.frontier, {"pretrain": template["pretrain"], "init": template["init"]})
   if not study.tasks:
     raise StudyError("the study has no tasks")
   if study.seeds < 1:

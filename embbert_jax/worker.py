@@ -126,7 +126,7 @@ def next_trials(sw: Sweep, led: ledger_lib.Ledger) -> list[FrozenTrial]:
     new = [k for k in sw.members if member_hash(cand.hash, k) not in present.get(cand.hash, set())]
     dists = space_lib.distributions(sw.space)
     for knobs in new[:s.max_trials - len(trials)]:  # --max-trials counts member trials
-      led.add_waiting(cand.optuna_params, dists, member_attrs(cand, knobs),
+      led.add_waiting(cand.optuna_params, dists, member_attrs(cand, knobs, sw.init),
                       {**attrs, ledger_lib.HASH: member_hash(cand.hash, knobs)})
     return _claim_group(sw, led, sorted(led.trials((TrialState.WAITING,)), key=lambda t: t.number))
 

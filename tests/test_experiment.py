@@ -208,3 +208,20 @@ def test_reuse_copies_an_identical_run_of_another_study(tmp_path, monkeypatch):
   assert calls == ["a", "b", "new"]  # same_as_b was not trained again
   rows = {r["arm"]: r for r in read_csv(tmp_path / "second" / "results.csv")}
   assert float(rows["same_as_b"]["test_accuracy_mean"]) == 0.7 and rows["same_as_b"]["status"] == "ok"
+
+
+def test_an_arm_init_gives_its_encoder_and_a_bad_one_is_one_line(tmp_path, capsys):
+  """An arm's `init` (as train --init takes it) resolves through inits.resolve: a supernet folder becomes
+  every run's init_from; "" keeps the arm as before; a missing folder fails the study in one line."""
+  from test_init import _supernet
+  from test_train import tiny_config
+  folder, _, _ = _supernet(tmp_path, tiny_config(tmp_path))
+  arms = [dict(name="plain", preset="embbert"), dict(name="scratch", preset="embbert", init="scratch"),
+          dict(name="inherited", preset="embbert", init=str(folder.parent))]
+  study = study_lib.load_study(str(write_study(tmp_path, arms)))
+  got = {a["name"]: study_lib.arm_config(study, a, t).init_from for a, t in study_lib.plan(study)}
+  assert got == {"plain": "", "scratch": "", "inherited": str(folder)}
+  bad = write_study(tmp_path, [dict(name="x", preset="embbert", init=str(tmp_path / "nowhere"))])
+  assert experiment.main([str(bad)]) == 2
+  err = [l for l in capsys.readouterr().err.splitlines() if "error" in l]  # (the tokenizer may say it trains)
+  assert len(err) == 1 and err[0].startswith("error: arm 'x': --init ") and "no such folder" in err[0], err

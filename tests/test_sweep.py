@@ -769,7 +769,8 @@ def test_real_trainer_grouped_end_to_end(tmp_path):
     pytest.skip("train.train_group is not there")
   lines = []
   s = sweep.get_config()
-  s.update(dict(budget="2MB", space="tiny_grouped", steps=8, wandb=False, out=str(tmp_path / "out")))
+  s.update(dict(budget="2MB", space="tiny_grouped", steps=8, wandb=False, out=str(tmp_path / "out"),
+                scheduler="fixed"))  # a train_grid needs the fixed scheduler
   out = sweep.run_sweep(s, log=lines.append)
   assert [r["status"] for r in out["rows"]] == ["complete"] * 8, out["rows"]
   assert sum(" together start: " in line for line in lines) == 2, lines
