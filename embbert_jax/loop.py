@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, data, files, memory, metrics
+from embbert_jax import configs, data, files, memory, metrics, signals
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
                                   save_params)
@@ -155,6 +155,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     for step, batch, batch_tokens in stream:
       if step >= end or not alive.any() or plateau:
         break
+      signals.check()  # a stop requested by SIGTERM/SIGINT (a sweep worker: signals.py) acts here, between steps
       tokens += np.asarray(batch_tokens)
       state, m = programs.step(state, batch)
       if step == start:  # the first step of this call: compile + one step (one host sync, once)

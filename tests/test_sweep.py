@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_TRAINER = '''
 """Fake trainer: validation mcc grows with log(params), plus a little config-hash noise; a higher learning
 rate and a higher seed score more. train_group trains members in lockstep, as train.train_group does."""
-import hashlib, json, math, os, time
+import gc, hashlib, json, math, os, time
 from pathlib import Path
 import ml_collections
 from embbert_jax import memory
@@ -57,6 +57,23 @@ def get_config(preset="embbert"):
   c.pretrain = ml_collections.ConfigDict(dict(steps=0))
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
+
+
+_IN_GC = [0.0]
+# FAKE_STEP_IN_GC: a step's time passes inside a garbage-collector callback, as JAX's callbacks run; an
+# exception a signal handler raises there is printed as "Exception ignored" and dropped.
+gc.callbacks.append(lambda phase, info: phase == "start" and _IN_GC[0] and time.sleep(_IN_GC[0]))
+
+
+def _step():
+  s = float(os.environ.get("FAKE_STEP_S", "0"))
+  if not os.environ.get("FAKE_STEP_IN_GC"):
+    return time.sleep(s)
+  _IN_GC[0] = s
+  try:
+    gc.collect()
+  finally:
+    _IN_GC[0] = 0.0
 
 
 def group_key(cfg):
@@ -114,12 +131,17 @@ def _result(cfg, t0):
 
 
 def train_and_evaluate(cfg, workdir, report=None):
+  busy = os.environ.get("FAKE_BUSY")  # a marker file: the first call finds its workdir held elsewhere
+  if busy and not os.path.exists(busy):
+    open(busy, "w").close()
+    from embbert_jax import files
+    raise files.FolderBusy(f"{workdir} is in use by pid 1 on elsewhere")
   progress, start, nan = _start(cfg, workdir, cfg.wandb.name)
   if nan:
     raise TrainingDiverged(nan)
   t0 = time.time()
   for step in range(start, _end(cfg)):
-    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    _step()
     _validate(cfg, progress, step + 1, report)
   return _result(cfg, t0)
 
@@ -133,7 +155,7 @@ def train_group(cfgs, workdirs, report=None):
   started = [_start(c, w, call) for c, w in zip(cfgs, workdirs)]
   out = [{"status": "failed", "error": nan} if nan else None for _, _, nan in started]
   for step in range(min(start for _, start, _ in started), _end(cfgs[0])):
-    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    _step()
     if str(step) == os.environ.get("FAKE_INTERRUPT_AT"):
       raise KeyboardInterrupt
     for i, (c, (progress, start, _)) in enumerate(zip(cfgs, started)):
@@ -534,6 +556,19 @@ def test_a_stopped_group_requeues_every_member_and_resumes(tmp_path, quick, monk
   assert starts == [0] * 4 + [10] * 4  # all four claimed again together, each from its checkpoint
 
 
+def test_a_trial_whose_workdir_is_held_elsewhere_waits_instead_of_failing(tmp_path, fake, monkeypatch):
+  """A worker the ledger gave up on (no heartbeat) may still train the trial another worker claims: the
+  workdir lock refuses the second one, which puts the trial back and takes it again later."""
+  monkeypatch.setenv("FAKE_BUSY", str(tmp_path / "busy"))
+  lines = []
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="busy", max_trials=1), log=lines.append)
+  assert [r["status"] for r in out["rows"]] == ["complete"]
+  [t] = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "busy")
+  [reason] = [h["reason"] for h in t.system_attrs["embbert:preempted"]]
+  assert reason.startswith("workdir in use: ") and reason.endswith("is in use by pid 1 on elsewhere"), reason
+  assert any(line.endswith("is in use by pid 1 on elsewhere; back in the queue") for line in lines), lines
+
+
 @pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
 def test_samplers_propose_only_new_fitting_configs(tmp_path, fake, strategy):
   s = _settings(tmp_path, fake, study=strategy, strategy=strategy, space="families", budget="1MB",
@@ -716,6 +751,36 @@ def test_sigterm_requeues_the_trial_instead_of_failing_it(tmp_path, fake):
   b = _worker(args, {"FAKE_STEP_S": "0.01"})
   assert b.wait(timeout=120) == 0
   _check_complete(_trials(url, "s"), 2)
+
+
+def test_sigterm_is_never_lost_20_tries(tmp_path, fake):
+  """SIGTERM at 20 random moments of a worker's life after its handler is set (before, while and after
+  claiming the trial, mostly mid-step, with every step inside a garbage-collector callback where a raising
+  handler's exception is dropped): every time the worker exits 130 and the trial is back in the queue."""
+  import random
+  db = tmp_path / "out" / "ledger.db"
+  space = _space_file(tmp_path, "from embbert_jax.sweeps.tiny import get_config as tiny\n"
+                                "def get_config():\n  s = tiny()\n  s.evals = 1000\n  return s\n")
+  args = _cli(tmp_path, fake, "--max-trials", "1", "--no-summary", "--space", space, steps=2000)
+  env = {"FAKE_STEP_S": "0.05", "FAKE_STEP_IN_GC": "1"}
+  rng = random.Random(0)
+  for i in range(20):
+    p = _worker(args, env)
+    for line in p.stderr:  # the worker's first line: its handlers are set
+      if "(worker " in line:
+        break
+    time.sleep(rng.uniform(0.0, 1.2))
+    p.send_signal(signal.SIGTERM)
+    try:
+      _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # the signal was lost: the worker trains on
+      p.kill()
+      _, err = p.communicate()
+    assert p.returncode == 130 and "back in the queue" in err, (i, p.returncode, err)
+    with sqlite3.connect(db, timeout=30) as conn:
+      assert conn.execute("SELECT state FROM trials").fetchall() == [("WAITING",)], (i, err)
+  [t] = _trials(f"sqlite:///{db}", "s")
+  assert t.user_attrs["curve"] and len(t.system_attrs["embbert:preempted"]) >= 10  # mostly stopped mid-trial
 
 
 def test_workers_flag_launches_several_workers(tmp_path, fake):

@@ -407,3 +407,25 @@ def test_a_workdir_in_use_by_another_process_is_refused_in_one_line(tmp_path, ca
   with files.folder_lock(run):  # held here (a sweep worker resuming a trial): the run nests in it
     result = train.train_and_evaluate(cfg, run)
   assert result["steps"] == 2 and not files._held  # every folder released when the call ended
+
+
+def test_sigterm_under_signals_deferred_stops_fit_at_the_next_step(tmp_path):
+  """The sweep worker's handler only sets a flag (signals.py); loop.fit acts on it at the next step
+  boundary (Preempted), after the step's checkpoint; a rerun resumes from there."""
+  from embbert_jax import signals
+  cfg = tiny_config(tmp_path, steps=10, eval_every=5)
+  seen = []
+
+  def report(step, validation):
+    seen.append(step)
+    if step == 5 and len(seen) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # lands somewhere in the loop; only recorded
+
+  before = signal.getsignal(signal.SIGTERM)
+  with signals.deferred():
+    with pytest.raises(signals.Preempted, match="SIGTERM"):
+      train.train_and_evaluate(cfg, tmp_path / "run", report=report)
+  assert signal.getsignal(signal.SIGTERM) == before and signals.requested() is None
+  assert sorted(p.name for p in (tmp_path / "run/finetune/checkpoints").iterdir() if p.name.isdigit()) == ["5"]
+  result = train.train_and_evaluate(cfg, tmp_path / "run", report=report)
+  assert result["steps"] == 10 and seen == [5, 10]
