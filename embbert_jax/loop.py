@@ -105,7 +105,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   alive = np.array(jax.device_get(state["alive"]))  # host copy; flush and pruning keep it current
   if start and outcomes_file.exists():  # outcomes after the checkpoint are replayed, not loaded
     outcomes = {int(i): o for i, o in json.loads(outcomes_file.read_text()).items() if not alive[int(i)]}
-  loggers = [Logger(m.workdir, m.cfg, start) for m in members]
+  loggers = [Logger(m.workdir, m.cfg, start, desc.split()[0]) for m in members]
   pending: list[tuple[int, dict]] = []
   tokens, t_last, t0 = np.zeros(g), time.perf_counter(), time.perf_counter()
   bar = tqdm(total=total_steps, initial=start, desc=desc + (f" x{g}" if g > 1 else ""), unit="step",

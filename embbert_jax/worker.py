@@ -33,8 +33,10 @@ compilation cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -334,8 +336,11 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
          (f" (attempt {attempt})" if attempt > 1 else "") +
          (f", rung {scheduler.target(trials[0]) or 0} to {members[0].cfg.stop_at or members[0].cfg.steps} steps"
           if sw.asha is not None else ""))
+  # The trials' wandb runs (runlog.py): in the sweep's folder, as trials of this family and policy.
+  wandb_env = _environ(WANDB_DIR=str(sw.out.resolve()), WANDB_JOB_TYPE="trial",
+                       WANDB_TAGS=",".join(t for t in (a.get("family"), s.policy) if t))
   try:
-    with led.heartbeat([m.tid for m in members]):
+    with led.heartbeat([m.tid for m in members]), wandb_env:
       if len(members) == 1:
         outcomes = [_train_one(sw, members[0], reports[0], grp.pruned_exc)]
       else:
@@ -395,6 +400,21 @@ def _work_asha(sw: Sweep, led: ledger_lib.Ledger) -> int:
       continue
     scheduler.finish(sw, led, sw.asha)
     return ran
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+  """These environment variables while the block runs, the previous values afterwards."""
+  before = {k: os.environ.get(k) for k in values}
+  os.environ.update(values)
+  try:
+    yield
+  finally:
+    for k, v in before.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
 
 
 def _sleep(seconds: float) -> None:

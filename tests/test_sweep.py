@@ -130,6 +130,16 @@ def _result(cfg, t0):
           "timing": {"step_s": step_s, "compile_s": 0.0, "eval_each_s": 0.0}}
 
 
+def _wandb(cfg, workdir, result):
+  """The real trainer's wandb run (runlog.Logger), when the sweep asks for wandb."""
+  if cfg.wandb.mode != "disabled":
+    from embbert_jax import runlog
+    log = runlog.Logger(Path(workdir), cfg, 0, "finetune")
+    log.log(result["steps"], {"validation/mcc": result["validation"]["mcc"]})
+    log.close({"best": result})
+  return result
+
+
 def train_and_evaluate(cfg, workdir, report=None):
   busy = os.environ.get("FAKE_BUSY")  # a marker file: the first call finds its workdir held elsewhere
   if busy and not os.path.exists(busy):
@@ -143,7 +153,7 @@ def train_and_evaluate(cfg, workdir, report=None):
   for step in range(start, _end(cfg)):
     _step()
     _validate(cfg, progress, step + 1, report)
-  return _result(cfg, t0)
+  return _wandb(cfg, workdir, _result(cfg, t0))
 
 
 def train_group(cfgs, workdirs, report=None):
@@ -164,7 +174,7 @@ def train_group(cfgs, workdirs, report=None):
           _validate(c, progress, step + 1, None if report is None else (lambda s, m, i=i: report(i, s, m)))
         except Pruned as e:
           out[i] = {"status": "pruned", "error": str(e), "pruned_at": step + 1}
-  return [o or {**_result(c, t0), "status": "complete"} for o, c in zip(out, cfgs)]
+  return [o or {**_wandb(c, w, _result(c, t0)), "status": "complete"} for o, c, w in zip(out, cfgs, workdirs)]
 
 
 if os.environ.get("FAKE_NO_GROUP"):  # a trainer from before grouped training
@@ -596,12 +606,56 @@ def test_report_redraws_from_the_ledger(tmp_path, fake, capsys):
   del before
 
 
-def test_wandb_summary_run_offline(tmp_path, fake, monkeypatch):
+def _wandb_records(run_dir: Path):
+  """The records of an offline wandb run (its run-<id>.wandb: a LevelDB-style log of protobuf records)."""
+  import struct
+  from wandb.proto import wandb_internal_pb2 as pb
+  [path] = run_dir.glob("run-*.wandb")
+  data, pos, block, buf = path.read_bytes(), 7, 32768, b""  # a 7-byte file header, then 32 KiB blocks
+  while pos + 7 <= len(data):
+    if block - pos % block < 7:  # a block's tail too short for a record header is padding
+      pos += block - pos % block
+      continue
+    _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])  # crc, length, full/first/middle/last
+    buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+    if kind in (1, 4):
+      rec = pb.Record()
+      rec.ParseFromString(buf)
+      yield rec
+      buf = b""
+
+
+def test_wandb_runs_of_a_sweep_share_its_folder_with_memory_job_type_and_tags(tmp_path, fake, monkeypatch):
+  """Every trial's wandb run and the summary run are offline runs in <out>/wandb (one `wandb sync
+  <out>/wandb` finds them all); a trial's run has job_type trial, tags (kind, task, the space family, the
+  policy), and its memory under every policy
+  and its parameter count (as the ledger records them) in its config and summary."""
   monkeypatch.setenv("WANDB_MODE", "offline")
+  for var in ("WANDB_DIR", "WANDB_JOB_TYPE", "WANDB_TAGS"):
+    monkeypatch.delenv(var, raising=False)
   out = sweep.run_sweep(_settings(tmp_path, fake, study="s6", max_trials=2, wandb=True), log=lambda m: None)
-  assert out["finished"]
-  runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
-  assert len(runs) == 1
+  assert out["finished"] and not {"WANDB_DIR", "WANDB_JOB_TYPE", "WANDB_TAGS"} & set(os.environ)
+  runs = sorted((tmp_path / "out" / "wandb").glob("offline-run-*"))
+  assert len(runs) == 3
+  assert not list((tmp_path / "out" / "trials").rglob("offline-run-*"))  # none left in the trial folders
+  by_name = {}
+  for run in runs:
+    recs = list(_wandb_records(run))
+    [r] = [x.run for x in recs if x.WhichOneof("record_type") == "run"]
+    config = {i.key: json.loads(i.value_json) for i in r.config.update}
+    summary = {i.key: json.loads(i.value_json) for x in recs if x.WhichOneof("record_type") == "summary"
+               for i in x.summary.update if i.key}
+    by_name[r.display_name] = (r.job_type, list(r.tags), r.run_group, config, summary)
+  assert by_name.pop("s6-summary")[0] == "sweep-summary"
+  trials = {t.user_attrs["hash"]: t for t in _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "s6")}
+  assert len(by_name) == 2
+  for name, (job_type, tags, group, config, summary) in by_name.items():
+    t = trials[next(h for h in trials if name.endswith(h[:6]))]
+    assert job_type == "trial" and group == "s6" and tags == ["train", "rt_polarity", "embbert", "fp32"], tags
+    for policy, b in t.user_attrs["bytes"].items():
+      assert config["memory"][policy] == {f"{k}_bytes": v for k, v in b.items()}
+      assert summary[f"memory/{policy}/total_bytes"] == b["total"]
+    assert config["params"] == summary["params"] == t.user_attrs["params"]
 
 
 # ------------------------------------------------------------------------------------------- bad input

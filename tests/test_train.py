@@ -429,3 +429,26 @@ def test_sigterm_under_signals_deferred_stops_fit_at_the_next_step(tmp_path):
   assert sorted(p.name for p in (tmp_path / "run/finetune/checkpoints").iterdir() if p.name.isdigit()) == ["5"]
   result = train.train_and_evaluate(cfg, tmp_path / "run", report=report)
   assert result["steps"] == 10 and seen == [5, 10]
+
+
+def test_wandb_run_of_a_training_has_job_type_tags_and_memory(tmp_path, monkeypatch):
+  """runlog.Logger: job_type train/pretrain, tags (kind, task, preset), the model's memory under every policy
+  and its parameter count in config and summary; the run lives in the workdir unless WANDB_DIR is set."""
+  from embbert_jax import runlog
+  for var in ("WANDB_DIR", "WANDB_JOB_TYPE", "WANDB_TAGS"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  cfg = tiny_config(tmp_path)
+  cfg.wandb.mode = "auto"
+  for kind, job in (("finetune", "train"), ("pretrain", "pretrain")):
+    log = runlog.Logger(tmp_path / kind, cfg, 0, kind)
+    run = log.run
+    assert run.job_type == job and list(run.tags) == [job, "task", "embbert"]
+    for policy in memory.POLICIES:
+      r = memory.estimate(cfg.model, policy)
+      assert run.config["memory"][policy] == {"weight_bytes": r.weight_bytes, "total_bytes": r.total_bytes,
+                                              "activation_bytes": r.activation_bytes}
+      assert run.summary[f"memory/{policy}/total_bytes"] == r.total_bytes
+    assert run.config["params"] == run.summary["params"] == memory.num_params(cfg.model)
+    assert Path(run.dir).is_relative_to(tmp_path / kind)
+    log.close()
