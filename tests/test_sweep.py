@@ -3,9 +3,10 @@ killed workers (SQLite and PostgreSQL), bad input, failed trials, the report com
 
 Most tests train with a fake trainer (FAKE_TRAINER below, written to a file so that worker subprocesses can
 load it with --trainer): no JAX, a deterministic validation curve from the config, train.train_group's
-contract (members in lockstep, per-member outcomes), and environment knobs for slow steps, NaN losses, a
-failing group program, an interrupt, a trainer without train_group, and a log of every training start with
-the trials trained in the same call. Two slow tests run the real trainer (one trial at a time, grouped).
+contract (members in lockstep, per-member outcomes), the real trainer's wandb run (runlog.Logger) when the
+sweep asks for wandb, and environment knobs for slow steps (also spent inside a garbage-collector callback),
+NaN losses, a failing group program, an interrupt, a workdir held by another process, a trainer without
+train_group, and a log of every training start with the trials trained in the same call. Two slow tests run the real trainer (one trial at a time, grouped).
 """
 
 import json
