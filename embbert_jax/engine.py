@@ -27,6 +27,7 @@ import ml_collections
 from embbert_jax import asha as asha_lib, configs, data, ledger as ledger_lib, memory, pareto, propose
 from embbert_jax import space as space_lib
 from embbert_jax.files import unwritable
+from embbert_jax.signals import Preempted  # noqa: F401  (raised at a requested stop's safe point)
 
 
 STRATEGIES = ("grid", "tpe", "nsga2")
@@ -108,11 +109,6 @@ class SweepError(Exception):
 
 class PrunedTrial(Exception):
   """Raised by the report callback when the trainer defines no Pruned exception of its own."""
-
-
-class Preempted(BaseException):
-  """SIGTERM/SIGINT during a trial: the trial goes back to the queue (BaseException: trainers that catch
-  Exception must not swallow it)."""
 
 
 class Trainer(Protocol):

@@ -5,15 +5,23 @@ a process killed at any moment leaves the old file or the new one, never half of
 finish together each replace it whole. An append-only log (metrics.jsonl) adds one whole line per
 `os.write` (`append_line`); a kill can still cut the last line short, so `read_jsonl` drops a final line
 that has no newline, and whoever rewrites the log (a resumed run) writes it back atomically.
+
+A folder a run writes to is held with `folder_lock` (an OS lock on `folder/.lock`, which dies with its
+process): a second process gets FolderBusy naming the holder, the same process may take it again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import os
+import socket
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 
 def unwritable(path: str | os.PathLike, folder: bool) -> str | None:
@@ -90,3 +98,73 @@ def sha256_file(path: str | os.PathLike) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
+
+
+class FolderBusy(RuntimeError):
+  """Another process holds the folder's lock (a run in that workdir)."""
+
+
+LOCK_NAME = ".lock"
+_held: dict[Path, list] = {}  # folder -> [file descriptor, how many holds of this process]
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+  """Holds `folder` for this process while the block runs: an exclusive, non-blocking fcntl.flock on
+  `folder/.lock`, which records the holder's pid and host. The kernel drops the lock when its process
+  dies, so a file left by a killed run blocks nobody. Re-entrant within a process (the lock is counted,
+  released by the last holder); another process gets FolderBusy at once."""
+  folder = Path(folder).resolve()
+  with _held_guard:
+    entry = _held.get(folder)
+    if entry is None:
+      folder.mkdir(parents=True, exist_ok=True)
+      fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+        os.close(fd)
+        who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+        raise FolderBusy(f"{folder} is in use by {who}; wait for that run to end (or stop it), or use "
+                         "another folder") from None
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+      entry = _held[folder] = [fd, 0]
+    entry[1] += 1
+  try:
+    yield folder
+  finally:
+    with _held_guard:
+      entry[1] -= 1
+      if entry[1] == 0:
+        del _held[folder]
+        os.close(entry[0])  # releases the flock
+
+
+_scopes = threading.local()  # per thread: the ExitStacks of the running `releases_folder_locks` calls
+
+
+def releases_folder_locks(fn: Callable) -> Callable:
+  """Decorator: the folders `hold_folder` locks during a call of `fn` are released when that call ends
+  (returns or raises), so one process can train many runs (a sweep's trials) one after another."""
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    stacks = _scopes.__dict__.setdefault("stacks", [])
+    with contextlib.ExitStack() as stack:
+      stacks.append(stack)
+      try:
+        return fn(*args, **kwargs)
+      finally:
+        stacks.pop()
+  return call
+
+
+def hold_folder(folder: str | os.PathLike) -> Path:
+  """`folder_lock(folder)` until the innermost running `releases_folder_locks` call ends; returns the
+  folder, absolute."""
+  stacks = _scopes.__dict__.get("stacks")
+  if not stacks:
+    raise RuntimeError("hold_folder needs a call decorated with files.releases_folder_locks")
+  return stacks[-1].enter_context(folder_lock(folder))

@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, data, files, memory, metrics
+from embbert_jax import configs, data, files, memory, metrics, signals
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
                                   save_params)
@@ -105,7 +105,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   alive = np.array(jax.device_get(state["alive"]))  # host copy; flush and pruning keep it current
   if start and outcomes_file.exists():  # outcomes after the checkpoint are replayed, not loaded
     outcomes = {int(i): o for i, o in json.loads(outcomes_file.read_text()).items() if not alive[int(i)]}
-  loggers = [Logger(m.workdir, m.cfg, start) for m in members]
+  loggers = [Logger(m.workdir, m.cfg, start, desc.split()[0]) for m in members]
   pending: list[tuple[int, dict]] = []
   tokens, t_last, t0 = np.zeros(g), time.perf_counter(), time.perf_counter()
   bar = tqdm(total=total_steps, initial=start, desc=desc + (f" x{g}" if g > 1 else ""), unit="step",
@@ -155,6 +155,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     for step, batch, batch_tokens in stream:
       if step >= end or not alive.any() or plateau:
         break
+      signals.check()  # a stop requested by SIGTERM/SIGINT (a sweep worker: signals.py) acts here, between steps
       tokens += np.asarray(batch_tokens)
       state, m = programs.step(state, batch)
       if step == start:  # the first step of this call: compile + one step (one host sync, once)
@@ -272,10 +273,10 @@ RESUMABLE_FIELDS = ("stop_at",)
 
 
 def _prepare_workdir(cfg, workdir, record: dict | None = None) -> Path:
-  """Creates the folder and records its config; refuses a folder that holds a run of another config.
+  """Creates and locks the folder (until the train_group/pretrain call ends: files.hold_folder; another
+  process gets FolderBusy) and records its config; refuses a folder that holds a run of another config.
   Returns it absolute: orbax refuses a relative checkpoint path (`--workdir runs/x` failed at the first save)."""
-  wd = Path(workdir).resolve()
-  wd.mkdir(parents=True, exist_ok=True)
+  wd = files.hold_folder(workdir)
   cfg_file = wd / "config.json"
   want = record if record is not None else json.loads(cfg.to_json())
   for key in RESUMABLE_FIELDS:  # how far this call goes is not what the run is
@@ -311,6 +312,7 @@ def max_group_size(cfg, limit: int = 256) -> int:
   return int(max(1, min(limit, device_memory_bytes() // 2 // memory.training_bytes(cfg.model, cfg.batch_size))))
 
 
+@files.releases_folder_locks
 def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
                 group_dir: str | os.PathLike | None = None) -> list[dict]:
   """Fine-tunes G configs that differ only in GROUP_KNOBS as one vmapped program over stacked params.
@@ -325,7 +327,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   if len({group_key(c) for c in cfgs}) > 1:
     raise ValueError(f"the configs of a group may differ only in {', '.join(GROUP_KNOBS)}")
   configs.validate(cfgs[0].model)
-  workdirs = [Path(w) for w in workdirs]
+  workdirs = [files.hold_folder(w) for w in workdirs]  # locked before pre-training, until this call ends
   init_from = []
   for c, wd in zip(cfgs, workdirs):
     if c.pretrain.steps > 0 and not c.init_from:
@@ -425,6 +427,7 @@ def _make_classify_eval(progs: Programs, cfg, enc, is_regression):
   return evaluate
 
 
+@files.releases_folder_locks
 def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None = None) -> dict:
   """MLM + NSP on the offline corpus (spec 4) with cfg.pretrain's schedule over pretrain.steps; saves the
   model (encoder + heads) to workdir/model with manifest.json (command, corpus sha256, seed, steps, wall

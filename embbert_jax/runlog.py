@@ -1,6 +1,14 @@
 """What a training run logs: metrics.jsonl in its folder (appended a whole line at a time, rewritten
 atomically on resume: files.py) and a wandb run (offline unless an API key is set) that resumes with the
-folder (its id in wandb_id.txt)."""
+folder (its id in wandb_id.txt).
+
+The wandb run's folder is $WANDB_DIR if set (a sweep sets its output folder, so that one `wandb sync
+<out>/wandb` finds every trial and the summary), else the run's own folder. Its job_type is $WANDB_JOB_TYPE
+if set (a sweep: "trial"), else the kind of run ("train", "pretrain"); its tags the kind, the task and
+the model preset, or $WANDB_TAGS instead of the preset (a sweep: the space family, the policy); its config and summary hold the model's memory under every dtype policy (weight,
+activation and total bytes, memory.estimate) and its parameter count, so the wandb UI can plot a metric
+against memory.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +21,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from embbert_jax import configs, files
+from embbert_jax import configs, files, memory
 
 
 class Logger:
   """metrics.jsonl in the workdir plus an optional wandb run that resumes with the workdir."""
 
-  def __init__(self, workdir: Path, cfg, resume_step: int):
+  def __init__(self, workdir: Path, cfg, resume_step: int, kind: str = "train"):
     self.path = workdir / "metrics.jsonl"
     if self.path.exists():  # drop rows a killed run wrote after its last checkpoint (and a torn last row)
       rows = [r for r in files.read_jsonl(self.path) if r["step"] <= resume_step]
       files.write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
-    self.run = _wandb_run(workdir, cfg)
+    self.run = _wandb_run(workdir, cfg, "train" if kind == "finetune" else kind)
 
   def log(self, step: int, values: dict[str, Any]) -> None:
     row = {"step": int(step), **{k: _py(v) for k, v in values.items()}}
@@ -49,7 +57,15 @@ def wandb_mode(mode: str) -> str:
   return mode
 
 
-def _wandb_run(workdir: Path, cfg):
+def model_memory(model) -> dict[str, Any]:
+  """{"memory": {policy: {weight_bytes, activation_bytes, total_bytes}}, "params": N} of a model config."""
+  reports = {p: memory.estimate(model, p) for p in memory.POLICIES}
+  return {"memory": {p: {"weight_bytes": r.weight_bytes, "activation_bytes": r.activation_bytes,
+                         "total_bytes": r.total_bytes} for p, r in reports.items()},
+          "params": memory.num_params(model)}
+
+
+def _wandb_run(workdir: Path, cfg, kind: str):
   mode = wandb_mode(cfg.wandb.mode)
   if mode == "disabled":
     return None
@@ -57,6 +73,13 @@ def _wandb_run(workdir: Path, cfg):
   id_file = workdir / "wandb_id.txt"
   run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
   files.write_text_atomic(id_file, run_id)
-  return wandb.init(project=cfg.wandb.project, group=cfg.wandb.group or None, name=cfg.wandb.name or None,
-                    config=cfg.to_dict(), dir=str(workdir), id=run_id, resume="allow", mode=mode,
-                    reinit="create_new")
+  size = model_memory(cfg.model) if "model" in cfg else {}
+  task = Path(str(cfg.get("task", "")).split(":")[0]).stem
+  more = os.environ.get("WANDB_TAGS", "").split(",") if os.environ.get("WANDB_TAGS") else [cfg.get("preset", "")]
+  tags = [t[:64] for t in dict.fromkeys((kind, task, *map(str, more))) if t]
+  run = wandb.init(project=cfg.wandb.project, group=cfg.wandb.group or None, name=cfg.wandb.name or None,
+                   job_type=os.environ.get("WANDB_JOB_TYPE") or kind, tags=tags,
+                   config={**cfg.to_dict(), **size}, dir=os.environ.get("WANDB_DIR") or str(workdir),
+                   id=run_id, resume="allow", mode=mode, reinit="create_new")
+  run.summary.update(configs.flatten_dict(size, "/"))
+  return run

@@ -27,7 +27,7 @@ from embbert_jax import configs, data, memory
 from embbert_jax import ledger as ledger_lib
 from embbert_jax import space as space_lib
 from embbert_jax.early_stop import hopeless  # noqa: F401  (the sweep's API, importable from here)
-from embbert_jax import cli, scheduler
+from embbert_jax import cli, scheduler, signals
 from embbert_jax.engine import (  # noqa: F401
     SETTINGS, STORAGE_ENV, STRATEGIES, Preempted, SweepError, get_config, open_ledger, prepare, say, summarize, wandb_mode)
 from embbert_jax.worker import run_sweep
@@ -131,8 +131,8 @@ def run_main(argv: list[str]) -> int:
       result = summarize(led, sw.out, led.study_attrs().get("settings", {}), wandb_mode(settings.wandb))
       _print_summary(result, sw.out)
       return rc
-    signal.signal(signal.SIGTERM, _preempt)
-    result = run_sweep(settings, summary=not args.no_summary)
+    with signals.deferred():  # SIGTERM/SIGINT set a flag; training and the worker loop act on it (signals.py)
+      result = run_sweep(settings, summary=not args.no_summary)
   except INPUT_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -151,10 +151,6 @@ def _workers(text: str) -> int:
   if not text.isdigit() or int(text) < 1:
     raise SweepError(f"--workers must be a positive number or auto, not {text!r}")
   return int(text)
-
-
-def _preempt(signum, _frame):
-  raise Preempted(f"signal {signum}")
 
 
 def report_main(argv: list[str]) -> int:

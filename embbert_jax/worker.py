@@ -24,15 +24,19 @@ Every trial records its config, parameters, weight/activation/total bytes under 
 validation and test metrics, train time, steps/s, status (complete/pruned/failed, with the error of a
 failed one) and its validation curve. A NaN loss (train.TrainingDiverged) or any other exception of one
 config fails that trial and the sweep goes on; SIGTERM/Ctrl-C and a dead worker's stale heartbeat put the
-trial (every unfinished member of a group) back in the queue (a preemption is not a failure); a dataset
+trial (every unfinished member of a group) back in the queue (a preemption is not a failure: the handlers
+only set a flag, acted on at the next training step, validation report or trial boundary: signals.py); a
+trial whose workdir another process still holds goes back too (files.FolderBusy); a dataset
 that cannot be fetched stops the worker. Compiled programs are reused through JAX's persistent
 compilation cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,7 +49,8 @@ from embbert_jax import configs, data, early_stop, ledger as ledger_lib, memory,
 from embbert_jax import space as space_lib
 from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,  # noqa: F401
                                 open_ledger, prepare, say, summarize, trainer_config, wandb_mode)
-from embbert_jax.files import write_json_atomic
+from embbert_jax import signals
+from embbert_jax.files import FolderBusy, write_json_atomic
 
 
 def _trial_config(sw: Sweep, trial: FrozenTrial):
@@ -196,6 +201,7 @@ def _reporter(sw: Sweep, led: ledger_lib.Ledger, m: Member, grp: Group) -> Calla
     return grp.pruned_exc(msg)
 
   def report(step: int, metrics: dict) -> None:
+    signals.check()  # a safe point inside any trainer: a requested stop requeues the trial
     step = int(step)
     m.last = dict(metrics)
     value = float(metrics.get(sw.metric, metrics.get("mcc", math.nan)))
@@ -223,7 +229,7 @@ def _train_one(sw: Sweep, m: Member, report: Callable, pruned_exc) -> dict:
     return {**sw.trainer.train_and_evaluate(m.cfg, m.workdir, report=report), "status": "complete"}
   except (pruned_exc, PrunedTrial) as e:
     return {"status": "pruned", "error": str(e), "pruned_at": max(m.curve) if m.curve else None}
-  except data.DataError:
+  except (data.DataError, FolderBusy):
     raise
   except Exception as e:  # NaN loss (TrainingDiverged) or any bug in one config: record it, go on
     return {"status": "failed", "error": one_line(e)}
@@ -330,8 +336,11 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
          (f" (attempt {attempt})" if attempt > 1 else "") +
          (f", rung {scheduler.target(trials[0]) or 0} to {members[0].cfg.stop_at or members[0].cfg.steps} steps"
           if sw.asha is not None else ""))
+  # The trials' wandb runs (runlog.py): in the sweep's folder, as trials of this family and policy.
+  wandb_env = _environ(WANDB_DIR=str(sw.out.resolve()), WANDB_JOB_TYPE="trial",
+                       WANDB_TAGS=",".join(t for t in (a.get("family"), s.policy) if t))
   try:
-    with led.heartbeat([m.tid for m in members]):
+    with led.heartbeat([m.tid for m in members]), wandb_env:
       if len(members) == 1:
         outcomes = [_train_one(sw, members[0], reports[0], grp.pruned_exc)]
       else:
@@ -344,6 +353,11 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
   except data.DataError:
     _requeue(sw, led, members, "data unavailable")
     raise
+  except FolderBusy as e:  # a worker the ledger gave up on still trains it: wait for it, do not fail it
+    _requeue(sw, led, members, f"workdir in use: {one_line(e)}")
+    sw.log(f"{who}: {one_line(e)}; back in the queue")
+    _sleep(sw.settings.heartbeat_interval)
+    return 0
   except Exception as e:  # the group program itself broke (not one member): each member retries alone
     _requeue(sw, led, members, f"group training failed: {one_line(e)}", solo=True)
     sw.log(f"{who}: group training failed ({one_line(e)}); the trials go back to the queue, to train alone")
@@ -358,13 +372,14 @@ def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
     return _work_asha(sw, led)
   ran = 0
   while True:
+    signals.check()  # between trials: a requested stop ends the worker here
     trials = next_trials(sw, led)
     if trials:
       ran += run_group(sw, led, trials)
       continue
     if led.trials((TrialState.RUNNING, TrialState.WAITING)):
       # Others are still training: wait, so that a trial whose worker dies is still retried.
-      time.sleep(min(5.0, sw.settings.heartbeat_interval))
+      _sleep(min(5.0, sw.settings.heartbeat_interval))
       continue
     return ran
 
@@ -373,17 +388,42 @@ def _work_asha(sw: Sweep, led: ledger_lib.Ledger) -> int:
   """The multi-fidelity worker loop (scheduler.py decides); returns the trainer calls this worker made."""
   ran = 0
   while True:
+    signals.check()
     trials = scheduler.next_trials(sw, led, sw.asha, _claim_group)
     if trials:
       ran += run_group(sw, led, trials)
       continue
     if scheduler.busy(led):
-      time.sleep(min(2.0, sw.settings.heartbeat_interval))  # others train: their results may unlock work
+      _sleep(min(2.0, sw.settings.heartbeat_interval))  # others train: their results may unlock work
       continue
     if scheduler.next_trials(sw, led, sw.asha, _claim_group):  # pragma: no cover - raced with a finish
       continue
     scheduler.finish(sw, led, sw.asha)
     return ran
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+  """These environment variables while the block runs, the previous values afterwards."""
+  before = {k: os.environ.get(k) for k in values}
+  os.environ.update(values)
+  try:
+    yield
+  finally:
+    for k, v in before.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+def _sleep(seconds: float) -> None:
+  """time.sleep that ends early, raising Preempted, once a stop is requested."""
+  end = time.monotonic() + seconds
+  while time.monotonic() < end:
+    signals.check()
+    time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+  signals.check()
 
 
 def _enable_compilation_cache() -> None:

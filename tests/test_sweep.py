@@ -3,9 +3,10 @@ killed workers (SQLite and PostgreSQL), bad input, failed trials, the report com
 
 Most tests train with a fake trainer (FAKE_TRAINER below, written to a file so that worker subprocesses can
 load it with --trainer): no JAX, a deterministic validation curve from the config, train.train_group's
-contract (members in lockstep, per-member outcomes), and environment knobs for slow steps, NaN losses, a
-failing group program, an interrupt, a trainer without train_group, and a log of every training start with
-the trials trained in the same call. Two slow tests run the real trainer (one trial at a time, grouped).
+contract (members in lockstep, per-member outcomes), the real trainer's wandb run (runlog.Logger) when the
+sweep asks for wandb, and environment knobs for slow steps (also spent inside a garbage-collector callback),
+NaN losses, a failing group program, an interrupt, a workdir held by another process, a trainer without
+train_group, and a log of every training start with the trials trained in the same call. Two slow tests run the real trainer (one trial at a time, grouped).
 """
 
 import json
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 FAKE_TRAINER = '''
 """Fake trainer: validation mcc grows with log(params), plus a little config-hash noise; a higher learning
 rate and a higher seed score more. train_group trains members in lockstep, as train.train_group does."""
-import hashlib, json, math, os, time
+import gc, hashlib, json, math, os, time
 from pathlib import Path
 import ml_collections
 from embbert_jax import memory
@@ -57,6 +58,23 @@ def get_config(preset="embbert"):
   c.pretrain = ml_collections.ConfigDict(dict(steps=0))
   c.wandb = ml_collections.ConfigDict(dict(mode="auto", project="embbert_jax", group="", name=""))
   return c
+
+
+_IN_GC = [0.0]
+# FAKE_STEP_IN_GC: a step's time passes inside a garbage-collector callback, as JAX's callbacks run; an
+# exception a signal handler raises there is printed as "Exception ignored" and dropped.
+gc.callbacks.append(lambda phase, info: phase == "start" and _IN_GC[0] and time.sleep(_IN_GC[0]))
+
+
+def _step():
+  s = float(os.environ.get("FAKE_STEP_S", "0"))
+  if not os.environ.get("FAKE_STEP_IN_GC"):
+    return time.sleep(s)
+  _IN_GC[0] = s
+  try:
+    gc.collect()
+  finally:
+    _IN_GC[0] = 0.0
 
 
 def group_key(cfg):
@@ -113,15 +131,30 @@ def _result(cfg, t0):
           "timing": {"step_s": step_s, "compile_s": 0.0, "eval_each_s": 0.0}}
 
 
+def _wandb(cfg, workdir, result):
+  """The real trainer's wandb run (runlog.Logger), when the sweep asks for wandb."""
+  if cfg.wandb.mode != "disabled":
+    from embbert_jax import runlog
+    log = runlog.Logger(Path(workdir), cfg, 0, "finetune")
+    log.log(result["steps"], {"validation/mcc": result["validation"]["mcc"]})
+    log.close({"best": result})
+  return result
+
+
 def train_and_evaluate(cfg, workdir, report=None):
+  busy = os.environ.get("FAKE_BUSY")  # a marker file: the first call finds its workdir held elsewhere
+  if busy and not os.path.exists(busy):
+    open(busy, "w").close()
+    from embbert_jax import files
+    raise files.FolderBusy(f"{workdir} is in use by pid 1 on elsewhere")
   progress, start, nan = _start(cfg, workdir, cfg.wandb.name)
   if nan:
     raise TrainingDiverged(nan)
   t0 = time.time()
   for step in range(start, _end(cfg)):
-    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    _step()
     _validate(cfg, progress, step + 1, report)
-  return _result(cfg, t0)
+  return _wandb(cfg, workdir, _result(cfg, t0))
 
 
 def train_group(cfgs, workdirs, report=None):
@@ -133,7 +166,7 @@ def train_group(cfgs, workdirs, report=None):
   started = [_start(c, w, call) for c, w in zip(cfgs, workdirs)]
   out = [{"status": "failed", "error": nan} if nan else None for _, _, nan in started]
   for step in range(min(start for _, start, _ in started), _end(cfgs[0])):
-    time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    _step()
     if str(step) == os.environ.get("FAKE_INTERRUPT_AT"):
       raise KeyboardInterrupt
     for i, (c, (progress, start, _)) in enumerate(zip(cfgs, started)):
@@ -142,7 +175,7 @@ def train_group(cfgs, workdirs, report=None):
           _validate(c, progress, step + 1, None if report is None else (lambda s, m, i=i: report(i, s, m)))
         except Pruned as e:
           out[i] = {"status": "pruned", "error": str(e), "pruned_at": step + 1}
-  return [o or {**_result(c, t0), "status": "complete"} for o, c in zip(out, cfgs)]
+  return [o or {**_wandb(c, w, _result(c, t0)), "status": "complete"} for o, c, w in zip(out, cfgs, workdirs)]
 
 
 if os.environ.get("FAKE_NO_GROUP"):  # a trainer from before grouped training
@@ -534,6 +567,19 @@ def test_a_stopped_group_requeues_every_member_and_resumes(tmp_path, quick, monk
   assert starts == [0] * 4 + [10] * 4  # all four claimed again together, each from its checkpoint
 
 
+def test_a_trial_whose_workdir_is_held_elsewhere_waits_instead_of_failing(tmp_path, fake, monkeypatch):
+  """A worker the ledger gave up on (no heartbeat) may still train the trial another worker claims: the
+  workdir lock refuses the second one, which puts the trial back and takes it again later."""
+  monkeypatch.setenv("FAKE_BUSY", str(tmp_path / "busy"))
+  lines = []
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="busy", max_trials=1), log=lines.append)
+  assert [r["status"] for r in out["rows"]] == ["complete"]
+  [t] = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "busy")
+  [reason] = [h["reason"] for h in t.system_attrs["embbert:preempted"]]
+  assert reason.startswith("workdir in use: ") and reason.endswith("is in use by pid 1 on elsewhere"), reason
+  assert any(line.endswith("is in use by pid 1 on elsewhere; back in the queue") for line in lines), lines
+
+
 @pytest.mark.parametrize("strategy", ["tpe", "nsga2"])
 def test_samplers_propose_only_new_fitting_configs(tmp_path, fake, strategy):
   s = _settings(tmp_path, fake, study=strategy, strategy=strategy, space="families", budget="1MB",
@@ -561,12 +607,56 @@ def test_report_redraws_from_the_ledger(tmp_path, fake, capsys):
   del before
 
 
-def test_wandb_summary_run_offline(tmp_path, fake, monkeypatch):
+def _wandb_records(run_dir: Path):
+  """The records of an offline wandb run (its run-<id>.wandb: a LevelDB-style log of protobuf records)."""
+  import struct
+  from wandb.proto import wandb_internal_pb2 as pb
+  [path] = run_dir.glob("run-*.wandb")
+  data, pos, block, buf = path.read_bytes(), 7, 32768, b""  # a 7-byte file header, then 32 KiB blocks
+  while pos + 7 <= len(data):
+    if block - pos % block < 7:  # a block's tail too short for a record header is padding
+      pos += block - pos % block
+      continue
+    _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])  # crc, length, full/first/middle/last
+    buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+    if kind in (1, 4):
+      rec = pb.Record()
+      rec.ParseFromString(buf)
+      yield rec
+      buf = b""
+
+
+def test_wandb_runs_of_a_sweep_share_its_folder_with_memory_job_type_and_tags(tmp_path, fake, monkeypatch):
+  """Every trial's wandb run and the summary run are offline runs in <out>/wandb (one `wandb sync
+  <out>/wandb` finds them all); a trial's run has job_type trial, tags (kind, task, the space family, the
+  policy), and its memory under every policy
+  and its parameter count (as the ledger records them) in its config and summary."""
   monkeypatch.setenv("WANDB_MODE", "offline")
+  for var in ("WANDB_DIR", "WANDB_JOB_TYPE", "WANDB_TAGS"):
+    monkeypatch.delenv(var, raising=False)
   out = sweep.run_sweep(_settings(tmp_path, fake, study="s6", max_trials=2, wandb=True), log=lambda m: None)
-  assert out["finished"]
-  runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
-  assert len(runs) == 1
+  assert out["finished"] and not {"WANDB_DIR", "WANDB_JOB_TYPE", "WANDB_TAGS"} & set(os.environ)
+  runs = sorted((tmp_path / "out" / "wandb").glob("offline-run-*"))
+  assert len(runs) == 3
+  assert not list((tmp_path / "out" / "trials").rglob("offline-run-*"))  # none left in the trial folders
+  by_name = {}
+  for run in runs:
+    recs = list(_wandb_records(run))
+    [r] = [x.run for x in recs if x.WhichOneof("record_type") == "run"]
+    config = {i.key: json.loads(i.value_json) for i in r.config.update}
+    summary = {i.key: json.loads(i.value_json) for x in recs if x.WhichOneof("record_type") == "summary"
+               for i in x.summary.update if i.key}
+    by_name[r.display_name] = (r.job_type, list(r.tags), r.run_group, config, summary)
+  assert by_name.pop("s6-summary")[0] == "sweep-summary"
+  trials = {t.user_attrs["hash"]: t for t in _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "s6")}
+  assert len(by_name) == 2
+  for name, (job_type, tags, group, config, summary) in by_name.items():
+    t = trials[next(h for h in trials if name.endswith(h[:6]))]
+    assert job_type == "trial" and group == "s6" and tags == ["train", "rt_polarity", "embbert", "fp32"], tags
+    for policy, b in t.user_attrs["bytes"].items():
+      assert config["memory"][policy] == {f"{k}_bytes": v for k, v in b.items()}
+      assert summary[f"memory/{policy}/total_bytes"] == b["total"]
+    assert config["params"] == summary["params"] == t.user_attrs["params"]
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -716,6 +806,36 @@ def test_sigterm_requeues_the_trial_instead_of_failing_it(tmp_path, fake):
   b = _worker(args, {"FAKE_STEP_S": "0.01"})
   assert b.wait(timeout=120) == 0
   _check_complete(_trials(url, "s"), 2)
+
+
+def test_sigterm_is_never_lost_20_tries(tmp_path, fake):
+  """SIGTERM at 20 random moments of a worker's life after its handler is set (before, while and after
+  claiming the trial, mostly mid-step, with every step inside a garbage-collector callback where a raising
+  handler's exception is dropped): every time the worker exits 130 and the trial is back in the queue."""
+  import random
+  db = tmp_path / "out" / "ledger.db"
+  space = _space_file(tmp_path, "from embbert_jax.sweeps.tiny import get_config as tiny\n"
+                                "def get_config():\n  s = tiny()\n  s.evals = 1000\n  return s\n")
+  args = _cli(tmp_path, fake, "--max-trials", "1", "--no-summary", "--space", space, steps=2000)
+  env = {"FAKE_STEP_S": "0.05", "FAKE_STEP_IN_GC": "1"}
+  rng = random.Random(0)
+  for i in range(20):
+    p = _worker(args, env)
+    for line in p.stderr:  # the worker's first line: its handlers are set
+      if "(worker " in line:
+        break
+    time.sleep(rng.uniform(0.0, 1.2))
+    p.send_signal(signal.SIGTERM)
+    try:
+      _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # the signal was lost: the worker trains on
+      p.kill()
+      _, err = p.communicate()
+    assert p.returncode == 130 and "back in the queue" in err, (i, p.returncode, err)
+    with sqlite3.connect(db, timeout=30) as conn:
+      assert conn.execute("SELECT state FROM trials").fetchall() == [("WAITING",)], (i, err)
+  [t] = _trials(f"sqlite:///{db}", "s")
+  assert t.user_attrs["curve"] and len(t.system_attrs["embbert:preempted"]) >= 10  # mostly stopped mid-trial
 
 
 def test_workers_flag_launches_several_workers(tmp_path, fake):

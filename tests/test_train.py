@@ -370,3 +370,85 @@ def test_interrupted_group_resumes_to_the_uninterrupted_result(tmp_path):
       assert a["best_step"] == b["best_step"]
       for k, v in a["test"].items():
         assert b["test"][k] == pytest.approx(v, abs=1e-6), k
+
+
+HOLDER = ("import sys, time\nfrom embbert_jax import files\nwith files.folder_lock(sys.argv[1]):\n"
+          "  print('held', flush=True)\n  time.sleep(600)\n")
+
+
+def test_a_workdir_in_use_by_another_process_is_refused_in_one_line(tmp_path, capsys):
+  """Two runs on one --workdir: the second stops at once with one line naming the holder (its pid and host),
+  before it writes anything; the lock dies with its process (a SIGKILLed holder's .lock file blocks
+  nobody); within one process it is re-entrant and released when the training call ends (a sweep worker
+  trains a trial again in the same process)."""
+  import socket
+  from embbert_jax import files
+  cfg = tiny_config(tmp_path, steps=2)
+  run = tmp_path / "run"
+  env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+  holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(SystemExit) as e:
+      train.main(["--task", cfg.task, "--workdir", str(run), "--steps", "2", "--init", "scratch",
+                  "--wandb", "disabled", "--set", f"corpus={cfg.corpus}", "--set", f"cache_dir={cfg.cache_dir}",
+                  *(f"--set=model.{k}={v}" for k, v in TINY_MODEL.items())])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {run} is in use by pid {holder.pid} on {socket.gethostname()}; wait for that run "
+                   "to end (or stop it), or use another folder"], err
+    with pytest.raises(files.FolderBusy, match=f"pid {holder.pid}"):  # pre-training too
+      loop.pretrain(cfg, run)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing else written
+  finally:
+    holder.kill()
+    holder.wait()
+  assert (run / ".lock").read_text().split()[0] == str(holder.pid)  # left behind by the dead holder
+  with files.folder_lock(run):  # held here (a sweep worker resuming a trial): the run nests in it
+    result = train.train_and_evaluate(cfg, run)
+  assert result["steps"] == 2 and not files._held  # every folder released when the call ended
+
+
+def test_sigterm_under_signals_deferred_stops_fit_at_the_next_step(tmp_path):
+  """The sweep worker's handler only sets a flag (signals.py); loop.fit acts on it at the next step
+  boundary (Preempted), after the step's checkpoint; a rerun resumes from there."""
+  from embbert_jax import signals
+  cfg = tiny_config(tmp_path, steps=10, eval_every=5)
+  seen = []
+
+  def report(step, validation):
+    seen.append(step)
+    if step == 5 and len(seen) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)  # lands somewhere in the loop; only recorded
+
+  before = signal.getsignal(signal.SIGTERM)
+  with signals.deferred():
+    with pytest.raises(signals.Preempted, match="SIGTERM"):
+      train.train_and_evaluate(cfg, tmp_path / "run", report=report)
+  assert signal.getsignal(signal.SIGTERM) == before and signals.requested() is None
+  assert sorted(p.name for p in (tmp_path / "run/finetune/checkpoints").iterdir() if p.name.isdigit()) == ["5"]
+  result = train.train_and_evaluate(cfg, tmp_path / "run", report=report)
+  assert result["steps"] == 10 and seen == [5, 10]
+
+
+def test_wandb_run_of_a_training_has_job_type_tags_and_memory(tmp_path, monkeypatch):
+  """runlog.Logger: job_type train/pretrain, tags (kind, task, preset), the model's memory under every policy
+  and its parameter count in config and summary; the run lives in the workdir unless WANDB_DIR is set."""
+  from embbert_jax import runlog
+  for var in ("WANDB_DIR", "WANDB_JOB_TYPE", "WANDB_TAGS"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  cfg = tiny_config(tmp_path)
+  cfg.wandb.mode = "auto"
+  for kind, job in (("finetune", "train"), ("pretrain", "pretrain")):
+    log = runlog.Logger(tmp_path / kind, cfg, 0, kind)
+    run = log.run
+    assert run.job_type == job and list(run.tags) == [job, "task", "embbert"]
+    for policy in memory.POLICIES:
+      r = memory.estimate(cfg.model, policy)
+      assert run.config["memory"][policy] == {"weight_bytes": r.weight_bytes, "total_bytes": r.total_bytes,
+                                              "activation_bytes": r.activation_bytes}
+      assert run.summary[f"memory/{policy}/total_bytes"] == r.total_bytes
+    assert run.config["params"] == run.summary["params"] == memory.num_params(cfg.model)
+    assert Path(run.dir).is_relative_to(tmp_path / kind)
+    log.close()
