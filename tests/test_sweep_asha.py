@@ -90,10 +90,11 @@ def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypa
   monkeypatch.setenv("FAKE_STEP_S", "0.02")
   lines = []
   t0 = time.time()
-  out = sweep.run_sweep(_settings(tmp_path, fake, time_budget="20s", max_trials=0, steps=60, study="tb"),
-                        log=lines.append)
+  out = sweep.run_sweep(_settings(tmp_path, fake, time_budget="20s", max_trials=0, steps=60, study="tb",
+                                  space="default"), log=lines.append)
   wall = time.time() - t0
-  assert wall <= 20 * 1.1, wall
+  # Within 10 % of the budget both ways: the search goes on while the measured final phase still fits.
+  assert 20 * 0.8 <= wall <= 20 * 1.1, wall
   plan_line = next(x for x in lines if x.startswith("multi-fidelity plan"))
   assert "ends by" in plan_line and "calibration on" in "\n".join(lines)
   assert out["front"], lines  # something reached the top rung within the budget
