@@ -4,8 +4,10 @@ never promote a trial twice, and a real-trainer two-rung sweep. The fake trainer
 """
 
 import json
+import os
 import time
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -113,21 +115,31 @@ def test_time_budget_that_cannot_fit_drops_work_and_says_so(tmp_path, fake, monk
   assert "to fit the budget:" in plan_line, plan_line
 
 
-def test_two_workers_promote_concurrently_without_double_promotion(tmp_path, fake):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_promote_concurrently_without_double_promotion(tmp_path, fake, backend):
   log = tmp_path / "log.jsonl"
-  args = _cli(tmp_path, fake, "--scheduler", "asha", "--time-budget", "none", "--rungs", "3", "--eta", "2", "--final-seeds", "2",
-              "--max-trials", "8", "--no-summary", study="two", steps=12)
+  study, url = f"two-{os.getpid()}-{int(time.time())}", f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"
+  if backend == "postgresql":
+    url = os.environ.get("EMBBERT_TEST_POSTGRES_URL")
+    if not url:
+      pytest.skip("no PostgreSQL server: set EMBBERT_TEST_POSTGRES_URL (.ci/services.sh starts one)")
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver psycopg2-binary is not installed")
+  args = _cli(tmp_path, fake, "--scheduler", "asha", "--time-budget", "none", "--rungs", "3", "--eta", "2",
+              "--final-seeds", "2", "--max-trials", "8", "--no-summary", "--storage", url, study=study, steps=12)
   procs = [_worker(args, {"FAKE_STEP_S": "0.05", "FAKE_LOG": str(log)}) for _ in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs
-  url = f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"
-  trials = _trials(url, "two")
-  plan = asha.Plan.from_dict(ledger_lib.Ledger(ledger_lib.open_storage(url), "two",
-                                               ["maximize", "minimize"]).study_attrs()["asha"]["plan"])
-  _check_asha_ledger(trials, plan)
-  assert len({t.system_attrs["embbert:worker"] for t in trials}) == 2  # both took part
-  calls = [(c["name"], c["start"]) for c in map(json.loads, log.read_text().splitlines())]
-  assert len(calls) == len(set(calls))  # no (trial, rung) trained twice
+  try:
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = _trials(url, study)
+    plan = asha.Plan.from_dict(ledger_lib.Ledger(ledger_lib.open_storage(url), study,
+                                                 ["maximize", "minimize"]).study_attrs()["asha"]["plan"])
+    _check_asha_ledger(trials, plan)
+    assert len({t.system_attrs["embbert:worker"] for t in trials}) == 2  # both took part
+    calls = [(c["name"], c["start"]) for c in map(json.loads, log.read_text().splitlines())]
+    assert len(calls) == len(set(calls))  # no (trial, rung) trained twice
+  finally:
+    if backend == "postgresql":
+      optuna.delete_study(study_name=study, storage=url)
 
 
 def test_asha_refuses_a_train_grid_and_bad_rungs(tmp_path, fake):
