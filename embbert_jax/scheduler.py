@@ -331,7 +331,7 @@ def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial]) -> flo
   topped = {plan.band(t.user_attrs["bytes_total"]) for t in search
             if t.state == TrialState.COMPLETE and reached(t) >= plan.top}
   runs = plan.bands * (plan.final_seeds - 1) + plan.bands - len(topped)
-  margin = 0.1 * (state["deadline"] - state["started"])
+  margin = 0.05 * (state["deadline"] - state["started"])  # measured, a smaller margin than the plan's 10 %
   return state["deadline"] - margin - runs * max(full)
 
 
