@@ -251,7 +251,7 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
     running = [t for t in trials if t.state == TrialState.RUNNING]
     search = [t for t in trials if not is_final(t)]
     recs = records(plan, trials)
-    searching = time.time() < search_until(state, plan, search)
+    searching = time.time() < search_until(state, plan, search, recs)
     if searching:
       started = {}
       for t in search:
@@ -316,11 +316,11 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
     return []
 
 
-def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial]) -> float:
+def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial], recs: list[asha.Record]) -> float:
   """When the search phase ends: the plan's estimate until a top-rung run has been measured, then the
   deadline less the margin and what the final phase still needs at the measured cost of a full run (the
-  longest top-rung trial's wall time over all its calls): the final seeds of every band, and a close-out
-  run for each band whose top rung is still empty. The planner's estimate assumes seeds one after another
+  longest top-rung trial's wall time over all its calls): the final seeds of every trial that would get
+  them now (asha.final_picks), and a close-out run for each band whose top rung is still empty. The planner's estimate assumes seeds one after another
   and promoted configs 1.5x slower; measured, the first 45-minute sweep ended at 70 % of its budget."""
   if not math.isfinite(state["deadline"]):
     return state["search_until"]
@@ -330,7 +330,8 @@ def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial]) -> flo
     return state["search_until"]
   topped = {plan.band(t.user_attrs["bytes_total"]) for t in search
             if t.state == TrialState.COMPLETE and reached(t) >= plan.top}
-  runs = plan.bands * (plan.final_seeds - 1) + plan.bands - len(topped)
+  picks = max(plan.bands, len(asha.final_picks(plan, recs, state["eps"])))
+  runs = picks * (plan.final_seeds - 1) + plan.bands - len(topped)
   margin = 0.05 * (state["deadline"] - state["started"])  # measured, a smaller margin than the plan's 10 %
   return state["deadline"] - margin - runs * max(full)
 

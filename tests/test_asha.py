@@ -126,6 +126,10 @@ def test_search_ends_with_wait_then_done_and_close_out_fills_empty_bands():
   top = recs + [R(1, 2, 1_500_000, 0.71)]
   assert [r.trial for r in asha.close_out(plan, top)] == [0]
   assert [r.trial for r in asha.final_picks(plan, top)] == [1]
+  # Every undominated top-rung trial of a band gets seeds (the band's best first), a dominated one none.
+  one = _plan(band_edges=(100_000, 2_000_000))
+  top = [R(0, 2, 150_000, 0.60), R(1, 2, 600_000, 0.65), R(2, 2, 900_000, 0.62), R(3, 2, 1_200_000, 0.70)]
+  assert [r.trial for r in asha.final_picks(one, top, eps=0.1)] == [0, 3, 1]
 
 
 def test_plan_fits_the_budget_and_says_what_it_dropped():
