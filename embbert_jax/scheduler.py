@@ -48,10 +48,6 @@ WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` star
 DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_length)
 
 
-def enabled(settings) -> bool:
-  return settings.scheduler == "asha"
-
-
 def target(t: FrozenTrial) -> int | None:
   return t.system_attrs.get(ledger_lib.TARGET)
 

@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from embbert_jax import configs, data, early_stop, ledger as ledger_lib, memory, pareto, propose, scheduler
 from embbert_jax import space as space_lib
-from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,  # noqa: F401
+from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,
                                 open_ledger, prepare, say, summarize, trainer_config, wandb_mode)
 from embbert_jax import signals
 from embbert_jax.files import FolderBusy, write_json_atomic
