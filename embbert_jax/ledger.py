@@ -9,11 +9,12 @@ How the shared-ledger failure modes are met:
 
 * no trial twice: every trial enters the ledger as WAITING with its parameters fixed, and only while the
   worker holds the study's lease lock (a row in our own table `embbert_sweep_locks`, INSERT-or-wait,
-  expiring after `LOCK_LEASE_S` if its holder died), after checking that no trial of the same hash
-  exists (config + train-grid knobs). A worker starts a trial by moving it WAITING -> RUNNING, which the
-  storage does atomically (a second claimant gets False); it may claim several at once, the member trials
-  of one config that it trains together, with one heartbeat thread for all of them. Seeded samplers that propose the same first trial on every machine
-  therefore cannot duplicate work: the second proposal is found in the ledger and rejected.
+  renewed by a thread while its holder lives, expiring `LOCK_LEASE_S` after its holder died), after
+  checking that no trial of the same hash exists (config + train-grid knobs). A worker starts a trial by
+  moving it WAITING -> RUNNING, which the storage does atomically (a second claimant gets False); it may
+  claim several at once, the member trials of one config that it trains together, with one heartbeat
+  thread for all of them. Seeded samplers that propose the same first trial on every machine therefore
+  cannot duplicate work: the second proposal is found in the ledger and rejected.
 * "database is locked": SQLite transactions begin IMMEDIATE (they take the write lock up front and wait
   for it up to `SQLITE_TIMEOUT_S`, instead of failing on a lock upgrade), the file is in WAL mode, and
   every ledger call is retried on lock/busy/connection errors.
@@ -233,7 +234,8 @@ class Ledger:
 
   @contextlib.contextmanager
   def lock(self, timeout_s: float = 600.0) -> Iterator[None]:
-    """The study's lease lock: held for short read-decide-write sections, never during training."""
+    """The study's lease lock: held for short read-decide-write sections, never during training. Its lease
+    is renewed while held (_renew), so it expires only when its holder died."""
     name, engine = f"study:{self.study_name}", self.storage.engine
     deadline, delay = time.monotonic() + timeout_s, 0.02
     while True:
@@ -252,13 +254,36 @@ class Ledger:
         raise LedgerError(f"could not get the lock of study {self.study_name!r} in {timeout_s:.0f} s")
       time.sleep(delay)
       delay = min(delay * 1.5, 0.5)
+    stop = threading.Event()
+    renewer = threading.Thread(target=self._renew, args=(name, stop), name=f"lease-{name}", daemon=True)
+    renewer.start()
     try:
       yield
     finally:
+      stop.set()
+      renewer.join()
+
       def release():
         with engine.begin() as conn:
           conn.execute(sa.delete(_LOCKS).where(_LOCKS.c.name == name, _LOCKS.c.holder == self.worker))
       retry(release)
+
+  def _renew(self, name: str, stop: threading.Event) -> None:
+    """Pushes the lease of a held lock forward every quarter lease while its holder lives: the lease only
+    frees the lock of a dead holder, and a live one may hold it past LOCK_LEASE_S (a slow ledger under
+    contention, retried for up to RETRY_FOR_S) without a second worker deleting its row and entering too.
+    A holder that dies stops renewing, and its row expires as before."""
+    while not stop.wait(LOCK_LEASE_S / 4):
+      try:
+        with self.storage.engine.begin() as conn:
+          kept = conn.execute(sa.update(_LOCKS).where(_LOCKS.c.name == name, _LOCKS.c.holder == self.worker)
+                              .values(expires=time.time() + LOCK_LEASE_S)).rowcount
+        if not kept:
+          print(f"[sweep] WARNING: the lease of lock {name!r} expired while held (renewal too late)",
+                file=sys.stderr)
+          return
+      except Exception as e:  # keep trying; a missed renewal only matters if the next ones miss too
+        print(f"[sweep] renewing the lease of lock {name!r} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
   # -------------------------------------------------------------------------------------- trial moves
 

@@ -339,30 +339,33 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
   # The trials' wandb runs (runlog.py): in the sweep's folder, as trials of this family and policy.
   wandb_env = _environ(WANDB_DIR=str(sw.out.resolve()), WANDB_JOB_TYPE="trial",
                        WANDB_TAGS=",".join(t for t in (a.get("family"), s.policy) if t))
-  try:
-    with led.heartbeat([m.tid for m in members]), wandb_env:
-      if len(members) == 1:
-        outcomes = [_train_one(sw, members[0], reports[0], grp.pruned_exc)]
-      else:
-        outcomes = sw.trainer.train_group([m.cfg for m in members], [m.workdir for m in members],
-                                          report=lambda i, step, metrics: reports[i](step, metrics))
-  except (Preempted, KeyboardInterrupt):
-    _requeue(sw, led, members, "worker stopped (SIGTERM/SIGINT)")
-    sw.log(f"{who}: stopped; back in the queue for the next worker")
-    raise
-  except data.DataError:
-    _requeue(sw, led, members, "data unavailable")
-    raise
-  except FolderBusy as e:  # a worker the ledger gave up on still trains it: wait for it, do not fail it
-    _requeue(sw, led, members, f"workdir in use: {one_line(e)}")
-    sw.log(f"{who}: {one_line(e)}; back in the queue")
-    _sleep(sw.settings.heartbeat_interval)
-    return 0
-  except Exception as e:  # the group program itself broke (not one member): each member retries alone
-    _requeue(sw, led, members, f"group training failed: {one_line(e)}", solo=True)
-    sw.log(f"{who}: group training failed ({one_line(e)}); the trials go back to the queue, to train alone")
-    return sum(m.recorded for m in members)
-  _record(sw, led, list(zip(members, outcomes)), grp)
+  # The heartbeat lasts until the outcomes are recorded: _record waits for the study lock, and a trial
+  # whose heartbeat stopped while its worker waited there would be reclaimed as stale (and trained again).
+  with led.heartbeat([m.tid for m in members]):
+    try:
+      with wandb_env:
+        if len(members) == 1:
+          outcomes = [_train_one(sw, members[0], reports[0], grp.pruned_exc)]
+        else:
+          outcomes = sw.trainer.train_group([m.cfg for m in members], [m.workdir for m in members],
+                                            report=lambda i, step, metrics: reports[i](step, metrics))
+    except (Preempted, KeyboardInterrupt):
+      _requeue(sw, led, members, "worker stopped (SIGTERM/SIGINT)")
+      sw.log(f"{who}: stopped; back in the queue for the next worker")
+      raise
+    except data.DataError:
+      _requeue(sw, led, members, "data unavailable")
+      raise
+    except FolderBusy as e:  # a worker the ledger gave up on still trains it: wait for it, do not fail it
+      _requeue(sw, led, members, f"workdir in use: {one_line(e)}")
+      sw.log(f"{who}: {one_line(e)}; back in the queue")
+      _sleep(sw.settings.heartbeat_interval)
+      return 0
+    except Exception as e:  # the group program itself broke (not one member): each member retries alone
+      _requeue(sw, led, members, f"group training failed: {one_line(e)}", solo=True)
+      sw.log(f"{who}: group training failed ({one_line(e)}); the trials go back to the queue, to train alone")
+      return sum(m.recorded for m in members)
+    _record(sw, led, list(zip(members, outcomes)), grp)
   return len(members)
 
 

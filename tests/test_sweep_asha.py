@@ -169,3 +169,54 @@ def test_real_trainer_two_rung_sweep(tmp_path):
       "finetune", "metrics.jsonl").read_text().splitlines()]
   assert {m["step"] for m in metrics if "validation/accuracy" in m} >= {4, 8}
   assert [p["trial"] for p in out["front"]] == [done["trial"]]
+
+
+# ------------------------------------------------------------------------------ the ledger under faults
+
+
+def _ledger(url, study="locks", grace_period=120):
+  return ledger_lib.Ledger(ledger_lib.open_storage(url, 1, grace_period), study, ["maximize", "minimize"])
+
+
+def test_a_held_lock_is_renewed_and_only_a_dead_holders_lease_expires(tmp_path, monkeypatch):
+  """The study lock's lease outlives LOCK_LEASE_S while its holder is alive (a thread renews it), so a
+  second worker waits instead of stealing it; a holder that stopped renewing (died) loses it."""
+  monkeypatch.setattr(ledger_lib, "LOCK_LEASE_S", 0.8)
+  url = f"sqlite:///{tmp_path / 'ledger.db'}"
+  a, b = _ledger(url), _ledger(url)
+  with a.lock():
+    time.sleep(2.0)  # two and a half leases
+    with pytest.raises(ledger_lib.LedgerError, match="could not get the lock"):
+      with b.lock(timeout_s=1.0):
+        pass
+  with b.lock(timeout_s=1.0):  # released: free at once
+    pass
+  # A dead holder's row (no thread renews it) expires after its lease.
+  with a.storage.engine.begin() as conn:
+    conn.execute(ledger_lib._LOCKS.insert().values(name="study:locks", holder="dead",
+                                                   expires=time.time() + 0.8))
+  t0 = time.monotonic()
+  with b.lock(timeout_s=5.0):
+    assert 0.6 <= time.monotonic() - t0 < 4.0
+
+
+def test_a_trial_keeps_its_heartbeat_until_its_result_is_recorded(tmp_path, fake, monkeypatch):
+  """A worker that waits for the study lock after training (another worker holds it, a slow ledger) is
+  alive: its trial's heartbeat goes on until the result is in the ledger, so no other worker reclaims it
+  as stale and trains it again while its result is being recorded."""
+  from embbert_jax import worker
+  record, stale = worker._record, []
+
+  def slow_record(sw, led, outcomes, grp):
+    if not stale:  # the first result waits past the grace period, then another worker looks for stale trials
+      time.sleep(4.5)
+      other = _ledger(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "a", grace_period=3)
+      with other.lock():
+        stale.append(other.requeue_stale(3))
+    return record(sw, led, outcomes, grp)
+
+  monkeypatch.setattr(worker, "_record", slow_record)
+  lines = []
+  sweep.run_sweep(_settings(tmp_path, fake, max_trials=2, rungs=2, final_seeds=1), log=lines.append, summary=False)
+  assert stale == [[]], stale
+  assert not any("took it over" in x for x in lines), lines
