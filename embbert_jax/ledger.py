@@ -233,10 +233,12 @@ class Ledger:
   # ------------------------------------------------------------------------------------------ the lock
 
   @contextlib.contextmanager
-  def lock(self, timeout_s: float = 600.0) -> Iterator[None]:
+  def lock(self, timeout_s: float = 600.0, name: str = "study") -> Iterator[None]:
     """The study's lease lock: held for short read-decide-write sections, never during training. Its lease
-    is renewed while held (_renew), so it expires only when its holder died."""
-    name, engine = f"study:{self.study_name}", self.storage.engine
+    is renewed while held (_renew), so it expires only when its holder died. Another `name` is another lock
+    of the study (scheduler.setup's "calibrate", held while one worker calibrates)."""
+    what = "the lock" if name == "study" else f"the {name} lock"
+    name, engine = f"{name}:{self.study_name}", self.storage.engine
     deadline, delay = time.monotonic() + timeout_s, 0.02
     while True:
       now = time.time()
@@ -251,7 +253,7 @@ class Ledger:
         if not _is_transient(e):
           raise
       if time.monotonic() > deadline:
-        raise LedgerError(f"could not get the lock of study {self.study_name!r} in {timeout_s:.0f} s")
+        raise LedgerError(f"could not get {what} of study {self.study_name!r} in {timeout_s:.0f} s")
       time.sleep(delay)
       delay = min(delay * 1.5, 0.5)
     stop = threading.Event()

@@ -151,16 +151,30 @@ def describe(state: dict) -> str:
 
 
 def setup(sw, led, started: float) -> dict[str, Any]:
-  """The study's schedule from the ledger, or (the first worker) made and written there."""
-  with led.lock():
-    state = led.study_attrs().get(STATE)
-  if state is None:
-    made = make_state(sw, started)  # outside the lock: calibration trains for a while
+  """The study's schedule from the ledger, or (the first worker) made and written there.
+
+  Workers that start together queue on the study's "calibrate" lock, and each looks again once it has it:
+  the first calibrates and writes the plan, the others find it. Calibrating in every worker would cost
+  each one the throwaway run, and on a shared accelerator the runs would slow each other and skew the
+  measured rates the plan is sized from. The lock is renewed while its holder lives (ledger.Ledger.lock):
+  a worker that dies calibrating frees it one lease later, and a waiting worker calibrates instead."""
+  def read():
     with led.lock():
-      state = led.study_attrs().get(STATE)
+      return led.study_attrs().get(STATE)
+
+  state = read()
+  if state is None:
+    s = sw.settings
+    wait_s = asha.parse_duration(s.time_budget) if s.time_budget else 600.0  # no plan is worth a longer wait
+    with led.lock(timeout_s=wait_s, name="calibrate"):
+      state = read()
       if state is None:
-        state = made
-        led.set_study_attr(STATE, state)
+        made = make_state(sw, started)  # outside the study lock: calibration trains for a while
+        with led.lock():
+          state = led.study_attrs().get(STATE)
+          if state is None:
+            state = made
+            led.set_study_attr(STATE, state)
   sw.log(describe(state))
   return state
 

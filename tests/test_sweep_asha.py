@@ -220,3 +220,40 @@ def test_a_trial_keeps_its_heartbeat_until_its_result_is_recorded(tmp_path, fake
   sweep.run_sweep(_settings(tmp_path, fake, max_trials=2, rungs=2, final_seeds=1), log=lines.append, summary=False)
   assert stale == [[]], stale
   assert not any("took it over" in x for x in lines), lines
+
+
+def test_workers_that_start_together_calibrate_once(tmp_path, fake, monkeypatch):
+  """Several first workers at once: one calibrates, the others wait for its plan and reuse it (each
+  calibrating would cost each the throwaway run, and on one accelerator their runs would skew each other's
+  rates). A calibrating worker that dies leaves its lock to expire, and a waiting one calibrates instead."""
+  import threading
+  from embbert_jax import engine, scheduler
+  calls = []
+
+  def calibrate(sw, top_steps):
+    calls.append(threading.current_thread().name)
+    time.sleep(1.0)
+    return asha.Costs(step_s=0.001, compile_s=0.0)
+
+  monkeypatch.setattr(scheduler, "calibrate", calibrate)
+  sw = engine.prepare(_settings(tmp_path, fake, time_budget="30s", max_trials=0), log=lambda m: None)
+  leds = [engine.open_ledger(sw) for _ in range(3)]
+  states = [None] * len(leds)
+
+  def start(i):
+    states[i] = scheduler.setup(sw, leds[i], time.time())
+
+  threads = [threading.Thread(target=start, args=(i,), name=f"worker{i}") for i in range(len(leds))]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=60)
+  assert len(calls) == 1, calls
+  assert states[0] is not None and len({json.dumps(s, sort_keys=True) for s in states}) == 1  # one plan
+  # A worker that died calibrating (its lock row no longer renewed) holds the others up for one lease only.
+  monkeypatch.setattr(ledger_lib, "LOCK_LEASE_S", 0.5)
+  sw2 = engine.prepare(_settings(tmp_path, fake, time_budget="30s", max_trials=0, study="b"), log=lambda m: None)
+  led = engine.open_ledger(sw2)
+  with led.storage.engine.begin() as conn:
+    conn.execute(ledger_lib._LOCKS.insert().values(name="calibrate:b", holder="dead", expires=time.time() + 0.5))
+  assert scheduler.setup(sw2, led, time.time())["plan"] and len(calls) == 2
