@@ -20,11 +20,12 @@ A trial's life, every move under the study lock (so two workers never promote th
   top rung only, the lower rungs are faint points in the plot.
 
 A preempted trial (SIGTERM, a dead worker) is WAITING with its target above what it reached: any worker
-resumes it. With `--time-budget`, the first worker measures one config's compile, step and evaluation
-time on the task (a short throwaway run), asha.plan sizes the rungs, bands and final phase to fit, and the
-plan, the deadline and what the planner dropped are written to the ledger (study attr "asha") once, for
-every worker. Before a final-phase training starts, its cost is estimated from the trial's measured rate;
-what would overrun the deadline is dropped, and said.
+resumes it (one whose worker died while recording its top-rung result is finished from it: `settle`).
+With `--time-budget`, the first worker measures one config's compile, step and evaluation time on the
+task (a short throwaway run), asha.plan sizes the rungs, bands and final phase to fit, and the plan, the
+deadline and what the planner dropped are written to the ledger (study attr "asha") once, for every
+worker. Before a final-phase training starts, its cost is estimated from the trial's measured rate; what
+would overrun the deadline is dropped, and said.
 """
 
 from __future__ import annotations
@@ -255,6 +256,8 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
     for number, outcome in led.requeue_stale(s.max_attempts):
       sw.log(f"trial {number}: its worker stopped sending heartbeats; {outcome}")
     trials = led.trials()
+    if settle(sw, led, plan, trials):
+      trials = led.trials()
     waiting = sorted((t for t in trials if claimable(t)), key=lambda t: t.number)
     if waiting:
       return claim(sw, led, waiting)
@@ -324,6 +327,30 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
       return claim(sw, led, sorted((t for t in led.trials((TrialState.WAITING,)) if claimable(t)),
                                    key=lambda t: t.number))
     return []
+
+
+def settle(sw, led, plan: asha.Plan, trials: list[FrozenTrial]) -> bool:
+  """Finishes the trials whose worker died inside worker._record between writing the top rung's result
+  and finishing the trial (call with the lock held; True if any). Requeued as stale, such a trial waits at
+  the top rung, which is never legitimate: nothing claims it (its target is reached), the final phase
+  waits for it, and finish() prunes it. Its result is whole in the ledger (`rungs` is the last attr
+  _record writes), so it is finished from it, as _record would have: COMPLETE with (metric, memory), or
+  FAIL for a non-finite metric. A death before `rungs` leaves the trial claimable: it is trained again."""
+  done = False
+  for t in trials:
+    if t.state != TrialState.WAITING or reached(t) < plan.top:
+      continue
+    metric = t.user_attrs["rungs"][-1][2]
+    metric = math.nan if metric is None else float(metric)
+    if math.isfinite(metric):
+      state, values = TrialState.COMPLETE, [metric, float(t.user_attrs["bytes"][sw.settings.policy]["total"])]
+    else:
+      state, values = TrialState.FAIL, None
+      led.set_user_attr(t._trial_id, "error", f"validation {t.user_attrs.get('metric') or sw.metric} is {metric}")
+    ledger_lib.retry(led.storage.set_trial_state_values, t._trial_id, state, values=values)
+    sw.log(f"trial {t.number}: its worker died recording its top-rung result; {state.name.lower()} from it")
+    done = True
+  return done
 
 
 def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial], recs: list[asha.Record]) -> float:

@@ -286,6 +286,7 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
         if (out.get("timing") or {}).get("step_s"):  # a call that trained no step measured no rate
           attrs["timing"] = out["timing"]
         row = scheduler.rung_result(m.trial, out, attrs.get("metric") or sw.metric, m.last)
+        # Last in attrs, so written last: a trial whose rungs hold the result holds all of it (scheduler.settle).
         attrs["rungs"] = [*m.trial.user_attrs.get("rungs", []), row]
         top = scheduler.asha.Plan.from_dict(sw.asha["plan"]).top
         if row[0] < top and out.get("plateau"):  # converged below the top: done, not paused

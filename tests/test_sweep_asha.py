@@ -257,3 +257,39 @@ def test_workers_that_start_together_calibrate_once(tmp_path, fake, monkeypatch)
   with led.storage.engine.begin() as conn:
     conn.execute(ledger_lib._LOCKS.insert().values(name="calibrate:b", holder="dead", expires=time.time() + 0.5))
   assert scheduler.setup(sw2, led, time.time())["plan"] and len(calls) == 2
+
+
+class _Killed(BaseException):
+  """The worker process dying at this point (nothing of it runs any further)."""
+
+
+def test_a_worker_killed_recording_a_top_rung_result_leaves_the_trial_complete(tmp_path, fake, monkeypatch):
+  """A worker that dies inside _record after the top rung's result is written to the trial but before
+  the trial is finished leaves it RUNNING; reclaimed as stale it would wait at the top rung, where nothing
+  claims it (the final phase waited for it, then the sweep pruned it). The reclaiming worker finishes it
+  from the recorded result instead: complete, trained once per rung, with its final seed."""
+  finish, killed = ledger_lib.Ledger.finish, []
+
+  def dying_finish(self, trial_id, state, values, user_attrs):
+    if not killed and (user_attrs.get("rungs") or [[0]])[-1][0] == 2:  # the first top-rung result
+      killed.append(self.trial(trial_id).number)
+      for k, v in user_attrs.items():  # written, and then the process dies before the state is set
+        self.set_user_attr(trial_id, k, v)
+      raise _Killed()
+    return finish(self, trial_id, state, values, user_attrs)
+
+  monkeypatch.setattr(ledger_lib.Ledger, "finish", dying_finish)
+  settings = dict(grace_period=2, max_trials=4)
+  with pytest.raises(_Killed):
+    sweep.run_sweep(_settings(tmp_path, fake, **settings), log=lambda m: None, summary=False)
+  lines = []
+  sweep.run_sweep(_settings(tmp_path, fake, **settings), log=lines.append, summary=False)
+  url = f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"
+  trials = _trials(url, "a")
+  victim = trials[killed[0]]
+  assert victim.state == TrialState.COMPLETE, (victim.state, lines)
+  assert any(x.startswith(f"trial {victim.number}: its worker died recording") for x in lines), lines
+  assert victim.values == [victim.user_attrs["rungs"][-1][2], victim.user_attrs["bytes"]["fp32"]["total"]]
+  assert [t.user_attrs["final_of"] for t in trials if t.user_attrs.get("final_of") is not None].count(
+      victim.number) == 1  # its final seed was trained
+  _check_asha_ledger(trials, asha.Plan.from_dict(_ledger(url, "a").study_attrs()["asha"]["plan"]))
