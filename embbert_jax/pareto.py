@@ -13,7 +13,8 @@ axis mean different things to a user:
   and the same other knobs) are repeats, so the setting scores the mean over them (the max over seeds
   would reward luck; the table shows the spread). A setting with a failed (NaN) or pruned member has no
   point: a recipe that diverges on some seed is not one to pick, and a pruned member's setting was judged
-  hopeless (early_stop.py's rule compares settings by the same mean);
+  hopeless (early_stop.py's rule compares settings by the same mean); a multi-fidelity sweep's final
+  seeds are the exception (setting_point: the seeds that succeeded, the failed ones named);
 * every other axis (learning rate, weight decay, ...) is tuning: the shape's point is its best setting,
   i.e. what the shape reaches with its tuned hyperparameters, as a user would report it.
 
@@ -136,18 +137,30 @@ def setting_point(members: list[dict]) -> dict | None:
 
   A lone complete trial is its own point (the row itself); repeats give a row of means with `members`
   (their trial numbers), `repeats` and `value_std`.
+
+  The final seeds of a multi-fidelity sweep (rows with `final_of`) are the exception to "a failed member
+  voids its setting": their config already won its band at the top rung, and a seed that failed (a crash,
+  a worker killed too often, a NaN) would take the band's only point off the frontier. The point is then
+  the mean over the seeds that succeeded, and `failed_seeds` names the others (the table says so).
   """
+  failed = []
+  if any(r.get("final_of") is not None for r in members):
+    failed = [r["trial"] for r in members if r["status"] == "failed"]
+    members = [r for r in members if r["status"] != "failed"]
   if any(r["status"] in ("failed", "pruned") for r in members):
     return None
   done = [r for r in members if r["status"] == "complete" and r["value"] is not None
           and r["memory_bytes"] is not None]
-  if len(done) <= 1:
+  if not done or (len(done) == 1 and not failed):
     return done[0] if done else None
   point = {**done[0], "members": [r["trial"] for r in done], "repeats": len(done)}
   for k in _MEANS:
     got = [r[k] for r in done if r.get(k) is not None]
     point[k] = sum(got) / len(got) if got else None
-  point["value_std"] = math.sqrt(sum((r["value"] - point["value"]) ** 2 for r in done) / (len(done) - 1))
+  point["value_std"] = (math.sqrt(sum((r["value"] - point["value"]) ** 2 for r in done) / (len(done) - 1))
+                        if len(done) > 1 else None)
+  if failed:
+    point["failed_seeds"] = failed
   return point
 
 
@@ -225,7 +238,11 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
   for r in front:
     config = r["config"] + (f" [{r['setting']}]" if r.get("setting") else "")
     if r.get("repeats"):
-      config += f" (mean of {r['repeats']} seeds, sd {r['value_std']:.4f})"
+      failed = r.get("failed_seeds") or []
+      config += (f" (mean of {r['repeats']} seed{'s' * (r['repeats'] > 1)}"
+                 + (f", sd {r['value_std']:.4f}" if r.get("value_std") is not None else "")
+                 + (f"; seed trial{'s' * (len(failed) > 1)} {', '.join(map(str, failed))} failed" if failed else "")
+                 + ")")
     cells = [",".join(map(str, members_of(r))), memory.format_bytes(r["memory_bytes"]), f"{r['params']:,}",
              _fmt(r["value"]), _fmt(r.get(f"test_{metric}")), _fmt(r.get("test_accuracy")), config,
              "-" if r["train_time_s"] is None else f"{r['train_time_s']:.0f}"]

@@ -293,3 +293,48 @@ def test_a_worker_killed_recording_a_top_rung_result_leaves_the_trial_complete(t
   assert [t.user_attrs["final_of"] for t in trials if t.user_attrs.get("final_of") is not None].count(
       victim.number) == 1  # its final seed was trained
   _check_asha_ledger(trials, asha.Plan.from_dict(_ledger(url, "a").study_attrs()["asha"]["plan"]))
+
+
+def test_a_failed_final_seed_keeps_its_bands_point_from_the_seeds_that_succeeded(tmp_path, fake):
+  """A final seed that fails (here seed 2 of 3: a crash, a NaN) leaves each band's point on the frontier as
+  the mean and sd of the seeds that succeeded, with their count, and the point and the table name the
+  failed seed; it used to drop the band's point altogether."""
+  import types
+  from embbert_jax import engine
+  base = engine.load_trainer(str(fake))
+  trainer = types.SimpleNamespace(**{k: getattr(base, k) for k in dir(base) if not k.startswith("__")})
+
+  def train_and_evaluate(cfg, workdir, report=None):
+    if cfg.seed == 2:
+      raise RuntimeError("out of memory")
+    return base.train_and_evaluate(cfg, workdir, report)
+
+  def train_group(cfgs, workdirs, report=None):
+    out = base.train_group(cfgs, workdirs, report)
+    return [{"status": "failed", "error": "loss is nan"} if c.seed == 2 else o for c, o in zip(cfgs, out)]
+
+  trainer.train_and_evaluate, trainer.train_group = train_and_evaluate, train_group
+  sweep.run_sweep(_settings(tmp_path, fake, final_seeds=3, max_trials=8), trainer=trainer, log=lambda m: None,
+                  summary=False)
+  url = f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"
+  trials = _trials(url, "a")
+  plan = asha.Plan.from_dict(_ledger(url, "a").study_attrs()["asha"]["plan"])
+  seeded = {t.user_attrs["final_of"] for t in trials if t.user_attrs.get("final_of") is not None}
+  failed = {t.user_attrs["final_of"]: t.number for t in trials if t.state == TrialState.FAIL}
+  assert seeded and set(failed) == seeded  # every seeded config lost its seed 2
+  rows = [pareto.trial_row(t, "fp32") for t in trials]
+  points = {p["trial"]: p for p in pareto.shape_points(rows)}
+  for n in seeded:
+    p = points[n]  # still a point: the seeds that succeeded
+    done = [r["value"] for r in rows if r["trial"] in (n, *(t.number for t in trials
+                                                              if t.user_attrs.get("final_of") == n))
+            and r["status"] == "complete"]
+    assert p["repeats"] == len(done) == 2 and p["failed_seeds"] == [failed[n]]
+    assert p["value"] == pytest.approx(sum(done) / 2) and p["value_std"] > 0
+  front = pareto.frontier_rows(rows)
+  assert {plan.band(p["memory_bytes"]) for p in front} == {0, 1}  # each band keeps its point
+  table = pareto.format_table(rows, front, {"metric": "mcc"})
+  assert all(p["failed_seeds"] for p in front if p["trial"] in seeded) and any(p["trial"] in seeded for p in front)
+  for p in front:
+    if p["trial"] in seeded:
+      assert f"mean of 2 seeds, sd {p['value_std']:.4f}; seed trial {failed[p['trial']]} failed" in table, table
