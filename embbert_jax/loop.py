@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -467,6 +466,9 @@ def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None
     return out
 
   eval_every = pc.eval_every or max(1, min(1000, pc.steps // 5))
+  save = lambda params, steps, stopped_by, validation: pretraining.save_encoder(
+      wd / "model", params, cfg, tok.model_path, corpus, steps=steps, stopped_by=stopped_by,
+      wall_s=clock.elapsed, validation=validation, data_info=info, command=command)
   mgr = ocp.CheckpointManager(wd / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
   done = int(mgr.latest_step() or 0)
   mgr.close()
@@ -491,20 +493,16 @@ def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None
       print(f"pretrain {cfg.preset}: {line}", file=sys.stderr, flush=True)
       out["loggers"][0].log(end, {"progress/wall_s": clock.elapsed, "progress/eta_s": eta,
                                   "validation/mlm_perplexity": last["validation"]["mlm_perplexity"]})
+      if end < pc.steps:  # a usable encoder at every checkpoint: `--init WORKDIR` works while it runs
+        save(member_params(jax.device_get(out["state"]["params"]), 0), end, "in progress", last["validation"])
     done = end
     out["loggers"][0].close()
   final = member_params(jax.device_get(out["state"]["params"]), 0)
   validation = evaluate(jax.tree.map(lambda x: x[None], final))[0]["validation"]
   result = {"validation": validation, "steps": done, "target_steps": pc.steps, "stopped_by": stopped,
             "train_time_s": clock.elapsed, "seq_len": seq_len, "data": info}
-  save_params(wd / "model", final, cfg.model, tok.model_path)
+  save(final, done, stopped, validation)
   files.write_json_atomic(wd / "result.json", result)
-  recipe = {**pc.to_dict(), "weight_decay": cfg.weight_decay, "grad_clip": cfg.grad_clip}
-  manifest = {"command": command or shlex.join(["python", *sys.argv]), "preset": cfg.preset,
-              "model": cfg.model.to_dict(), "corpus": corpus.name, "corpus_sha256": files.sha256_file(corpus),
-              "seed": cfg.seed, "steps": done, "target_steps": pc.steps, "stopped_by": stopped,
-              "wall_s": clock.elapsed, "final": validation, "data": info, "recipe": recipe}
-  files.write_json_atomic(wd / "model" / "manifest.json", manifest)
   return result
 
 

@@ -6,6 +6,8 @@
   seeded subsample of at most `max_pairs`, tokenized up front (measured on the 49 MB corpus: all its
   787k training pairs are 385 MiB of ids at length 128 and a 2.8 GB peak while tokenizing; 300k pairs
   148 MiB and 1.3 GB).
+* `save_encoder`: the model folder (encoder + heads) and its manifest, written at every checkpoint
+  (`stopped_by: "in progress"`) and at the end, so a run killed or still running leaves a usable encoder.
 * `Clock`: wall time over resumes and the step at which the next chunk of training ends, so that a run
   stops at its time budget (each chunk ends at an evaluation and a checkpoint).
 """
@@ -13,6 +15,8 @@
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -135,3 +139,19 @@ def elapsed_before(metrics_path: Path, step: int) -> float:
     return 0.0
   rows = [r for r in files.read_jsonl(metrics_path) if r["step"] <= step and "progress/wall_s" in r]
   return float(rows[-1]["progress/wall_s"]) if rows else 0.0
+
+
+def save_encoder(folder: Path, params, cfg, tokenizer_path, corpus: Path, *, steps: int, stopped_by: str,
+                 wall_s: float, validation: dict, data_info: dict, command: str | None = None) -> None:
+  """params + config + tokenizer (artifacts.save_model) and manifest.json: the exact command, model config,
+  corpus name and sha256, seed, steps done and planned, why it stopped ("in progress" for a checkpoint's
+  snapshot), training wall time, the held-out metrics at `steps`, the pairs used and the recipe."""
+  from embbert_jax.programs import save_params
+  pc = cfg.pretrain
+  save_params(folder, params, cfg.model, tokenizer_path)
+  recipe = {**pc.to_dict(), "weight_decay": cfg.weight_decay, "grad_clip": cfg.grad_clip}
+  manifest = {"command": command or shlex.join(["python", *sys.argv]), "preset": cfg.preset,
+              "model": cfg.model.to_dict(), "corpus": corpus.name, "corpus_sha256": files.sha256_file(corpus),
+              "seed": cfg.seed, "steps": steps, "target_steps": pc.steps, "stopped_by": stopped_by,
+              "wall_s": wall_s, "final": validation, "data": data_info, "recipe": recipe}
+  files.write_json_atomic(Path(folder) / "manifest.json", manifest)

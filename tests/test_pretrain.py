@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from embbert_jax import artifacts, batches, data, files, loop, pretraining
+from embbert_jax import artifacts, batches, data, files, inits, loop, pretraining
 from embbert_jax import tokenizer as tok_lib
 from test_train import tiny_config
 
@@ -96,6 +96,16 @@ def test_time_budget_stops_saves_and_resumes_to_the_uninterrupted_result(tmp_pat
   with pytest.raises(KeyboardInterrupt):
     loop.pretrain(cfg, tmp_path / "killed")
   monkeypatch.setattr(batches, "train_batches", real)
+  # The killed run left the encoder of its last checkpoint, usable as `--init` while a run goes on.
+  snap = json.loads((tmp_path / "killed" / "model" / "manifest.json").read_text())
+  assert snap["steps"] == 5 and snap["stopped_by"] == "in progress" and snap["target_steps"] == 20
+  at5 = [r for r in files.read_jsonl(tmp_path / "whole" / "metrics.jsonl")
+         if r["step"] == 5 and "validation/mlm_loss" in r][0]
+  assert snap["final"]["mlm_loss"] == pytest.approx(at5["validation/mlm_loss"])
+  fine = cfg.copy_and_resolve_references()
+  fine.pretrain.steps = 0
+  init = inits.resolve(fine, str(tmp_path / "killed"))
+  assert init.kind == "pretrained" and init.steps == 5
   assert loop.pretrain(cfg, tmp_path / "killed")["validation"] == whole["validation"]
   for a, b in zip(_params(tmp_path / "whole"), _params(tmp_path / "killed")):
     np.testing.assert_array_equal(a, b)
