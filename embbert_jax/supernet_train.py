@@ -171,7 +171,8 @@ def run(args, argv: list[str]) -> dict:
   _check_recipe(wd, args)
   cache = args.cache_dir or None
   corpus = Path(args.corpus) if args.corpus else data.pretraining_corpus(cache)
-  tok = tok_lib.get_tokenizer(args.vocab, corpus_path=corpus, cache_dir=cache)
+  # The default corpus takes its shipped tokenizer (as train and pretrain do), so saved supernets match runs.
+  tok = tok_lib.get_tokenizer(args.vocab, corpus_path=args.corpus or None, cache_dir=cache)
   seq_len = min(args.seq_len, sup.max_len)
   first, second, labels = batch_lib.nsp_pairs(data.read_documents(corpus), args.seed)
   keep = np.sort(np.random.default_rng(args.seed).permutation(len(labels))[:args.max_pairs])

@@ -12,11 +12,16 @@ Over-long pairs are truncated longest-first, one piece at a time, ties taken fro
 ``longest_first``), and the [SEP]s are always kept. Sequences are right-padded with 0.
 
 Trained models are cached under ``<cache>/tokenizers/`` by (corpus sha256, vocab size, recipe version).
+The default corpus's tokenizers also ship in the package (``embbert_jax/tokenizers/``: ``bpe<V>.model`` and
+``index.json``), so ``get_tokenizer(V)`` needs neither the corpus nor the network: see ``shipped_tokenizer``
+for when they are used, and ``ship_default_tokenizers`` (``python -m embbert_jax.ship tokenizers``) for how
+a maintainer refreshes them.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -28,8 +33,9 @@ import numpy as np
 import sentencepiece as spm
 
 from .configs import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
-from .data import normalize_text, pretraining_corpus, resolve_cache_dir
-from .files import sha256_file
+from .data import (DEFAULT_CORPUS_SOURCES, default_corpus_id, default_corpus_recipe, normalize_text,
+                   pretraining_corpus, read_corpus_card, resolve_cache_dir)
+from .files import sha256_file, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "PAD_ID",
@@ -41,6 +47,9 @@ __all__ = [
     "Tokenizer",
     "train_tokenizer",
     "get_tokenizer",
+    "shipped_tokenizer",
+    "ship_default_tokenizers",
+    "ShippedTokenizerError",
     "normalize_text",
 ]
 
@@ -49,6 +58,14 @@ _CONTROL_SYMBOLS = ("[CLS]", "[MASK]", "[SEP]")  # land at ids 2, 3, 4 after [PA
 # Bump when the training recipe or normaliser changes, so cached models are retrained.
 _RECIPE_VERSION = 1
 _MAX_TRAIN_SENTENCES = 2_000_000  # caps the trainer's memory; the default corpus has ~607k sentences
+SHIPPED = Path(__file__).resolve().parent / "tokenizers"  # the default corpus's tokenizers, in the package
+SHIPPED_INDEX = "index.json"
+SHIPPED_FORMAT = "embbert_jax.tokenizers/1"
+SHIPPED_VOCABS = (2048, 8192, 16384)
+
+
+class ShippedTokenizerError(ValueError):
+  """A shipped tokenizer that cannot be used as it is (damaged, or not the whole default corpus's); one line."""
 
 
 def _num_threads() -> int:
@@ -186,16 +203,28 @@ def get_tokenizer(
     corpus_path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Tokenizer:
-  """The cached tokenizer for (corpus, vocab_size), training it first if needed.
+  """The tokenizer for (corpus, vocab_size).
 
-  ``corpus_path=None`` uses ``data.pretraining_corpus`` (fetched and cached on first use).
+  ``corpus_path=None`` (the default corpus): the one shipped in the package when ``shipped_tokenizer``
+  gives it (no corpus, no network); else the cached one of ``data.pretraining_corpus`` (fetched and built
+  on first use), trained first if needed. A given ``corpus_path`` always takes the cache (keyed by the
+  file's sha256), never the shipped one, even when it is the default corpus's file.
   """
+  if corpus_path is None:
+    shipped = shipped_tokenizer(vocab_size)
+    if shipped is not None:
+      return Tokenizer(shipped)
   corpus = Path(corpus_path) if corpus_path is not None else pretraining_corpus(cache_dir)
+  return Tokenizer(cached_model(corpus, vocab_size, cache_dir))
+
+
+def cached_model(corpus: Path, vocab_size: int, cache_dir: str | os.PathLike | None = None) -> Path:
+  """``<cache>/tokenizers/bpe<V>-r<recipe>-<corpus sha256[:16]>/spm.model``, trained first if absent."""
   digest = sha256_file(corpus)
   folder = resolve_cache_dir(cache_dir) / "tokenizers" / f"bpe{vocab_size}-r{_RECIPE_VERSION}-{digest[:16]}"
   model = folder / "spm.model"
   if model.exists():
-    return Tokenizer(model)
+    return model
   print(f"[embbert_jax.tokenizer] training a {vocab_size}-piece BPE tokenizer on {corpus} into {folder}",
         file=sys.stderr, flush=True)
   t0 = time.perf_counter()
@@ -208,4 +237,84 @@ def get_tokenizer(
   except OSError:
     shutil.rmtree(tmp, ignore_errors=True)
   print(f"[embbert_jax.tokenizer] trained in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-  return Tokenizer(model)
+  return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shipped tokenizers: the default corpus's, in the package, found without the corpus
+# ----------------------------------------------------------------------------------------------------------
+
+_NOTED: set[str] = set()
+
+
+def shipped_identity() -> dict:
+  """What a shipped tokenizer must have been made for to be used: this code's default corpus recipe
+  (data.default_corpus_id) and tokenizer recipe (_RECIPE_VERSION)."""
+  return {"corpus_id": default_corpus_id(), "tokenizer_recipe": _RECIPE_VERSION}
+
+
+def shipped_index() -> dict | None:
+  """``embbert_jax/tokenizers/index.json`` (None when no tokenizer ships)."""
+  f = SHIPPED / SHIPPED_INDEX
+  return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+
+def shipped_tokenizer(vocab_size: int) -> Path | None:
+  """The packaged model of the default corpus's ``vocab_size``-piece tokenizer, or None.
+
+  The rule: it is used only while the index was made for what this code would build, i.e. its
+  ``corpus_id`` and ``tokenizer_recipe`` equal ``shipped_identity()`` (the corpus version, the sources'
+  and the excluded tasks' pinned archives, the tokenizer recipe version); after a recipe change it is
+  skipped with a one-line note (once per process) and the corpus is built as before, until a maintainer
+  re-ships. ShippedTokenizerError (one line) if the file's sha256 is not the index's.
+  """
+  index = shipped_index()
+  entry = (index or {}).get("tokenizers", {}).get(str(vocab_size))
+  if entry is None:
+    return None
+  made_for = {k: index.get(k) for k in ("corpus_id", "tokenizer_recipe")}
+  if made_for != shipped_identity():
+    if SHIPPED.as_posix() not in _NOTED:
+      _NOTED.add(SHIPPED.as_posix())
+      print(f"[embbert_jax.tokenizer] not using the tokenizers shipped in {SHIPPED}: made for {made_for}, this "
+            f"code builds {shipped_identity()}; building the default corpus instead", file=sys.stderr, flush=True)
+    return None
+  path = SHIPPED / entry["file"]
+  digest = sha256_file(path) if path.is_file() else "missing"
+  if digest != entry["sha256"]:
+    raise ShippedTokenizerError(f"{path}: sha256 {digest[:16]}, the index says {entry['sha256'][:16]}: a "
+                                f"damaged install (reinstall embbert_jax)")
+  return path
+
+
+def ship_default_tokenizers(vocabs: Sequence[int] = SHIPPED_VOCABS, cache_dir: str | os.PathLike | None = None,
+                            dest: str | os.PathLike | None = None, command: str = "") -> dict:
+  """Maintainers: copy the cached tokenizers of the default corpus (built, and the tokenizers trained, if
+  needed) into ``dest`` (default: the package's ``tokenizers/``) as ``bpe<V>.model`` with ``index.json``
+  (this code's corpus recipe and identity, the corpus file's name and sha256, each model's sha256);
+  other ``bpe*.model`` files there are removed. Refuses a corpus built with a source skipped: the shipped
+  tokenizer stands for the whole default corpus. Returns the index."""
+  corpus = pretraining_corpus(cache_dir)
+  card = read_corpus_card(corpus)
+  used = [src["name"] for src in card["sources"]]
+  if card.get("skipped_sources") or used != list(DEFAULT_CORPUS_SOURCES):
+    raise ShippedTokenizerError(f"{corpus} was built from {used}, not every default source "
+                                f"{list(DEFAULT_CORPUS_SOURCES)}: build it where all can be fetched and read")
+  out = Path(dest) if dest is not None else SHIPPED
+  out.mkdir(parents=True, exist_ok=True)
+  entries = {}
+  for v in sorted(set(int(v) for v in vocabs)):
+    model = cached_model(corpus, v, cache_dir)
+    name = f"bpe{v}.model"
+    write_bytes_atomic(out / name, model.read_bytes())
+    entries[str(v)] = {"file": name, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size,
+                       "pieces": Tokenizer(out / name).vocab_size, "cache_folder": model.parent.name}
+  for stale in out.glob("bpe*.model"):
+    if stale.name not in {e["file"] for e in entries.values()}:
+      stale.unlink()
+  index = {"format": SHIPPED_FORMAT, **shipped_identity(), "corpus_recipe": default_corpus_recipe(),
+           "corpus": {"file": corpus.name, "sha256": sha256_file(corpus), "bytes": corpus.stat().st_size,
+                      "key": card.get("key")},
+           "sentencepiece": getattr(spm, "__version__", ""), "made_by": command, "tokenizers": entries}
+  write_json_atomic(out / SHIPPED_INDEX, index, indent=1)
+  return index
