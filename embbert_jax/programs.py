@@ -230,20 +230,25 @@ def is_supernet(folder: Path) -> bool:
 
 
 def load_encoder(path: str, model_cfg):
-  """Encoder params of a saved model (a pre-training workdir or its model/ folder), shape-checked; from a
-  saved supernet, the slice `model_cfg` inherits (supernet.extract; SupernetError unless it is a child)."""
-  from embbert_jax import artifacts, supernet
+  """Encoder params of a saved model (a pre-training workdir or its model/ folder, or a shipped encoder:
+  pretrained.load, sha256-checked, fp16 upcast to float32), shape-checked; from a saved supernet, the slice
+  `model_cfg` inherits (supernet.extract; SupernetError unless it is a child)."""
+  from embbert_jax import artifacts, pretrained, supernet
   p = Path(path)
   folder = p / "model" if (p / "model").exists() else p
-  params, saved_cfg, _ = artifacts.load_model(folder)
+  if pretrained.is_pretrained(folder):
+    enc, saved_cfg, _ = pretrained.load(folder)
+  else:
+    params, saved_cfg, _ = artifacts.load_model(folder)
+    enc = params["encoder"]
   if is_supernet(folder):
     child = configs.ModelConfig.from_dict(model_cfg)
     enc = supernet.extract(params, saved_cfg, child, "pretrain")["encoder"]
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), enc)
   expected = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))["encoder"]
-  got = jax.tree.map(lambda x: (tuple(x.shape)), params["encoder"])
+  got = jax.tree.map(lambda x: (tuple(x.shape)), enc)
   want = jax.tree.map(lambda x: (tuple(x.shape)), expected)
   if got != want:
     raise ValueError(f"the encoder in {folder} ({saved_cfg.arch}, d={saved_cfg.hidden}) does not match "
                      f"the model config ({model_cfg.arch}, d={model_cfg.hidden})")
-  return jax.tree.map(jnp.asarray, params["encoder"])
+  return jax.tree.map(jnp.asarray, enc)
