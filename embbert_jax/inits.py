@@ -1,14 +1,19 @@
-"""Where a fine-tuning's encoder comes from: `python -m embbert_jax.train --init auto|supernet|scratch|DIR`.
+"""Where a fine-tuning's encoder comes from: `python -m embbert_jax.train --init auto|supernet|pretrained|scratch|DIR`.
 
 * `scratch`: random initialisation.
 * `supernet`: the slice this config inherits from a pre-trained supernet (supernet.extract) that holds
   it: one shipped in the package (embbert_jax/supernets/*) or cached (<cache>/supernets/*, where
   `python -m embbert_jax.supernet_train` writes by default) with the same vocabulary and tokenizer, of
   which the config is a sub-network; the one with the most pre-training steps wins.
-* `DIR`: a standalone pre-training (`python -m embbert_jax.pretrain` workdir or its model/ folder), or a
-  supernet folder (its manifest names the supernet): the config must then be one of its sub-networks.
+* `pretrained`: an encoder shipped in the package (embbert_jax/pretrained/*, pretrained.py) whose model
+  config is the run's (pretrained.same_encoder: every field but the head size, dropout and conv lowering)
+  and whose tokenizer is the run's; the one with the most pre-training steps wins.
+* `DIR`: a standalone pre-training (`python -m embbert_jax.pretrain` workdir or its model/ folder), a
+  shipped encoder's folder (or its NAME under embbert_jax/pretrained/), or a supernet folder (its manifest
+  names the supernet): the config must then be one of its sub-networks.
 * `auto` (default): the in-run pre-training when pretrain.steps > 0, else `supernet` when one matches,
-  else `scratch`.
+  else `pretrained` when one matches, else `scratch`. With several configs (a sweep) each choice must fit
+  them all, so a standalone encoder (one config) applies only when they all share its config.
 
 The encoder reaches the model through cfg.init_from (programs.load_encoder slices a supernet), so a
 pre-trained init also makes `--recipe auto` pick the fine-tuning recipe (recipes.choose).
@@ -20,11 +25,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from embbert_jax import configs, data, files, supernet
+from embbert_jax import configs, data, files, pretrained, supernet
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import is_supernet, load_encoder
 
-CHOICES = ("auto", "supernet", "scratch")
+CHOICES = ("auto", "supernet", "pretrained", "scratch")
 SHIPPED = Path(__file__).resolve().parent / "supernets"
 
 
@@ -47,6 +52,8 @@ class Init:
     if self.kind == "pretrain_steps":
       return f"init: {self.steps} MLM+NSP pre-training steps in this run"
     what = "the slice of the supernet" if self.kind == "supernet" else "the pre-trained encoder"
+    if self.kind == "pretrained" and pretrained.is_pretrained(self.path):
+      what = "the shipped pre-trained encoder"
     return f"init: {self.kind}: {what} in {self.path} ({self.steps} pre-training steps)"
 
 
@@ -77,6 +84,8 @@ def _run_tokenizer(cfg) -> Path:
 
 
 def _same_tokenizer(folder: Path, cfg) -> bool:
+  if pretrained.is_pretrained(folder):  # a shipped encoder names its tokenizer's sha256
+    return pretrained.tokenizer_sha256(folder) == files.sha256_file(_run_tokenizer(cfg))
   saved = folder / "tokenizer.model"
   return not saved.is_file() or files.sha256_file(saved) == files.sha256_file(_run_tokenizer(cfg))
 
@@ -122,10 +131,32 @@ def find_supernet(cfg, models=None) -> Path | None:
   return best
 
 
+def find_pretrained(cfg, models=None) -> Path | None:
+  """The shipped encoder whose model config equals cfg.model's (or every config of `models`), up to
+  pretrained.FREE_FIELDS, with the run's tokenizer (most pre-training steps first), or None. The one
+  rule of `auto` and `--init pretrained`: the tokenizer is only compared once the configs are equal."""
+  models = _holders(cfg, models)
+  best, best_steps = None, -1
+  for folder in pretrained.folders():
+    saved, steps = pretrained.model_config(folder), int(_manifest(folder).get("steps", 0))
+    if all(pretrained.same_encoder(saved, model) for _, model in models) and steps > best_steps \
+        and _same_tokenizer(folder, cfg):
+      best, best_steps = folder, steps
+  return best
+
+
+def _verified(folder: Path) -> None:
+  try:
+    pretrained.verify(folder)
+  except pretrained.PretrainedError as e:
+    raise InitError(str(e)) from None
+
+
 def resolve(cfg, spec: str, models=None) -> Init:
   """The Init of `--init spec` for the training config `cfg`; InitError (one line) if it cannot be used.
   `models`: (name, model config) pairs that must all take it (the sweep's fitting configs; default
-  cfg.model): `auto` then finds a supernet that holds all of them, a DIR must fit each."""
+  cfg.model): `auto` then finds a supernet that holds all of them (or a shipped encoder of all their
+  configs), a DIR must fit each."""
   spec = spec or "auto"
   models = _holders(cfg, models)
   if spec == "auto" and cfg.get("init_from"):  # --set init_from=DIR
@@ -137,25 +168,37 @@ def resolve(cfg, spec: str, models=None) -> Init:
     return Init("pretrain_steps", steps=steps)
   if spec == "scratch":
     return Init("scratch")
+  v = cfg.model.vocab_size
+  what = models[0][0] if len(models) == 1 else f"all {len(models)} configs"
   if spec in ("auto", "supernet"):
     found = find_supernet(cfg, models)
     if found is not None:
       return Init("supernet", str(found), int(_manifest(found).get("steps", 0)))
+    if spec == "supernet":
+      raise InitError(f"no shipped or cached supernet (in {supernet_root(cfg.cache_dir or None)}) holds {what} "
+                      f"at vocabulary {v}; make one with `python -m embbert_jax.supernet_train "
+                      f"--space default --budget 2MB --vocab {v}` (hours on a CPU) or use --init scratch")
+  if spec in ("auto", "pretrained"):
+    found = find_pretrained(cfg, models)
+    if found is not None:
+      _verified(found)
+      return Init("pretrained", str(found), int(_manifest(found).get("steps", 0)))
     if spec == "auto":
       return Init("scratch")
-    v = cfg.model.vocab_size
-    what = models[0][0] if len(models) == 1 else f"all {len(models)} configs"
-    raise InitError(f"no shipped or cached supernet (in {supernet_root(cfg.cache_dir or None)}) holds {what} "
-                    f"at vocabulary {v}; make one with `python -m embbert_jax.supernet_train "
-                    f"--space default --budget 2MB --vocab {v}` (hours on a CPU) or use --init scratch")
+    names = ", ".join(d.name for d in pretrained.folders()) or "none"
+    raise InitError(f"no encoder shipped in {pretrained.ROOT} (there: {names}) has the model config and "
+                    f"tokenizer of {what} (vocabulary {v}); use --init auto or scratch")
   path = Path(spec).expanduser()
+  if not path.exists() and pretrained.is_pretrained(pretrained.ROOT / spec):  # --init NAME of a shipped one
+    path = pretrained.ROOT / spec
   if not path.exists():
-    raise InitError(f"--init {spec}: no such folder (expected auto, supernet, scratch or a pre-training folder)")
+    raise InitError(f"--init {spec}: no such folder (expected auto, supernet, pretrained, scratch, a "
+                    f"pre-training folder or a shipped encoder's name)")
   folder = _model_folder(path).resolve()
   _saved_config(folder)  # InitError unless it is a saved model
   manifest = _manifest(folder)
   if not _same_tokenizer(folder, cfg):
-    raise InitError(f"{folder / 'tokenizer.model'} differs from the tokenizer this run uses "
+    raise InitError(f"the tokenizer of {folder} differs from the tokenizer this run uses "
                     f"(vocabulary {cfg.model.vocab_size}, corpus {cfg.corpus or 'default'}): its token ids "
                     f"would mean other pieces")
   if is_supernet(folder):

@@ -173,10 +173,12 @@ def main(argv: list[str] | None = None) -> None:
                   "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
   ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
-  ap.add_argument("--init", default=None, metavar="auto|supernet|scratch|DIR",
-                  help="the encoder: auto (default: a shipped or cached supernet holding the config, else "
-                       "scratch), supernet (its slice), scratch, or DIR (a pretrain workdir or model folder, "
-                       "or a supernet folder); printed, and recorded in result.json")
+  ap.add_argument("--init", default=None, metavar="auto|supernet|pretrained|scratch|DIR",
+                  help="the encoder: auto (default: a shipped or cached supernet holding the config, else a "
+                       "shipped pre-trained encoder of exactly this model config and tokenizer, else "
+                       "scratch), supernet (its slice), pretrained (that shipped encoder), scratch, or DIR (a "
+                       "pretrain workdir or model folder, a supernet folder, or a shipped encoder's name); "
+                       "printed, and recorded in result.json")
   ap.add_argument("--init-from", default=None, help="alias of --init DIR")
   ap.add_argument("--text-field", default=None, help="a local task file's text field (default: text)")
   ap.add_argument("--label-field", default=None, help="a local task file's label field (default: label)")
