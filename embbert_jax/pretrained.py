@@ -147,6 +147,8 @@ def make(source: str | os.PathLike, name: str, root: str | os.PathLike | None = 
   that name; PretrainedError (one line) for anything that cannot ship. Returns the folder."""
   src = Path(source)
   src = src / "model" if (src / "model").is_dir() else src
+  if not src.is_dir():
+    raise PretrainedError(f"{source}: no such folder (a python -m embbert_jax.pretrain workdir or its model/)")
   if not _NAME.fullmatch(name):
     raise PretrainedError(f"name {name!r}: letters, digits, '.', '_' and '-' only (e.g. embbert-v8192)")
   pre = _read_json(src / "manifest.json")
