@@ -75,7 +75,8 @@ SETTINGS = (
     Setting("patience", 6, "asha: stop a trial once its validation metric has not improved for this many "
             "evaluations (two per rung-0 length); 0 = never"),
     Setting("init", "auto", "encoder of every trial: auto (a shipped or cached supernet that holds every "
-            "fitting config, else scratch), supernet (its slices), scratch, or DIR (a supernet folder, or a "
+            "fitting config, else a shipped encoder when every fitting config is its model config, else "
+            "scratch), supernet (its slices), pretrained, scratch, or DIR (a supernet folder, or a "
             "standalone pre-training whose encoder fits every fitting config)"),
     Setting("recipe", "auto", "training recipe of every trial (trainer's recipes): auto = scratch from "
             "random init, the fine-tuning recipe with a pre-trained encoder (--init, --pretrain-steps)"),
