@@ -340,8 +340,8 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   if len(cfgs) == 1:
     gdir = member_dirs[0]
   else:
-    gdir = Path(group_dir) if group_dir else _default_group_dir(member_dirs)
-    _prepare_workdir(first, gdir, {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
+    gdir = _prepare_workdir(first, Path(group_dir) if group_dir else _default_group_dir(member_dirs),
+                            {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
   per_epoch = len(enc["train"]) // first.batch_size
   total = run_length(first, len(enc["train"]))
   progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run

@@ -46,6 +46,16 @@ def tiny_config(root: Path, **kw):
   return cfg
 
 
+def test_seeds_in_a_relative_workdir_train_and_checkpoint(tmp_path, monkeypatch):
+  """`train --seeds 3 --workdir runs/x`: the group folder is relative too, and orbax refuses a relative
+  checkpoint path (it failed at the first save of the group)."""
+  cfg = tiny_config(tmp_path, steps=4, eval_every=4)
+  monkeypatch.chdir(tmp_path)
+  out = train.run_seeds(cfg, Path("rel"), 2)
+  assert not out["failed"] and len(out["runs"]) == 2
+  assert (tmp_path / "rel" / "group_seeds_0-1" / "checkpoints" / "4").is_dir()
+
+
 def test_paused_run_resumes_to_the_uninterrupted_result_and_plateau_stops(tmp_path):
   """stop_at pauses a run (the schedule still spans `steps`); the same workdir with a later stop_at goes
   on, and ends where one call would have: the sweep's rungs. patience stops a run that stopped improving."""
