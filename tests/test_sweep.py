@@ -916,3 +916,24 @@ def test_shipped_spaces_are_found_before_the_working_directory(tmp_path, monkeyp
   assert space_lib.load("sweeps/mine.py").name == "mine"
   with pytest.raises(space_lib.SpaceError, match="known: .*default.*mine"):
     space_lib.resolve("nope")
+
+
+def test_opening_a_fresh_ledger_retries_a_wal_switch_that_sqlite_refused_at_once(tmp_path, monkeypatch):
+  """Two workers opening a new SQLite ledger together: SQLite may refuse the first WAL switch with
+  "database is locked" at once (no busy wait), which ended one worker of a CI run with exit 2. The switch
+  is retried like every other ledger call."""
+  real, refused = ledger_lib._enable_wal, []
+
+  def refused_once(path):
+    if not refused:
+      refused.append(path)
+      raise sqlite3.OperationalError("database is locked")
+    real(path)
+
+  monkeypatch.setattr(ledger_lib, "_enable_wal", refused_once)
+  monkeypatch.setattr(ledger_lib, "RETRY_FOR_S", 5.0)
+  storage = ledger_lib.open_storage(f"sqlite:///{tmp_path / 'ledger.db'}")
+  storage.engine.dispose()
+  assert refused
+  with sqlite3.connect(tmp_path / "ledger.db") as conn:
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
