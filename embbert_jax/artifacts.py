@@ -86,7 +86,7 @@ def save_model(path: str | Path, params: Any, model_cfg: Any,
   each file whole (files.py: a training run killed while saving never leaves half a model behind)."""
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
-  _write_npz(path / PARAMS_FILE, flatten_params(params))
+  write_npz(path / PARAMS_FILE, flatten_params(params))
   tok_name = None
   if tokenizer_path is not None:
     tok_name = TOKENIZER_FILE
@@ -97,7 +97,7 @@ def save_model(path: str | Path, params: Any, model_cfg: Any,
   return path
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
   """An .npz written whole (rendered in memory, then files.write_bytes_atomic)."""
   buf = io.BytesIO()
   np.savez(buf, **arrays)
@@ -301,7 +301,7 @@ def export_npz(params: Any, cfg, out_dir: str | Path, *, policy: str = "int8", f
   out.mkdir(parents=True, exist_ok=True)
   manifest["files"] = {}
   if fmt in ("npz", "all"):
-    _write_npz(out / MODEL_NPZ, arrays)
+    write_npz(out / MODEL_NPZ, arrays)
     manifest["files"]["npz"] = MODEL_NPZ
   if fmt in ("c-header", "all"):
     manifest["files"]["c-header"] = HEADER

@@ -466,8 +466,9 @@ def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None
     return out
 
   eval_every = pc.eval_every or max(1, min(1000, pc.steps // 5))
+  corpus_sha256 = files.sha256_file(corpus)  # once: the manifest is written at every checkpoint
   save = lambda params, steps, stopped_by, validation: pretraining.save_encoder(
-      wd / "model", params, cfg, tok.model_path, corpus, steps=steps, stopped_by=stopped_by,
+      wd / "model", params, cfg, tok.model_path, corpus, corpus_sha256, steps=steps, stopped_by=stopped_by,
       wall_s=clock.elapsed, validation=validation, data_info=info, command=command)
   mgr = ocp.CheckpointManager(wd / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
   done = int(mgr.latest_step() or 0)

@@ -21,7 +21,6 @@ for it by rule or by name.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -176,9 +175,7 @@ def make(source: str | os.PathLike, name: str, root: str | os.PathLike | None = 
   tmp = dest.with_name(f".{name}.tmp{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir(parents=True)
-  buf = io.BytesIO()
-  np.savez(buf, **half)
-  write_bytes_atomic(tmp / PARAMS_FILE, buf.getvalue())
+  artifacts.write_npz(tmp / PARAMS_FILE, half)
   tok_ref = {"sha256": tok_sha, "pieces": tok_lib.Tokenizer(tok).vocab_size}
   if shipped_tok:
     tok_ref["shipped"] = shipped_tok

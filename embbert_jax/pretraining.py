@@ -141,17 +141,19 @@ def elapsed_before(metrics_path: Path, step: int) -> float:
   return float(rows[-1]["progress/wall_s"]) if rows else 0.0
 
 
-def save_encoder(folder: Path, params, cfg, tokenizer_path, corpus: Path, *, steps: int, stopped_by: str,
-                 wall_s: float, validation: dict, data_info: dict, command: str | None = None) -> None:
+def save_encoder(folder: Path, params, cfg, tokenizer_path, corpus: Path, corpus_sha256: str, *, steps: int,
+                 stopped_by: str, wall_s: float, validation: dict, data_info: dict,
+                 command: str | None = None) -> None:
   """params + config + tokenizer (artifacts.save_model) and manifest.json: the exact command, model config,
   corpus name and sha256, seed, steps done and planned, why it stopped ("in progress" for a checkpoint's
-  snapshot), training wall time, the held-out metrics at `steps`, the pairs used and the recipe."""
+  snapshot), training wall time, the held-out metrics at `steps`, the pairs used and the recipe.
+  `corpus_sha256` is the caller's, hashed once per run (it is written at every checkpoint)."""
   from embbert_jax.programs import save_params
   pc = cfg.pretrain
   save_params(folder, params, cfg.model, tokenizer_path)
   recipe = {**pc.to_dict(), "weight_decay": cfg.weight_decay, "grad_clip": cfg.grad_clip}
   manifest = {"command": command or shlex.join(["python", *sys.argv]), "preset": cfg.preset,
-              "model": cfg.model.to_dict(), "corpus": corpus.name, "corpus_sha256": files.sha256_file(corpus),
+              "model": cfg.model.to_dict(), "corpus": corpus.name, "corpus_sha256": corpus_sha256,
               "seed": cfg.seed, "steps": steps, "target_steps": pc.steps, "stopped_by": stopped_by,
               "wall_s": wall_s, "final": validation, "data": data_info, "recipe": recipe}
   files.write_json_atomic(Path(folder) / "manifest.json", manifest)
