@@ -67,9 +67,9 @@ class ModelConfig:
   # Numerics: params are stored in param_dtype, matmuls run in dtype; softmax/norms/losses in f32.
   dtype: str = "float32"
   param_dtype: str = "float32"
-  # Causal depthwise conv lowering: "xla", "shift", "toeplitz", or "auto" (models.resolve_conv_impl picks
-  # from the measured table in the README: toeplitz on CPU for long kernels and many positions, shift below,
-  # xla on accelerators).
+  # Causal depthwise conv lowering: "xla", "shift", "shift_vjp", "toeplitz", or "auto"
+  # (models.resolve_conv_impl picks from the measurements in the README: shift_vjp on CPU, xla on
+  # accelerators).
   conv_impl: str = "auto"
 
   @classmethod
@@ -195,8 +195,8 @@ def validate(cfg) -> None:
   need(cfg.embedder in ("nano", "standard"), f"embedder must be 'nano' or 'standard', not {cfg.embedder!r}")
   need(cfg.head in ("cls", "rms_pool"), f"head must be 'cls' or 'rms_pool', not {cfg.head!r}")
   need(cfg.aggregation in ("difference", "sum"), f"aggregation must be 'difference' or 'sum', not {cfg.aggregation!r}")
-  need(cfg.conv_impl in ("auto", "xla", "shift", "toeplitz"),
-       "conv_impl must be 'auto', 'xla', 'shift' or 'toeplitz'")
+  need(cfg.conv_impl in ("auto", "xla", "shift", "shift_vjp", "toeplitz"),
+       "conv_impl must be 'auto', 'xla', 'shift', 'shift_vjp' or 'toeplitz'")
   need(0.0 <= cfg.dropout < 1.0, "dropout must be in [0, 1)")
   for field in ("dtype", "param_dtype"):
     need(getattr(cfg, field) in DTYPES, f"model.{field} {getattr(cfg, field)!r} is not a dtype the models "

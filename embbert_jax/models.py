@@ -64,6 +64,26 @@ def rms_norm(cfg, name: str) -> nn.RMSNorm:
   return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
 
 
+def dropout(module: nn.Module, x: Array, rate: float, deterministic: bool) -> Array:
+  """Inverted dropout that draws 16 random bits per element instead of a float: each 32-bit threefry
+  word serves two elements (kept where its half >= round(rate * 2^16), scaled by 1 / the exact keep
+  rate), half the random-number work of `nn.Dropout`, whose threefry draws measured ~10 % of the
+  headline train step on CPU. Statistically the same dropout (the rate is rounded to 1/65536); not the
+  same mask as `nn.Dropout` for a given key. Uses the module's "dropout" rng stream."""
+  if deterministic or rate == 0.0:
+    return x
+  cut = round(rate * 65536)
+  keep = (65536 - cut) / 65536
+  rng = module.make_rng("dropout")
+  if x.shape[-1] % 2:
+    mask = jax.random.bits(rng, x.shape, jnp.uint32) >> 16 >= cut
+  else:
+    words = jax.random.bits(rng, x.shape[:-1] + (x.shape[-1] // 2,), jnp.uint32)
+    mask = jnp.concatenate([(words & 0xFFFF) >= cut, (words >> 16) >= cut], axis=-1)  # bool: 1 byte kept
+  # A product, not a select: its gradient is one fused multiply, with no zeros tensor materialised.
+  return x * jnp.where(mask, 1.0 / keep, 0.0).astype(x.dtype)
+
+
 def pad_mask(ids_BxL: Array) -> Array:
   """True at real tokens, False at [PAD]."""
   return ids_BxL != PAD_ID
@@ -76,12 +96,17 @@ def segment_ids(ids_BxL: Array) -> Array:
   return jnp.where(ids_BxL == PAD_ID, 0, seg).astype(jnp.int32)
 
 
-def masked_softmax(scores_BxHxLxL: Array, mask_BxL: Array) -> Array:
-  """Softmax over keys that are not PAD; rows of PAD queries are all zero (spec 1.2). Computed in f32."""
+def masked_softmax(scores_BxHxLxL: Array, mask_BxL: Array, zero_pad_queries: bool = True) -> Array:
+  """Softmax over keys that are not PAD; rows of PAD queries are all zero (spec 1.2). Computed in f32.
+
+  The key mask is an additive (B, 1, 1, L) bias, so its gradient is the identity and no (L x L) mask or
+  zeros tensor is materialised. `zero_pad_queries=False` leaves the PAD query rows as they come (uniform
+  over the keys when every key is PAD, never NaN) for a caller that zeros those rows of its output
+  instead, which is the same result at a (L x d) instead of a (L x L) cost."""
   scores = scores_BxHxLxL.astype(jnp.float32)
-  key_ok = mask_BxL[:, None, None, :]
-  probs = jax.nn.softmax(jnp.where(key_ok, scores, _NEG), axis=-1)
-  return probs * mask_BxL[:, None, :, None]
+  key_bias = jnp.where(mask_BxL, 0.0, _NEG).astype(jnp.float32)[:, None, None, :]
+  probs = jax.nn.softmax(scores + key_bias, axis=-1)
+  return probs * mask_BxL[:, None, :, None] if zero_pad_queries else probs
 
 
 # ------------------------------------------------------------------------------------------ embedders
@@ -131,14 +156,15 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   """Causal depthwise conv with channel multiplier O // C: output t sees inputs t-K+1..t.
 
   Output channel o reads input channel o // (O // C), PyTorch's grouped-conv order. The lowerings give the
-  same numbers (to float rounding): "xla" is one grouped convolution, "shift" is K shifted multiply-adds,
-  "toeplitz" is one batched matmul per block of positions (`_toeplitz_conv`). "auto" picks per backend
-  (`resolve_conv_impl`) by measurement (benchmarks/pipeline.py, 2-core CPU, batch 32, 128 channels):
-  on CPU toeplitz for K >= 16 (headline K = 32: train step 1.2x shift and 2.0-2.6x xla at L = 96 and
-  256; the conv alone, forward + backward, 2.1-2.3x shift), shift below (K = 8: 0.7-0.8x, K = 4: 0.3x as
-  fast as shift); xla on GPU/TPU (not measured there yet). The toeplitz win is the backward pass: its
-  forward alone is several times slower than shift's (4-8x here) with 2.5-10x the scratch, so below 1024
-  positions (batch-1 inference) auto keeps shift.
+  same numbers (to float rounding): "xla" is one grouped convolution, "shift" is K shifted multiply-adds
+  differentiated by JAX, "shift_vjp" the same forward with a hand-written backward (`_shift_conv_bwd`:
+  the input gradient as K shifted multiply-adds, the kernel gradient as matmuls), "toeplitz" one batched
+  matmul per block of positions (`_toeplitz_conv`). "auto" picks per backend (`resolve_conv_impl`) by
+  measurement (benchmarks/pipeline.py and the README's Performance section; 2-core CPU, batch 32):
+  shift_vjp on CPU, the fastest train step at every kernel measured (K = 8, 16, 32; headline K = 32:
+  1.1-1.2x toeplitz, which beat shift by 1.2x and xla by 2-2.6x), and its forward is shift's, the
+  fastest forward (batch-1 inference); xla on GPU/TPU (not measured there yet). "shift" stays for
+  exports (plain slices and adds, no custom gradient).
   """
   k, _, out = kernel_Kx1xO.shape
   impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1])
@@ -148,13 +174,15 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   x = x.astype(kernel_Kx1xO.dtype) if x.dtype != kernel_Kx1xO.dtype else x
   if impl == "shift":
     y = _shift_conv(x, kernel_Kx1xO[:, 0, :])
+  elif impl == "shift_vjp":
+    y = _shift_conv_vjp(x, kernel_Kx1xO[:, 0, :])
   elif impl == "toeplitz":
     y = _toeplitz_conv(x, kernel_Kx1xO[:, 0, :])
   elif impl == "xla":
     y = lax.conv_general_dilated(x, kernel_Kx1xO, window_strides=(1,), padding=[(k - 1, 0)],
                                  dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=out)
   else:
-    raise ValueError(f"unknown conv lowering {impl!r}: 'auto', 'xla', 'shift' or 'toeplitz'")
+    raise ValueError(f"unknown conv lowering {impl!r}: 'auto', 'xla', 'shift', 'shift_vjp' or 'toeplitz'")
   return y + bias_O[None, None]
 
 
@@ -163,9 +191,8 @@ def resolve_conv_impl(impl: str, kernel_size: int, tokens: int = 1 << 20) -> str
   over `tokens` = batch x length positions."""
   if impl != "auto":
     return impl
-  if jax.default_backend() == "cpu":
-    return "toeplitz" if kernel_size >= 16 and tokens >= 1024 else "shift"
-  return "xla"
+  del kernel_size, tokens  # measured: shift_vjp is the fastest on CPU at every K and length tried
+  return "shift_vjp" if jax.default_backend() == "cpu" else "xla"
 
 
 def _shift_conv(x_BxLxC: Array, kernel_KxC: Array) -> Array:
@@ -173,6 +200,54 @@ def _shift_conv(x_BxLxC: Array, kernel_KxC: Array) -> Array:
   k, length = kernel_KxC.shape[0], x_BxLxC.shape[1]
   xp = jnp.pad(x_BxLxC, ((0, 0), (k - 1, 0), (0, 0)))
   return sum(xp[:, j:j + length, :] * kernel_KxC[j][None, None] for j in range(k))
+
+
+@jax.custom_vjp
+def _shift_conv_vjp(x_BxLxC: Array, kernel_KxC: Array) -> Array:
+  """`_shift_conv` with a hand-written backward pass (`_shift_conv_bwd`); the same forward numbers."""
+  return _shift_conv(x_BxLxC, kernel_KxC)
+
+
+def _shift_conv_fwd(x_BxLxC, kernel_KxC):
+  return _shift_conv(x_BxLxC, kernel_KxC), (x_BxLxC, kernel_KxC)
+
+
+def _shift_conv_bwd(res, g_BxLxC):
+  """d/dx is the anti-causal conv of g with the same kernel (K shifted multiply-adds, fused by XLA like
+  the forward); d/dkernel is `_conv_kernel_grad`. Autodiff of `_shift_conv` instead reduces K shifted
+  products over the whole batch one lag at a time: K passes over memory, the slowest part of its step."""
+  x, kernel = res
+  k, length = kernel.shape[0], x.shape[1]
+  gp = jnp.pad(g_BxLxC, ((0, 0), (0, k - 1), (0, 0)))
+  dx = sum(gp[:, m:m + length, :] * kernel[k - 1 - m][None, None] for m in range(k))
+  return dx.astype(x.dtype), _conv_kernel_grad(x, g_BxLxC, k).astype(kernel.dtype)
+
+
+_shift_conv_vjp.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+
+
+def _conv_kernel_grad(x_BxLxC: Array, g_BxLxC: Array, k: int, block: int = 32) -> Array:
+  """dkernel[j, c] = sum over b, t of x[b, t - (K-1-j), c] g[b, t, c], as matmuls.
+
+  Both operands are moved channel-major first (two plain transposes), positions cut into blocks; per
+  channel, M_c = windows_c^T G_c (a (window x block) matmul contracting over batch x blocks), and the
+  lag-m diagonal of M_c sums into dkernel[K-1-m, c] (a 0/1 matrix product). About 134 MFLOP for the
+  headline layer, against K full passes over the activations for the lag-by-lag reduction."""
+  batch, length, chans = x_BxLxC.shape
+  prev = -(-(k - 1) // block)
+  n = -(-length // block)
+  f32 = jnp.promote_types(x_BxLxC.dtype, jnp.float32)
+  x_CxBxL = x_BxLxC.astype(f32).reshape(batch * length, chans).T.reshape(chans, batch, length)
+  g_CxBxL = g_BxLxC.astype(f32).reshape(batch * length, chans).T.reshape(chans, batch, length)
+  xp = jnp.pad(x_CxBxL, ((0, 0), (0, 0), (prev * block, n * block - length))).reshape(chans, batch, n + prev,
+                                                                                      block)
+  windows_CxBxNxW = jnp.concatenate([xp[:, :, q:q + n] for q in range(prev + 1)], axis=3)
+  g_CxBxNxT = jnp.pad(g_CxBxL, ((0, 0), (0, 0), (0, n * block - length))).reshape(chans, batch, n, block)
+  m_CxWxT = jnp.einsum("cbnw,cbnt->cwt", windows_CxBxNxW, g_CxBxNxT)
+  lag_WxT = jnp.arange(block)[None, :] + prev * block - jnp.arange((prev + 1) * block)[:, None]
+  inside_WxT = (lag_WxT >= 0) & (lag_WxT < k)
+  tap_WxTxK = ((k - 1 - lag_WxT)[..., None] == jnp.arange(k)[None, None]) & inside_WxT[..., None]
+  return jnp.einsum("cwt,wtj->jc", m_CxWxT, tap_WxTxK.astype(f32))
 
 
 def _toeplitz_conv(x_BxLxC: Array, kernel_KxC: Array, block: int = 0) -> Array:
@@ -223,10 +298,13 @@ class EfficientAttention(nn.Module):
   def __call__(self, u_BxLxD: Array, mask_BxL: Array, deterministic: bool) -> Array:
     c = self.cfg
     q_BxLxD = dense(c, c.hidden, c.hidden, "q")(u_BxLxD)
-    scores_BxLxL = jnp.einsum("bqd,bkd->bqk", q_BxLxD, u_BxLxD) / math.sqrt(c.hidden)
-    probs = masked_softmax(scores_BxLxL[:, None], mask_BxL)[:, 0]
-    probs = nn.Dropout(c.dropout)(probs, deterministic=deterministic)
+    # The 1/sqrt(d) scale on q (L x d), not on the scores (L x L): the same product, and on CPU XLA
+    # otherwise materialises an (L x L) broadcast of the constant for its fused matmul every step.
+    scores_BxLxL = jnp.einsum("bqd,bkd->bqk", q_BxLxD * (1.0 / math.sqrt(c.hidden)), u_BxLxD)
+    probs = masked_softmax(scores_BxLxL[:, None], mask_BxL, zero_pad_queries=False)[:, 0]
+    probs = dropout(self, probs, c.dropout, deterministic)
     a_BxLxD = jnp.einsum("bqk,bkd->bqd", probs.astype(u_BxLxD.dtype), u_BxLxD)
+    a_BxLxD = a_BxLxD * mask_BxL[:, :, None].astype(a_BxLxD.dtype)  # PAD query rows: zero (spec 1.2)
     return dense(c, c.hidden, c.hidden, "out")(a_BxLxD)
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,7 +83,7 @@ def test_masked_softmax_rows():
   assert (p[0, 0, 2:] == 0).all()  # PAD query rows are all zero
 
 
-CONV_IMPLS = ["xla", "shift", "toeplitz"]
+CONV_IMPLS = ["xla", "shift", "shift_vjp", "toeplitz"]
 
 
 @pytest.mark.parametrize("impl", CONV_IMPLS)
@@ -145,21 +146,55 @@ def test_toeplitz_any_block_size_matches_shift(block):
 
 
 def test_encoder_gives_the_same_outputs_and_gradients_with_every_lowering():
-  """The EmbBERT encoder with K = 20: "auto" (toeplitz on CPU, xla elsewhere) agrees with xla and shift."""
-  ids = batch(small("embbert"), lengths=(16, 9, 1) * 22)  # 1056 positions: enough for auto to pick toeplitz
-  assert models.resolve_conv_impl("auto", 20, ids.size) == ("toeplitz" if jax.default_backend() == "cpu"
+  """The EmbBERT encoder with K = 20: every lowering and "auto" (shift_vjp on CPU, xla elsewhere) agree."""
+  ids = batch(small("embbert"), lengths=(16, 9, 1) * 22)
+  assert models.resolve_conv_impl("auto", 20, ids.size) == ("shift_vjp" if jax.default_backend() == "cpu"
                                                              else "xla")
   mask = ids != PAD_ID
   out = {}
-  for impl in ("xla", "shift", "auto"):
+  for impl in CONV_IMPLS + ["auto"]:
     cfg = small("embbert", conv_kernel=20, num_layers=1, conv_impl=impl)
     enc = models.Encoder(cfg)
     p = enc.init(jax.random.key(0), ids)
     loss = lambda p: (jnp.where(mask[..., None], enc.apply(p, ids, mask), 0) ** 2).sum()
     out[impl] = jax.jit(jax.value_and_grad(loss))(p)
-  for impl in ("shift", "auto"):
+  for impl in CONV_IMPLS[1:] + ["auto"]:
     for a, b in zip(jax.tree_util.tree_leaves(out["xla"]), jax.tree_util.tree_leaves(out[impl])):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=impl)
+
+
+@pytest.mark.parametrize("block", [1, 4, 32])
+def test_conv_kernel_grad_matches_lag_by_lag_sums(block):
+  """The matmul form of dkernel against its definition, for kernels shorter and longer than a block."""
+  for k, length in [(1, 5), (9, 23), (40, 37)]:
+    x = jax.random.normal(jax.random.key(k), (2, length, 3))
+    g = jax.random.normal(jax.random.key(k + 1), (2, length, 3))
+    xp = jnp.pad(x, ((0, 0), (k - 1, 0), (0, 0)))
+    want = jnp.stack([(xp[:, j:j + length] * g).sum((0, 1)) for j in range(k)])
+    np.testing.assert_allclose(models._conv_kernel_grad(x, g, k, block), want, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_keeps_the_rate_and_the_mean():
+  """The 16-bit dropout: a (rate) share of zeros, survivors scaled by 1 / the exact keep rate, the same
+  mask for the same key, nothing dropped when deterministic; odd last axes take the one-word-per-element
+  path."""
+  class Drop(nn.Module):
+    @nn.compact
+    def __call__(self, x, det):
+      return models.dropout(self, x, 0.1, det)
+
+  for shape in [(64, 256, 256), (8, 301, 301)]:
+    x = jnp.ones(shape)
+    y = Drop().apply({}, x, False, rngs={"dropout": jax.random.key(0)})
+    zeros = float((y == 0).mean())
+    assert abs(zeros - 0.1) < 0.002, zeros
+    np.testing.assert_allclose(float(y.mean()), 1.0, atol=0.005)
+    np.testing.assert_allclose(float(y.max()), 65536 / (65536 - 6554), rtol=1e-6)
+    again = Drop().apply({}, x, False, rngs={"dropout": jax.random.key(0)})
+    assert (again == y).all()
+    other = Drop().apply({}, x, False, rngs={"dropout": jax.random.key(1)})
+    assert (other != y).any()
+    assert (Drop().apply({}, x, True) == x).all()
 
 
 def test_unknown_conv_lowering_raises():
