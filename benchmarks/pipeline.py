@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, loop, models, train
+from embbert_jax import configs, conv, loop, train
 from embbert_jax.configs import PAD_ID
 from train_throughput import make_step, random_batch
 
-LOWERINGS = ("xla", "shift", "toeplitz")
-STEP_LOWERINGS = ("xla", "shift", "auto")  # those a model config accepts (configs.validate)
+LOWERINGS = ("xla", "shift", "shift_vjp", "toeplitz")
+STEP_LOWERINGS = ("xla", "shift", "toeplitz", "auto")  # auto: conv.resolve_conv_impl on this backend
 
 
 def rounds_of(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, tuple[float, float]]:
@@ -141,20 +141,22 @@ def host_part(cfg, arrays: batch_lib.Arrays, rounds: int, window: int, steps: in
 
 
 def conv_part(cfg, lengths: list[int], rounds: int) -> list[str]:
-  auto = f"auto = {models.resolve_conv_impl('auto', cfg.model.conv_kernel, cfg.batch_size * lengths[0])}"
-  out = ["| L | xla step ms | shift step ms | " + auto + " step ms | xla / auto | shift / auto |",
-         "|---|---|---|---|---|---|"]
+  auto = f"auto = {conv.resolve_conv_impl('auto', cfg.model.conv_kernel, cfg.batch_size * lengths[0])}"
+  others = [i for i in STEP_LOWERINGS if i != "auto"]
+  out = ["| L | " + " | ".join(f"{i} step ms" for i in others) + f" | {auto} step ms | "
+         + " | ".join(f"{i} / auto" for i in others) + " |", "|---|" + "---|" * (2 * len(others) + 1)]
   for length in lengths:
     steppers = {impl: Stepper(train.get_config(cfg.preset, conv_impl=impl)) for impl in STEP_LOWERINGS}
     b = random_batch(cfg, cfg.batch_size, length)
     for s in steppers.values():
       s.blocking(b)()
     t = rounds_of({impl: s.blocking(b) for impl, s in steppers.items()}, rounds)
-    out.append(f"| {length} | " + " | ".join(fmt(t[i]) for i in STEP_LOWERINGS)
-               + f" | {t['xla'][0] / t['auto'][0]:.2f}x | {t['shift'][0] / t['auto'][0]:.2f}x |")
+    out.append(f"| {length} | " + " | ".join(fmt(t[i]) for i in STEP_LOWERINGS) + " | "
+               + " | ".join(f"{t[i][0] / t['auto'][0]:.2f}x" for i in others) + " |")
   out += ["", "Conv alone, forward + backward, batch 32 (ms, median [min]):", "",
-          "| K | C | L | " + " | ".join(LOWERINGS) + " | auto picks | xla / toeplitz | shift / toeplitz |",
-          "|---|---|---|" + "---|" * (len(LOWERINGS) + 3)]
+          "| K | C | L | " + " | ".join(LOWERINGS) + " | auto picks | "
+          + " | ".join(f"{i} / shift_vjp" for i in LOWERINGS if i != "shift_vjp") + " |",
+          "|---|---|---|" + "---|" * (2 * len(LOWERINGS))]
   chans = configs.conv_inner(cfg.model)
   for k in sorted({4, 8, 16, cfg.model.conv_kernel}):
     for length in lengths:
@@ -163,15 +165,15 @@ def conv_part(cfg, lengths: list[int], rounds: int) -> list[str]:
       bias = jnp.zeros((chans,))
       fns = {}
       for impl in LOWERINGS:
-        loss = lambda x, w, b, impl=impl: (models.causal_depthwise_conv(x, w, b, impl) ** 2).sum()
+        loss = lambda x, w, b, impl=impl: (conv.causal_depthwise_conv(x, w, b, impl) ** 2).sum()
         g = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
         jax.block_until_ready(g(x, kernel, bias))
         fns[impl] = lambda g=g: jax.block_until_ready(g(x, kernel, bias))
       t = rounds_of(fns, rounds)
-      out.append(f"| {k} | {chans} | {length} | " + " | ".join(fmt(t[i]) for i in t)
-                 + f" | {models.resolve_conv_impl('auto', k, x.shape[0] * length)}"
-                 + f" | {t['xla'][0] / t['toeplitz'][0]:.2f}x"
-                 + f" | {t['shift'][0] / t['toeplitz'][0]:.2f}x |")
+      out.append(f"| {k} | {chans} | {length} | " + " | ".join(fmt(t[i]) for i in LOWERINGS)
+                 + f" | {conv.resolve_conv_impl('auto', k, x.shape[0] * length)} | "
+                 + " | ".join(f"{t[i][0] / t['shift_vjp'][0]:.2f}x" for i in LOWERINGS if i != "shift_vjp")
+                 + " |")
   return out
 
 

@@ -68,7 +68,7 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   # Causal depthwise conv lowering: "xla", "shift", "shift_vjp", "toeplitz", or "auto"
-  # (models.resolve_conv_impl picks from the measurements in the README: shift_vjp on CPU, xla on
+  # (conv.resolve_conv_impl picks from the measurements in the README: shift_vjp on CPU, xla on
   # accelerators).
   conv_impl: str = "auto"
 

@@ -12,7 +12,7 @@ How each axis maps onto the supernet's tensors (`extract`):
   active d by construction, because the child is an ordinary model of width d.
 * N (layers): the first N layers; the head reads layer N.
 * r (embed dim): the leading r columns of the token and position tables, rows of both projections.
-* e (conv expansion): conv output channel o = c * e + m reads input channel c (`models.causal_depthwise_conv`
+* e (conv expansion): conv output channel o = c * e + m reads input channel c (`conv.causal_depthwise_conv`
   repeats inputs in that order), so the inner axis is viewed as (d_max, e_max) and cut to [:d, :e]; a flat
   [:d*e] would pair the wrong channels.
 * k (conv kernel): taps run oldest to newest and the last multiplies x_t, so a child keeps the LAST k taps

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embbert_jax import configs, models
+from embbert_jax import configs, conv, models
 from embbert_jax.configs import CLS_ID, PAD_ID, SEP_ID
 
 # Every architecture shrunk so that compiling all of them stays fast on 2 cores.
@@ -94,7 +94,7 @@ def test_causal_conv_is_causal_through_gradients(impl, mult):
   bias = jnp.zeros((chans * mult,))
   x = jax.random.normal(jax.random.key(1), (1, length, chans))
   for t in range(length):
-    g = jax.grad(lambda x: models.causal_depthwise_conv(x, kernel, bias, impl)[0, t].sum())(x)
+    g = jax.grad(lambda x: conv.causal_depthwise_conv(x, kernel, bias, impl)[0, t].sum())(x)
     assert (g[0, t + 1:] == 0).all(), f"output {t} depends on later inputs"
     assert (g[0, : max(0, t - k + 1)] == 0).all(), f"output {t} sees further back than the kernel"
     assert (g[0, t] != 0).any()
@@ -105,9 +105,9 @@ def test_conv_lowerings_agree_and_follow_group_order():
   kernel = jax.random.normal(jax.random.key(0), (k, 1, chans * mult))
   bias = jax.random.normal(jax.random.key(2), (chans * mult,))
   x = jax.random.normal(jax.random.key(1), (2, 10, chans))
-  a = models.causal_depthwise_conv(x, kernel, bias, "xla")
+  a = conv.causal_depthwise_conv(x, kernel, bias, "xla")
   for impl in CONV_IMPLS[1:]:
-    np.testing.assert_allclose(a, models.causal_depthwise_conv(x, kernel, bias, impl), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a, conv.causal_depthwise_conv(x, kernel, bias, impl), rtol=1e-5, atol=1e-5)
   # Output channel o reads input channel o // mult (PyTorch grouped conv); check one by hand.
   o, t = 3, 6
   by_hand = sum(kernel[j, 0, o] * x[0, t - (k - 1) + j, o // mult] for j in range(k)) + bias[o]
@@ -126,7 +126,7 @@ def test_conv_lowerings_agree_in_outputs_and_gradients(k, length, mult):
   probe = jax.random.normal(jax.random.key(3), (2, length, chans * mult))
 
   def value_and_grads(impl):
-    loss = lambda x, w, b: (models.causal_depthwise_conv(x, w, b, impl) * probe).sum()
+    loss = lambda x, w, b: (conv.causal_depthwise_conv(x, w, b, impl) * probe).sum()
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(x, kernel, bias)
 
   ref = value_and_grads("xla")
@@ -141,14 +141,14 @@ def test_toeplitz_any_block_size_matches_shift(block):
   kernel = jax.random.normal(jax.random.key(0), (k, 1, chans))
   x = jax.random.normal(jax.random.key(1), (2, 23, chans))
   zero = jnp.zeros((chans,))
-  np.testing.assert_allclose(models._toeplitz_conv(x, kernel[:, 0], block),
-                             models.causal_depthwise_conv(x, kernel, zero, "shift"), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(conv._toeplitz_conv(x, kernel[:, 0], block),
+                             conv.causal_depthwise_conv(x, kernel, zero, "shift"), rtol=1e-5, atol=1e-5)
 
 
 def test_encoder_gives_the_same_outputs_and_gradients_with_every_lowering():
   """The EmbBERT encoder with K = 20: every lowering and "auto" (shift_vjp on CPU, xla elsewhere) agree."""
   ids = batch(small("embbert"), lengths=(16, 9, 1) * 22)
-  assert models.resolve_conv_impl("auto", 20, ids.size) == ("shift_vjp" if jax.default_backend() == "cpu"
+  assert conv.resolve_conv_impl("auto", 20, ids.size) == ("shift_vjp" if jax.default_backend() == "cpu"
                                                              else "xla")
   mask = ids != PAD_ID
   out = {}
@@ -171,7 +171,7 @@ def test_conv_kernel_grad_matches_lag_by_lag_sums(block):
     g = jax.random.normal(jax.random.key(k + 1), (2, length, 3))
     xp = jnp.pad(x, ((0, 0), (k - 1, 0), (0, 0)))
     want = jnp.stack([(xp[:, j:j + length] * g).sum((0, 1)) for j in range(k)])
-    np.testing.assert_allclose(models._conv_kernel_grad(x, g, k, block), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(conv._conv_kernel_grad(x, g, k, block), want, rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_keeps_the_rate_and_the_mean():
@@ -199,7 +199,7 @@ def test_dropout_keeps_the_rate_and_the_mean():
 
 def test_unknown_conv_lowering_raises():
   with pytest.raises(ValueError, match="toeplitz"):
-    models.causal_depthwise_conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 1, 2)), jnp.zeros((2,)), "fft")
+    conv.causal_depthwise_conv(jnp.zeros((1, 4, 2)), jnp.zeros((3, 1, 2)), jnp.zeros((2,)), "fft")
 
 
 def test_conv_change_after_t_leaves_output_up_to_t():
