@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from embbert_jax import asha, pareto, sweep
+from embbert_jax import asha, pareto, scheduler, sweep
 from embbert_jax import ledger as ledger_lib
 from test_sweep import _cli, _trials, _worker, fake  # noqa: F401  (fake: the fake trainer's fixture)
 
@@ -105,6 +105,30 @@ def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypa
   led = ledger_lib.Ledger(ledger_lib.open_storage(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"), "tb",
                           ["maximize", "minimize"])
   _check_asha_ledger(trials, asha.Plan.from_dict(led.study_attrs()["asha"]["plan"]))
+
+
+def test_search_ends_when_the_picks_own_measured_runs_still_fit():
+  """The final phase is priced at each pick's own measured wall time, not every pick at the slowest
+  top-rung trial's: a sweep whose picks were 15-35 s runs priced at a 150 s one ended at 81 % of its
+  budget."""
+  plan = asha.Plan(eta=3, rung_steps=(10, 30, 90), band_edges=(100_000, 2_000_000), n0=9, final_seeds=3)
+
+  def top(number, nbytes, metric, wall):
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE, values=[metric, nbytes], user_attrs=dict(
+            rungs=[[0, 10], [1, 30], [2, 90]], bytes_total=nbytes, time_spent=dict(wall_s=wall)))
+
+  # Trial 0: small, good and fast (the pick); trial 1: big, worse and slow (dominated: no seeds).
+  search = [top(0, 200_000, 0.70, 20.0), top(1, 1_500_000, 0.60, 150.0)]
+  for n, t in enumerate(search):
+    t.number = n
+  recs = [asha.Record(t.number, 2, t.user_attrs["bytes_total"], t.values[0]) for t in search]
+  state = dict(deadline=1000.0, started=0.0, eps=0.0, search_until=500.0)
+  assert [r.trial for r in asha.final_picks(plan, recs)] == [0]
+  # Margin 5 % of 1000 s, then two more seeds of trial 0 at its own 20 s each.
+  assert scheduler.search_until(state, plan, search, recs) == pytest.approx(1000 - 50 - 2 * 20)
+  # Before any top-rung run is measured, the plan's own estimate stands.
+  assert scheduler.search_until(state, plan, [], []) == 500.0
 
 
 def test_time_budget_that_cannot_fit_drops_work_and_says_so(tmp_path, fake, monkeypatch):

@@ -1,0 +1,121 @@
+"""Where a train step spends its time: XLA's ops by time, and the step under each conv lowering.
+
+    python benchmarks/step_profile.py                                   # headline at L = 256: top 30 ops
+    python benchmarks/step_profile.py --preset nano --length 96 --top 20
+    python benchmarks/step_profile.py --compare toeplitz shift_vjp      # steps/s per lowering, interleaved
+    python benchmarks/step_profile.py --hlo step.hlo                    # also write the compiled HLO
+
+The profile runs the jitted classification step (`programs.make_train_step`, batch 32 of random ids at
+the given length) under `jax.profiler.trace` with a Perfetto trace, sums each XLA op's time over the
+traced steps and matches the op to its line in the compiled HLO by name, so every row says what the op
+is (its shape, the fused computation's kind) and which line of the model made it (the `op_name`
+metadata). The profiler slows the step down (about 1.3x here): read the rows as shares, and take step
+times from `--compare`, which times the compiled steps without the profiler in interleaved rounds (the
+best round of each kept, as `torch_step.py` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from embbert_jax import losses, models, programs, train
+from train_throughput import random_batch
+
+
+def compiled_step(preset: str, length: int, batch: int, conv_impl: str = "auto"):
+  """(compiled step, its arguments) for one preset at one length."""
+  cfg = train.get_config(preset, conv_impl=conv_impl)
+  b = random_batch(cfg, batch, length)
+  model = models.build_model(cfg.model)
+  params = models.init_params(cfg.model, jax.random.key(0))
+  opt = losses.make_optimizer(cfg, cfg.learning_rate)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
+  step = jax.jit(programs.make_train_step(lambda p, bb, r: losses.classify_loss(model, p, bb, r, False), opt))
+  args = (state, b, jax.random.key(0))
+  return step.lower(*args).compile(), args
+
+
+def op_table(compiled, args, steps: int, top: int) -> list[str]:
+  """The `top` XLA ops by time per step under the profiler, each with its HLO line and source op."""
+  jax.block_until_ready(compiled(*args))
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+      for _ in range(steps):
+        out = compiled(*args)
+      jax.block_until_ready(out)
+    trace = next(Path(d).rglob("*perfetto_trace.json.gz"))
+    events = json.load(gzip.open(trace))
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  hlo = {}
+  for line in compiled.as_text().splitlines():
+    m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", line)
+    if m:
+      hlo[m.group(1)] = line.strip()
+  total: collections.Counter = collections.Counter()
+  for e in events:  # XLA's ops only: not the executor's spans, the dispatch or Python frames
+    if e.get("ph") == "X" and e["name"] in hlo:
+      total[e["name"]] += e.get("dur", 0)
+  all_ms = sum(total.values()) / steps / 1e3
+  rows = [f"ops in all: {all_ms:.1f} ms per step under the profiler", "",
+          "| ms/step | share | op | shape | from |", "|---|---|---|---|---|"]
+  for name, us in total.most_common(top):
+    line = hlo.get(name, "")
+    shape = line.split(" = ", 1)[1].split(" ", 1)[0] if " = " in line else "?"
+    src = re.search(r'op_name="([^"]*)"', line)
+    src = src.group(1).replace("jit(train_step)/", "")[-80:] if src else ""
+    rows.append(f"| {us / steps / 1e3:.2f} | {us / steps / 1e3 / all_ms:.1%} | {name} | {shape} | {src} |")
+  return rows
+
+
+def compare(preset: str, length: int, batch: int, impls: list[str], rounds: int, steps: int) -> list[str]:
+  """ms per step of each conv lowering, interleaved rounds, the best round of each."""
+  runs = {i: compiled_step(preset, length, batch, i) for i in impls}
+  best = dict.fromkeys(impls, float("inf"))
+  for _ in range(rounds):
+    for impl, (c, args) in runs.items():
+      jax.block_until_ready(c(*args))
+      t = time.perf_counter()
+      for _ in range(steps):
+        out = c(*args)
+      jax.block_until_ready(out)
+      best[impl] = min(best[impl], (time.perf_counter() - t) / steps)
+  base = best[impls[0]]
+  return ["| conv lowering | ms/step | steps/s | vs " + impls[0] + " |", "|---|---|---|---|"] + [
+      f"| {i} | {best[i] * 1e3:.1f} | {1 / best[i]:.2f} | {base / best[i]:.2f}x |" for i in impls]
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--preset", default="embbert")
+  ap.add_argument("--length", type=int, default=256)
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--top", type=int, default=30, help="rows of the op table (0: no profile)")
+  ap.add_argument("--steps", type=int, default=5, help="steps per profile / per timing round")
+  ap.add_argument("--compare", nargs="*", default=[], metavar="IMPL",
+                  help="conv lowerings to time against each other, e.g. toeplitz shift_vjp")
+  ap.add_argument("--rounds", type=int, default=8)
+  ap.add_argument("--hlo", type=Path, help="write the compiled step's HLO text here")
+  args = ap.parse_args()
+  print(f"{args.preset}, L = {args.length}, batch {args.batch}, {jax.default_backend()}")
+  if args.top or args.hlo:
+    compiled, call = compiled_step(args.preset, args.length, args.batch)
+    if args.hlo:
+      args.hlo.write_text(compiled.as_text())
+    if args.top:
+      print("\n".join(op_table(compiled, call, args.steps, args.top)))
+  if args.compare:
+    print("\n".join(compare(args.preset, args.length, args.batch, args.compare, args.rounds, args.steps)))
+
+
+if __name__ == "__main__":
+  main()
