@@ -17,6 +17,7 @@ best round of each kept, as `torch_step.py` does).
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import gzip
 import json
@@ -24,6 +25,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +34,9 @@ from embbert_jax import losses, models, programs, train
 from train_throughput import random_batch
 
 
-def compiled_step(preset: str, length: int, batch: int, conv_impl: str = "auto"):
-  """(compiled step, its arguments) for one preset at one length."""
-  cfg = train.get_config(preset, conv_impl=conv_impl)
+def compiled_step(preset: str, length: int, batch: int, conv_impl: str = "auto", **model: Any):
+  """(compiled step, its arguments) for one preset (with `model` field overrides) at one length."""
+  cfg = train.get_config(preset, **{**model, "conv_impl": conv_impl})
   b = random_batch(cfg, batch, length)
   model = models.build_model(cfg.model)
   params = models.init_params(cfg.model, jax.random.key(0))
@@ -68,18 +70,47 @@ def op_table(compiled, args, steps: int, top: int) -> list[str]:
   all_ms = sum(total.values()) / steps / 1e3
   rows = [f"ops in all: {all_ms:.1f} ms per step under the profiler", "",
           "| ms/step | share | op | shape | from |", "|---|---|---|---|---|"]
+  by_part: collections.Counter = collections.Counter()
+  for name, us in total.items():
+    by_part[part_of(_source(hlo.get(name, "")))] += us
   for name, us in total.most_common(top):
     line = hlo.get(name, "")
     shape = line.split(" = ", 1)[1].split(" ", 1)[0] if " = " in line else "?"
-    src = re.search(r'op_name="([^"]*)"', line)
-    src = src.group(1).replace("jit(train_step)/", "")[-80:] if src else ""
-    rows.append(f"| {us / steps / 1e3:.2f} | {us / steps / 1e3 / all_ms:.1%} | {name} | {shape} | {src} |")
+    rows.append(f"| {us / steps / 1e3:.2f} | {us / steps / 1e3 / all_ms:.1%} | {name} | {shape} "
+                f"| {_source(line)[-80:]} |")
+  rows += ["", "| part of the model (forward and backward, all layers) | ms/step | share |", "|---|---|---|"]
+  rows += [f"| {part} | {us / steps / 1e3:.1f} | {us / steps / 1e3 / all_ms:.1%} |"
+           for part, us in by_part.most_common()]
   return rows
 
 
-def compare(preset: str, length: int, batch: int, impls: list[str], rounds: int, steps: int) -> list[str]:
+def _source(hlo_line: str) -> str:
+  m = re.search(r'op_name="([^"]*)"', hlo_line)
+  return m.group(1).replace("jit(train_step)/", "") if m else ""
+
+
+def part_of(source: str) -> str:
+  """The model part an op's source path names, layers merged: 'attention', 'conv_branch/conv',
+  'embedder', 'optimizer', ... ('other' when the op carries no source)."""
+  path = [p for p in re.split(r"[/()]", source) if p and not p.startswith(("jvp", "transpose", "jit"))]
+  if "encoder" in path:
+    rest = path[path.index("encoder") + 1:]
+    rest = [p for p in rest if not re.fullmatch(r"layer_\d+", p)]
+    keep = rest[:2] if rest[:1] == ["conv_branch"] else rest[:1]
+    return "/".join(keep) or "encoder"
+  if any(p in ("head", "ClassifierHead") for p in path):
+    return "head"
+  if not source:
+    return "other"
+  if "Classifier" in source:
+    return "loss and head"
+  return "optimizer and step"
+
+
+def compare(preset: str, length: int, batch: int, impls: list[str], rounds: int, steps: int,
+            **model: Any) -> list[str]:
   """ms per step of each conv lowering, interleaved rounds, the best round of each."""
-  runs = {i: compiled_step(preset, length, batch, i) for i in impls}
+  runs = {i: compiled_step(preset, length, batch, i, **model) for i in impls}
   best = dict.fromkeys(impls, float("inf"))
   for _ in range(rounds):
     for impl, (c, args) in runs.items():
@@ -105,16 +136,26 @@ def main() -> None:
                   help="conv lowerings to time against each other, e.g. toeplitz shift_vjp")
   ap.add_argument("--rounds", type=int, default=8)
   ap.add_argument("--hlo", type=Path, help="write the compiled step's HLO text here")
+  ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                  help="a model field over the preset, e.g. --set hidden=32 --set conv_kernel=8")
   args = ap.parse_args()
-  print(f"{args.preset}, L = {args.length}, batch {args.batch}, {jax.default_backend()}")
+  model = {}
+  for item in args.set:
+    field, _, value = item.partition("=")
+    try:
+      model[field] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      model[field] = value
+  print(f"{args.preset} {model or ''}, L = {args.length}, batch {args.batch}, {jax.default_backend()}")
   if args.top or args.hlo:
-    compiled, call = compiled_step(args.preset, args.length, args.batch)
+    compiled, call = compiled_step(args.preset, args.length, args.batch, **model)
     if args.hlo:
       args.hlo.write_text(compiled.as_text())
     if args.top:
       print("\n".join(op_table(compiled, call, args.steps, args.top)))
   if args.compare:
-    print("\n".join(compare(args.preset, args.length, args.batch, args.compare, args.rounds, args.steps)))
+    print("\n".join(compare(args.preset, args.length, args.batch, args.compare, args.rounds, args.steps,
+                            **model)))
 
 
 if __name__ == "__main__":

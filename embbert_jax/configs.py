@@ -68,8 +68,8 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   # Causal depthwise conv lowering: "xla", "shift", "shift_vjp", "toeplitz", or "auto"
-  # (conv.resolve_conv_impl picks from the measurements in the README: shift_vjp on CPU, xla on
-  # accelerators).
+  # (conv.resolve_conv_impl picks from the measurements in the README: on CPU shift_vjp for
+  # conv_expansion 1 and toeplitz for 2, xla on accelerators).
   conv_impl: str = "auto"
 
   @classmethod

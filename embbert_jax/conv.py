@@ -25,15 +25,16 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   the input gradient as K shifted multiply-adds, the kernel gradient as matmuls), "toeplitz" one batched
   matmul per block of positions (`_toeplitz_conv`). "auto" picks per backend (`resolve_conv_impl`) by
   measurement (benchmarks/pipeline.py and the README's Performance section; 2-core CPU, batch 32):
-  shift_vjp on CPU, the fastest train step at every kernel measured (K = 8, 16, 32; headline K = 32:
-  1.1-1.2x toeplitz, which beat shift by 1.2x and xla by 2-2.6x), and its forward is shift's, the
-  fastest forward (batch-1 inference); xla on GPU/TPU (not measured there yet). "shift" stays for
+  on CPU shift_vjp for channel multiplier 1, the fastest train step at every kernel measured (K = 8, 16,
+  32; headline K = 32: 1.1-1.2x toeplitz, which beat shift by 1.2x and xla by 2-2.6x; its forward is
+  shift's, the fastest forward, for batch-1 inference), toeplitz for multiplier 2 (conv_expansion 2,
+  where it measured 1.2-1.9x shift_vjp); xla on GPU/TPU (not measured there yet). "shift" stays for
   exports (plain slices and adds, no custom gradient).
   """
   k, _, out = kernel_Kx1xO.shape
-  impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1])
   chans = x_BxLxC.shape[-1]
   mult = out // chans
+  impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1], mult)
   x = jnp.repeat(x_BxLxC, mult, axis=-1) if mult > 1 else x_BxLxC
   x = x.astype(kernel_Kx1xO.dtype) if x.dtype != kernel_Kx1xO.dtype else x
   if impl == "shift":
@@ -50,13 +51,19 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   return y + bias_O[None, None]
 
 
-def resolve_conv_impl(impl: str, kernel_size: int, tokens: int = 1 << 20) -> str:
+def resolve_conv_impl(impl: str, kernel_size: int, tokens: int = 1 << 20, multiplier: int = 1) -> str:
   """The lowering that `impl` ("auto" or a name) runs on the default backend, for a kernel of this size
-  over `tokens` = batch x length positions."""
+  over `tokens` = batch x length positions with this channel multiplier (conv_expansion).
+
+  Measured on CPU (benchmarks/step_profile.py --compare, train steps): with multiplier 1, shift_vjp is
+  the fastest at every K (8, 16, 32) and length (48-256) tried, 1.06-1.8x toeplitz; with multiplier 2
+  (conv_expansion 2) toeplitz is: 1.2x shift_vjp at K = 32, 1.3-1.9x at K = 16 (L = 64-128)."""
+  del kernel_size, tokens
   if impl != "auto":
     return impl
-  del kernel_size, tokens  # measured: shift_vjp is the fastest on CPU at every K and length tried
-  return "shift_vjp" if jax.default_backend() == "cpu" else "xla"
+  if jax.default_backend() != "cpu":
+    return "xla"
+  return "shift_vjp" if multiplier == 1 else "toeplitz"
 
 
 def _shift_conv(x_BxLxC: Array, kernel_KxC: Array) -> Array:
