@@ -137,7 +137,8 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     pending.clear()
     tokens, t_last = np.zeros(g), now
 
-  timing = {"first_step_s": 0.0, "evals_s": [], "checkpoint_s": 0.0}
+  timing = {"first_step_s": 0.0, "evals_s": [], "checkpoint_s": 0.0, "new_shape_s": []}
+  seen_shapes: set = set()
 
   def save(step):
     t = time.perf_counter()
@@ -156,10 +157,19 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
         break
       signals.check()  # a stop requested by SIGTERM/SIGINT (a sweep worker: signals.py) acts here, between steps
       tokens += np.asarray(batch_tokens)
+      shape = tuple(x.shape for x in jax.tree.leaves(batch))
+      new_shape = step != start and shape not in seen_shapes  # a bucketed length seen for the first time
+      seen_shapes.add(shape)
+      if new_shape:
+        jax.block_until_ready(state["step"])
+        t_new = time.perf_counter()
       state, m = programs.step(state, batch)
       if step == start:  # the first step of this call: compile + one step (one host sync, once)
         jax.block_until_ready(state["step"])
         timing["first_step_s"] = time.perf_counter() - t0
+      elif new_shape:  # its compile (a host sync per new shape: a few per call)
+        jax.block_until_ready(state["step"])
+        timing["new_shape_s"].append(time.perf_counter() - t_new)
       pending.append((step, m))
       bar.update(1)
       done = step + 1
@@ -190,16 +200,19 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
 def _timing(t: dict, elapsed: float, steps: int) -> dict:
   """fit's wall time split into compile, steps, evaluation, checkpoints and the rest (data, logging).
 
-  The first step and the first evaluation include their programs' compiles (or their loads from JAX's
-  persistent cache); their excess over the steady cost is counted as compile."""
-  evals = t["evals_s"]
+  The first step, the first step of every other batch shape (bucketed lengths) and the first evaluation
+  include their programs' compiles (or their loads from JAX's persistent cache); their excess over the
+  steady cost is counted as compile. Counting the new shapes' first steps as steps made a sweep's
+  calibration read 143-175 ms per step for a config whose steps take about 5 ms (two more bucketed
+  lengths compiled within its 40 steps), and its time plan start a quarter of the configs it could."""
+  evals, news = t["evals_s"], t.get("new_shape_s", [])
   eval_steady = float(np.median(evals[1:])) if len(evals) > 1 else (evals[0] if evals else 0.0)
-  rest = max(elapsed - t["first_step_s"] - sum(evals) - t["checkpoint_s"], 0.0)
+  rest = max(elapsed - t["first_step_s"] - sum(news) - sum(evals) - t["checkpoint_s"], 0.0)
   if not steps:  # a resumed call with nothing left to train: no rate to report
     return {"compile_s": 0.0, "train_s": 0.0, "eval_s": sum(evals), "checkpoint_s": t["checkpoint_s"],
             "step_s": None, "eval_each_s": evals[0] if evals else 0.0, "evals": len(evals)}
-  step_s = rest / max(steps - 1, 1)  # the steady steps carry the loop's host work too
-  compile_step = max(t["first_step_s"] - step_s, 0.0) if steps else 0.0
+  step_s = rest / max(steps - 1 - len(news), 1)  # the steady steps carry the loop's host work too
+  compile_step = max(t["first_step_s"] - step_s, 0.0) + sum(max(x - step_s, 0.0) for x in news)
   compile_eval = max(evals[0] - eval_steady, 0.0) if evals else 0.0
   return {"compile_s": compile_step + compile_eval, "train_s": step_s * steps,
           "eval_s": sum(evals) - compile_eval, "checkpoint_s": t["checkpoint_s"], "step_s": step_s,

@@ -73,6 +73,17 @@ def test_paused_run_resumes_to_the_uninterrupted_result_and_plateau_stops(tmp_pa
   assert flat["plateau"] and flat["steps"] == 4  # lr 0: the first evaluation is never beaten
 
 
+def test_timing_counts_each_new_bucketed_shape_as_a_compile():
+  """40 steps at 50 ms: the first step and the first steps of two more bucketed lengths each carry a
+  ~2-3 s compile; they must not be averaged into the step time (it read 143-175 ms before)."""
+  t = {"first_step_s": 3.0, "evals_s": [1.0, 0.2, 0.2], "checkpoint_s": 0.5, "new_shape_s": [2.05, 2.05]}
+  elapsed = 3.0 + 4.1 + 1.4 + 0.5 + 0.05 * 37
+  tm = loop._timing(t, elapsed, 40)
+  assert tm["step_s"] == pytest.approx(0.05)
+  assert tm["compile_s"] == pytest.approx(2.95 + 2 * 2.0 + 0.8)
+  assert tm["compile_s"] + tm["train_s"] + tm["eval_s"] + tm["checkpoint_s"] == pytest.approx(elapsed)
+
+
 def test_learns_a_keyword_task_and_writes_everything(tmp_path):
   cfg = tiny_config(tmp_path, steps=60, eval_every=20)
   res = train.train_and_evaluate(cfg, tmp_path / "run")
