@@ -35,7 +35,7 @@ from embbert_jax import configs, data, files, memory, metrics, signals
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
                                   save_params)
-from embbert_jax.runlog import Logger
+from embbert_jax.runlog import Logger, split_time
 
 
 class TrainingDiverged(RuntimeError):
@@ -194,29 +194,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   elapsed = time.perf_counter() - t0
   return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": elapsed,
           "resumed_from": start, "stopped_at": done, "plateau": plateau,
-          "timing": _timing(timing, elapsed, done - start)}
-
-
-def _timing(t: dict, elapsed: float, steps: int) -> dict:
-  """fit's wall time split into compile, steps, evaluation, checkpoints and the rest (data, logging).
-
-  The first step, the first step of every other batch shape (bucketed lengths) and the first evaluation
-  include their programs' compiles (or their loads from JAX's persistent cache); their excess over the
-  steady cost is counted as compile. Counting the new shapes' first steps as steps made a sweep's
-  calibration read 143-175 ms per step for a config whose steps take about 5 ms (two more bucketed
-  lengths compiled within its 40 steps), and its time plan start a quarter of the configs it could."""
-  evals, news = t["evals_s"], t.get("new_shape_s", [])
-  eval_steady = float(np.median(evals[1:])) if len(evals) > 1 else (evals[0] if evals else 0.0)
-  rest = max(elapsed - t["first_step_s"] - sum(news) - sum(evals) - t["checkpoint_s"], 0.0)
-  if not steps:  # a resumed call with nothing left to train: no rate to report
-    return {"compile_s": 0.0, "train_s": 0.0, "eval_s": sum(evals), "checkpoint_s": t["checkpoint_s"],
-            "step_s": None, "eval_each_s": evals[0] if evals else 0.0, "evals": len(evals)}
-  step_s = rest / max(steps - 1 - len(news), 1)  # the steady steps carry the loop's host work too
-  compile_step = max(t["first_step_s"] - step_s, 0.0) + sum(max(x - step_s, 0.0) for x in news)
-  compile_eval = max(evals[0] - eval_steady, 0.0) if evals else 0.0
-  return {"compile_s": compile_step + compile_eval, "train_s": step_s * steps,
-          "eval_s": sum(evals) - compile_eval, "checkpoint_s": t["checkpoint_s"], "step_s": step_s,
-          "eval_each_s": eval_steady, "evals": len(evals)}
+          "timing": split_time(timing, elapsed, done - start)}
 
 
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embbert_jax import batches, loop, memory, metrics, models, programs, train
+from embbert_jax import batches, loop, memory, metrics, models, programs, runlog, train
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 TINY_MODEL = dict(vocab_size=96, max_len=32, hidden=16, embed_dim=8, conv_kernel=4, num_layers=1)
@@ -78,7 +78,7 @@ def test_timing_counts_each_new_bucketed_shape_as_a_compile():
   ~2-3 s compile; they must not be averaged into the step time (it read 143-175 ms before)."""
   t = {"first_step_s": 3.0, "evals_s": [1.0, 0.2, 0.2], "checkpoint_s": 0.5, "new_shape_s": [2.05, 2.05]}
   elapsed = 3.0 + 4.1 + 1.4 + 0.5 + 0.05 * 37
-  tm = loop._timing(t, elapsed, 40)
+  tm = runlog.split_time(t, elapsed, 40)
   assert tm["step_s"] == pytest.approx(0.05)
   assert tm["compile_s"] == pytest.approx(2.95 + 2 * 2.0 + 0.8)
   assert tm["compile_s"] + tm["train_s"] + tm["eval_s"] + tm["checkpoint_s"] == pytest.approx(elapsed)
