@@ -141,7 +141,7 @@ def host_part(cfg, arrays: batch_lib.Arrays, rounds: int, window: int, steps: in
 
 
 def conv_part(cfg, lengths: list[int], rounds: int) -> list[str]:
-  auto = f"auto = {conv.resolve_conv_impl('auto', cfg.model.conv_kernel, cfg.batch_size * lengths[0])}"
+  auto = f"auto = {conv.resolve_conv_impl('auto', int(cfg.model.conv_expansion))}"
   others = [i for i in STEP_LOWERINGS if i != "auto"]
   out = ["| L | " + " | ".join(f"{i} step ms" for i in others) + f" | {auto} step ms | "
          + " | ".join(f"{i} / auto" for i in others) + " |", "|---|" + "---|" * (2 * len(others) + 1)]
@@ -171,7 +171,7 @@ def conv_part(cfg, lengths: list[int], rounds: int) -> list[str]:
         fns[impl] = lambda g=g: jax.block_until_ready(g(x, kernel, bias))
       t = rounds_of(fns, rounds)
       out.append(f"| {k} | {chans} | {length} | " + " | ".join(fmt(t[i]) for i in LOWERINGS)
-                 + f" | {conv.resolve_conv_impl('auto', k, x.shape[0] * length)} | "
+                 + f" | {conv.resolve_conv_impl('auto')} | "
                  + " | ".join(f"{t[i][0] / t['shift_vjp'][0]:.2f}x" for i in LOWERINGS if i != "shift_vjp")
                  + " |")
   return out

@@ -5,7 +5,7 @@
     python benchmarks/step_profile.py --compare toeplitz shift_vjp      # steps/s per lowering, interleaved
     python benchmarks/step_profile.py --hlo step.hlo                    # also write the compiled HLO
 
-The profile runs the jitted classification step (`programs.make_train_step`, batch 32 of random ids at
+The profile runs the jitted classification step (train_throughput.make_step, batch 32 of random ids at
 the given length) under `jax.profiler.trace` with a Perfetto trace, sums each XLA op's time over the
 traced steps and matches the op to its line in the compiled HLO by name, so every row says what the op
 is (its shape, the fused computation's kind) and which line of the model made it (the `op_name`
@@ -17,7 +17,6 @@ best round of each kept, as `torch_step.py` does).
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
 import gzip
 import json
@@ -25,36 +24,37 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from embbert_jax import losses, models, programs, train
-from train_throughput import random_batch
+from embbert_jax import configs, train
+from train_throughput import make_step, random_batch
 
 
-def compiled_step(preset: str, length: int, batch: int, conv_impl: str = "auto", **model: Any):
-  """(compiled step, its arguments) for one preset (with `model` field overrides) at one length."""
-  cfg = train.get_config(preset, **{**model, "conv_impl": conv_impl})
-  b = random_batch(cfg, batch, length)
-  model = models.build_model(cfg.model)
-  params = models.init_params(cfg.model, jax.random.key(0))
-  opt = losses.make_optimizer(cfg, cfg.learning_rate)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt.init(params)}
-  step = jax.jit(programs.make_train_step(lambda p, bb, r: losses.classify_loss(model, p, bb, r, False), opt))
-  args = (state, b, jax.random.key(0))
+def compiled_step(preset: str, length: int, batch: int, conv_impl: str = "auto", overrides=()):
+  """(compiled step, its arguments) for one preset (with "field=value" `overrides`, as train's --set)
+  at one length: train_throughput.make_step's step, whose state is donated, so callers thread it."""
+  cfg = configs.apply_overrides(train.get_config(preset, conv_impl=conv_impl), overrides)
+  step, state = make_step(cfg)
+  args = (state, random_batch(cfg, batch, length), jax.random.key(0))
   return step.lower(*args).compile(), args
+
+
+def _run(compiled, args, steps: int):
+  """`steps` steps from args, the state threaded; returns the arguments for the next call."""
+  state, rest = args[0], args[1:]
+  for _ in range(steps):
+    state, _ = compiled(state, *rest)
+  jax.block_until_ready(state)
+  return (state, *rest)
 
 
 def op_table(compiled, args, steps: int, top: int) -> list[str]:
   """The `top` XLA ops by time per step under the profiler, each with its HLO line and source op."""
-  jax.block_until_ready(compiled(*args))
+  args = _run(compiled, args, 1)
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d, create_perfetto_trace=True):
-      for _ in range(steps):
-        out = compiled(*args)
-      jax.block_until_ready(out)
+      _run(compiled, args, steps)
     trace = next(Path(d).rglob("*perfetto_trace.json.gz"))
     events = json.load(gzip.open(trace))
   events = events["traceEvents"] if isinstance(events, dict) else events
@@ -108,17 +108,15 @@ def part_of(source: str) -> str:
 
 
 def compare(preset: str, length: int, batch: int, impls: list[str], rounds: int, steps: int,
-            **model: Any) -> list[str]:
+            overrides=()) -> list[str]:
   """ms per step of each conv lowering, interleaved rounds, the best round of each."""
-  runs = {i: compiled_step(preset, length, batch, i, **model) for i in impls}
+  runs = {i: list(compiled_step(preset, length, batch, i, overrides)) for i in impls}
   best = dict.fromkeys(impls, float("inf"))
   for _ in range(rounds):
-    for impl, (c, args) in runs.items():
-      jax.block_until_ready(c(*args))
+    for impl, run in runs.items():
+      run[1] = _run(run[0], run[1], 1)
       t = time.perf_counter()
-      for _ in range(steps):
-        out = c(*args)
-      jax.block_until_ready(out)
+      run[1] = _run(run[0], run[1], steps)
       best[impl] = min(best[impl], (time.perf_counter() - t) / steps)
   base = best[impls[0]]
   return ["| conv lowering | ms/step | steps/s | vs " + impls[0] + " |", "|---|---|---|---|"] + [
@@ -136,26 +134,19 @@ def main() -> None:
                   help="conv lowerings to time against each other, e.g. toeplitz shift_vjp")
   ap.add_argument("--rounds", type=int, default=8)
   ap.add_argument("--hlo", type=Path, help="write the compiled step's HLO text here")
-  ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                  help="a model field over the preset, e.g. --set hidden=32 --set conv_kernel=8")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="a config field over the preset, as train's --set, e.g. --set model.hidden=32")
   args = ap.parse_args()
-  model = {}
-  for item in args.set:
-    field, _, value = item.partition("=")
-    try:
-      model[field] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      model[field] = value
-  print(f"{args.preset} {model or ''}, L = {args.length}, batch {args.batch}, {jax.default_backend()}")
+  print(f"{args.preset} {' '.join(args.set)}, L = {args.length}, batch {args.batch}, {jax.default_backend()}")
   if args.top or args.hlo:
-    compiled, call = compiled_step(args.preset, args.length, args.batch, **model)
+    compiled, call = compiled_step(args.preset, args.length, args.batch, overrides=args.set)
     if args.hlo:
       args.hlo.write_text(compiled.as_text())
     if args.top:
       print("\n".join(op_table(compiled, call, args.steps, args.top)))
   if args.compare:
     print("\n".join(compare(args.preset, args.length, args.batch, args.compare, args.rounds, args.steps,
-                            **model)))
+                            args.set)))
 
 
 if __name__ == "__main__":

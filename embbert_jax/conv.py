@@ -34,7 +34,7 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   k, _, out = kernel_Kx1xO.shape
   chans = x_BxLxC.shape[-1]
   mult = out // chans
-  impl = resolve_conv_impl(impl, k, x_BxLxC.shape[0] * x_BxLxC.shape[1], mult)
+  impl = resolve_conv_impl(impl, mult)
   x = jnp.repeat(x_BxLxC, mult, axis=-1) if mult > 1 else x_BxLxC
   x = x.astype(kernel_Kx1xO.dtype) if x.dtype != kernel_Kx1xO.dtype else x
   if impl == "shift":
@@ -51,14 +51,13 @@ def causal_depthwise_conv(x_BxLxC: Array, kernel_Kx1xO: Array, bias_O: Array, im
   return y + bias_O[None, None]
 
 
-def resolve_conv_impl(impl: str, kernel_size: int, tokens: int = 1 << 20, multiplier: int = 1) -> str:
-  """The lowering that `impl` ("auto" or a name) runs on the default backend, for a kernel of this size
-  over `tokens` = batch x length positions with this channel multiplier (conv_expansion).
+def resolve_conv_impl(impl: str, multiplier: int = 1) -> str:
+  """The lowering that `impl` ("auto" or a name) runs on the default backend for a conv with this
+  channel multiplier (conv_expansion); kernel size and length do not change the choice on CPU.
 
   Measured on CPU (benchmarks/step_profile.py --compare, train steps): with multiplier 1, shift_vjp is
   the fastest at every K (8, 16, 32) and length (48-256) tried, 1.06-1.8x toeplitz; with multiplier 2
   (conv_expansion 2) toeplitz is: 1.2x shift_vjp at K = 32, 1.3-1.9x at K = 16 (L = 64-128)."""
-  del kernel_size, tokens
   if impl != "auto":
     return impl
   if jax.default_backend() != "cpu":

@@ -97,13 +97,17 @@ def segment_ids(ids_BxL: Array) -> Array:
   return jnp.where(ids_BxL == PAD_ID, 0, seg).astype(jnp.int32)
 
 
+def key_bias(mask_BxL: Array) -> Array:
+  """(B, L) f32: 0 at real keys, -1e30 at PAD keys, added to the scores. An additive mask has the
+  identity as its gradient, so no (L x L) select and zeros tensor enter the backward pass."""
+  return jnp.where(mask_BxL, 0.0, _NEG).astype(jnp.float32)
+
+
 def masked_softmax(scores_BxHxLxL: Array, mask_BxL: Array) -> Array:
-  """Softmax over keys that are not PAD; rows of PAD queries are all zero (spec 1.2). Computed in f32.
-  The key mask is an additive (B, 1, 1, L) bias: its gradient is the identity, so no (L x L) select
-  and zeros tensor enter the backward pass."""
-  scores = scores_BxHxLxL.astype(jnp.float32)
-  key_bias = jnp.where(mask_BxL, 0.0, _NEG).astype(jnp.float32)[:, None, None, :]
-  return jax.nn.softmax(scores + key_bias, axis=-1) * mask_BxL[:, None, :, None]
+  """Softmax over keys that are not PAD (`key_bias`); rows of PAD queries are all zero (spec 1.2).
+  Computed in f32."""
+  scores = scores_BxHxLxL.astype(jnp.float32) + key_bias(mask_BxL)[:, None, None, :]
+  return jax.nn.softmax(scores, axis=-1) * mask_BxL[:, None, :, None]
 
 
 # ------------------------------------------------------------------------------------------ embedders
@@ -182,8 +186,7 @@ class EfficientAttention(nn.Module):
     # The 1/sqrt(d) scale on q (L x d), not on the scores (L x L): the same product, and on CPU XLA
     # otherwise materialises an (L x L) broadcast of the constant for its fused matmul every step.
     scores_BxLxL = jnp.einsum("bqd,bkd->bqk", q_BxLxD * (1.0 / math.sqrt(c.hidden)), u_BxLxD)
-    key_bias_BxL = jnp.where(mask_BxL, 0.0, _NEG).astype(jnp.float32)
-    scores_BxLxL = scores_BxLxL.astype(jnp.float32) + key_bias_BxL[:, None, :]
+    scores_BxLxL = scores_BxLxL.astype(jnp.float32) + key_bias(mask_BxL)[:, None, :]
     top_BxLx1 = lax.stop_gradient(scores_BxLxL.max(-1, keepdims=True))
     weights_BxLxL = jnp.exp(scores_BxLxL - top_BxLx1)
     total_BxLx1 = weights_BxLxL.sum(-1, keepdims=True)
