@@ -443,3 +443,10 @@ def run_config_file(path, error: type[Exception], what: str):
     where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
     raise error(f"cannot load {what} {path}{where}: {type(e).__name__}: {e}") from None
 
+
+def init_fields(init: dict) -> dict[str, Any]:
+  """The training-config fields that carry an init (inits.Init.record()) to the trainer: init_from for a
+  pre-trained encoder, token_vectors for token vectors, nothing for scratch or an in-run pre-training."""
+  if init.get("kind") == "embeddings":
+    return {"token_vectors": True}
+  return {"init_from": init["path"]} if init.get("path") else {}

@@ -76,7 +76,8 @@ SETTINGS = (
             "evaluations (two per rung-0 length); 0 = never"),
     Setting("init", "auto", "encoder of every trial: auto (a shipped or cached supernet that holds every "
             "fitting config, else a shipped encoder when every fitting config is its model config, else "
-            "scratch), supernet (its slices), pretrained, scratch, or DIR (a supernet folder, or a "
+            "embeddings), supernet (its slices), pretrained, embeddings (token vectors of the corpus, the "
+            "rest random), scratch, or DIR (a supernet folder, or a "
             "standalone pre-training whose encoder fits every fitting config)"),
     Setting("recipe", "auto", "training recipe of every trial (trainer's recipes): auto = scratch from "
             "random init, the fine-tuning recipe with a pre-trained encoder (--init, --pretrain-steps)"),
@@ -284,7 +285,8 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
   sw = Sweep(s, space_cfg, budget, min_budget, space_lib.spread_order(fitting, s.policy), trainer,
              num_labels, metric, out, storage, identity, log, space_lib.members(space_cfg), eps)
   sw.init = resolve_init(sw)
-  if sw.init["path"]:  # (a scratch study keeps the identity it had before --init existed)
+  # (a scratch study keeps the identity it had before --init existed)
+  if sw.init["path"] or sw.init["kind"] == "embeddings":
     identity["init"] = sw.init
   for knobs in sw.members:  # a bad `train` override or train_grid field fails here
     cfg = trainer_config(sw, fitting[0].model, number=0, hash_="0" * 12, knobs=knobs)
@@ -315,7 +317,12 @@ def resolve_init(sw: Sweep) -> dict[str, Any]:
     init = inits.resolve(cfg, spec, [(f"config {c.describe()}", c.model) for c in sw.ordered])
   except (inits.InitError, configs.ConfigError, data.DataError, ValueError) as e:
     raise SweepError(str(e).strip().splitlines()[0]) from None
-  sw.log(f"{init.describe()}" + ("" if init.kind != "scratch" or spec != "auto" else
+  if init.kind == "embeddings" and "token_vectors" not in cfg:
+    if spec != "auto":
+      raise SweepError(f"--init embeddings: the trainer {sw.settings.trainer!r} cannot take token vectors (its "
+                       "config has no token_vectors field); use --init scratch")
+    init = inits.Init("scratch")
+  sw.log(f"{init.describe()}" + ("" if init.kind not in ("scratch", "embeddings") or spec != "auto" else
                                  " (no shipped or cached supernet holds every fitting config)"))
   return init.record()
 
@@ -342,8 +349,8 @@ def trainer_config(sw: Sweep, model, number: int, hash_: str, knobs: dict[str, A
   cfg = sw.trainer.get_config()
   cfg.model = configs.model_config(**configs.ModelConfig.from_dict(model).to_dict())
   eval_every = max(1, s.steps // max(1, sw.space.evals)) if s.steps else 0  # 0: the trainer's default
-  if sw.init["path"]:  # a pre-trained encoder (resolve_init): recipe auto then picks the fine-tuning recipe
-    configs.set_field(cfg, "init_from", sw.init["path"])
+  for key, value in configs.init_fields(sw.init).items():  # an encoder: recipe auto then picks the fine-tuning recipe
+    configs.set_field(cfg, key, value)
   recipe = getattr(sw.trainer, "apply_recipe", None)
   if recipe is not None:
     try:

@@ -11,12 +11,16 @@
 * `DIR`: a standalone pre-training (`python -m embbert_jax.pretrain` workdir or its model/ folder), a
   shipped encoder's folder (or its NAME under embbert_jax/pretrained/), or a supernet folder (its manifest
   names the supernet): the config must then be one of its sub-networks.
+* `embeddings`: pre-trained token vectors (wordvecs.py: a PPMI-SVD of the corpus, shipped for the
+  package's tokenizers, else built in about 20 s), the rest of the model random; trains with the
+  from-scratch recipe.
 * `auto` (default): the in-run pre-training when pretrain.steps > 0, else `supernet` when one matches,
-  else `pretrained` when one matches, else `scratch`. With several configs (a sweep) each choice must fit
+  else `pretrained` when one matches, else `embeddings`. With several configs (a sweep) each choice must fit
   them all, so a standalone encoder (one config) applies only when they all share its config.
 
 The encoder reaches the model through cfg.init_from (programs.load_encoder slices a supernet), so a
-pre-trained init also makes `--recipe auto` pick the fine-tuning recipe (recipes.choose).
+pre-trained init also makes `--recipe auto` pick the fine-tuning recipe (recipes.choose); token vectors
+through cfg.token_vectors (configs.init_fields), which leaves the recipe at scratch.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from embbert_jax import configs, data, files, pretrained, supernet
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import is_supernet, load_encoder
 
-CHOICES = ("auto", "supernet", "pretrained", "scratch")
+CHOICES = ("auto", "supernet", "pretrained", "embeddings", "scratch")
 SHIPPED = Path(__file__).resolve().parent / "supernets"
 
 
@@ -39,7 +43,7 @@ class InitError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Init:
-  kind: str  # scratch | supernet | pretrained | pretrain_steps
+  kind: str  # scratch | embeddings | supernet | pretrained | pretrain_steps
   path: str = ""  # the model folder the encoder comes from
   steps: int = 0  # its pre-training steps (manifest), or the in-run pre-training's
 
@@ -49,6 +53,9 @@ class Init:
   def describe(self) -> str:
     if self.kind == "scratch":
       return "init: scratch (random initialisation)"
+    if self.kind == "embeddings":
+      return ("init: embeddings: the token table from the corpus's token vectors (PPMI-SVD, wordvecs.py), "
+              "the rest random")
     if self.kind == "pretrain_steps":
       return f"init: {self.steps} MLM+NSP pre-training steps in this run"
     what = "the slice of the supernet" if self.kind == "supernet" else "the pre-trained encoder"
@@ -166,8 +173,8 @@ def resolve(cfg, spec: str, models=None) -> Init:
     if spec not in ("auto", "scratch"):
       raise InitError(f"--init {spec} and --pretrain-steps {steps} both give the encoder; use one")
     return Init("pretrain_steps", steps=steps)
-  if spec == "scratch":
-    return Init("scratch")
+  if spec in ("scratch", "embeddings"):
+    return Init(spec)
   v = cfg.model.vocab_size
   what = models[0][0] if len(models) == 1 else f"all {len(models)} configs"
   if spec in ("auto", "supernet"):
@@ -184,7 +191,7 @@ def resolve(cfg, spec: str, models=None) -> Init:
       _verified(found)
       return Init("pretrained", str(found), int(_manifest(found).get("steps", 0)))
     if spec == "auto":
-      return Init("scratch")
+      return Init("embeddings")
     names = ", ".join(d.name for d in pretrained.folders()) or "none"
     raise InitError(f"no encoder shipped in {pretrained.ROOT} (there: {names}) has the model config and "
                     f"tokenizer of {what} (vocabulary {v}); use --init auto or scratch")
@@ -192,8 +199,8 @@ def resolve(cfg, spec: str, models=None) -> Init:
   if not path.exists() and pretrained.is_pretrained(pretrained.ROOT / spec):  # --init NAME of a shipped one
     path = pretrained.ROOT / spec
   if not path.exists():
-    raise InitError(f"--init {spec}: no such folder (expected auto, supernet, pretrained, scratch, a "
-                    f"pre-training folder or a shipped encoder's name)")
+    raise InitError(f"--init {spec}: no such folder (expected auto, supernet, pretrained, embeddings, scratch, a"
+                    f" pre-training folder or a shipped encoder's name)")
   folder = _model_folder(path).resolve()
   _saved_config(folder)  # InitError unless it is a saved model
   manifest = _manifest(folder)

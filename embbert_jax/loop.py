@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, data, files, memory, metrics, signals
+from embbert_jax import configs, data, files, memory, metrics, signals, wordvecs
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
                                   save_params)
@@ -336,7 +336,9 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   per_epoch = len(enc["train"]) // first.batch_size
   total = run_length(first, len(enc["train"]))
   progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run
-  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from)
+  vectors = str(wordvecs.find(first.model.vocab_size, first.corpus, first.cache_dir or None)) \
+      if first.get("token_vectors") else ""
+  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors)
   eval_every = min(first.eval_every or per_epoch, total)
   t0 = time.perf_counter()
   out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,

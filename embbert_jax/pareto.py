@@ -264,7 +264,8 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
 def init_note(rows: list[dict]) -> str:
   """'; encoder: ...' for the table's head: the init(s) its trials started from ('' if unrecorded)."""
   seen = dict.fromkeys((r.get("init"), r.get("init_from"), r.get("init_steps")) for r in rows if r.get("init"))
-  words = [kind if kind == "scratch" else f"{steps} pre-training steps in each run" if not path else
+  words = [kind if kind == "scratch" else "token vectors of the corpus (embeddings), the rest random"
+           if kind == "embeddings" else f"{steps} pre-training steps in each run" if not path else
            f"{kind} {path} ({steps} pre-training steps)" for kind, path, steps in seen]
   return f"; encoder: {', '.join(words)}" if words else ""
 

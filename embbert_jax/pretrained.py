@@ -132,9 +132,10 @@ def _shipped_tokenizer_file(digest: str) -> str | None:
 
 
 def shipped_bytes(exclude: Path | None = None) -> int:
-  """Bytes of everything shipped in the package: pretrained/, supernets/, tokenizers/ (less `exclude`)."""
+  """Bytes of everything shipped in the package: pretrained/, supernets/, tokenizers/, wordvecs/ (less
+  `exclude`)."""
   pkg = ROOT.parent
-  roots = [ROOT, pkg / "supernets", tok_lib.SHIPPED]
+  roots = [ROOT, pkg / "supernets", tok_lib.SHIPPED, pkg / "wordvecs"]
   return sum(f.stat().st_size for r in roots if r.is_dir() for f in r.rglob("*")
              if f.is_file() and (exclude is None or exclude not in f.parents))
 

@@ -195,11 +195,17 @@ def _init_program(model_cfg: configs.ModelConfig, task: str):
   return jax.jit(jax.vmap(one))
 
 
-def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None):
+def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None,
+                 token_vectors: str = ""):
   """Stacked initial params (leading axis G): member i from key(seeds[i]), its encoder replaced by the
-  saved encoder init_from[i] where that is set."""
+  saved encoder init_from[i] where that is set, else its token table taken from the token-vector table
+  at path `token_vectors` where that is given (wordvecs.apply)."""
   program = _init_program(configs.ModelConfig.from_dict(model_cfg), task)
   params = jax.device_get(program(np.asarray(seeds, np.int32)))
+  if token_vectors:
+    from embbert_jax import wordvecs
+    own = list(init_from or []) + [""] * (len(seeds) - len(init_from or []))
+    params = wordvecs.apply(params, token_vectors, [not p for p in own])
   for i, path in enumerate(init_from or []):
     if path:
       enc = jax.device_get(load_encoder(path, model_cfg))

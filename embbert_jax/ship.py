@@ -2,12 +2,14 @@
 
     python -m embbert_jax.ship encoder runs/pre --name embbert-v8192   # -> embbert_jax/pretrained/embbert-v8192/
     python -m embbert_jax.ship tokenizers                              # -> embbert_jax/tokenizers/ (2048, 8192, 16384)
+    python -m embbert_jax.ship vectors                                 # -> embbert_jax/wordvecs/ (the same three)
 
 `encoder` (pretrained.make): the encoder of a finished standalone pre-training (its workdir or model/
 folder) as fp16 params.npz + config.json + manifest.json (the pre-training's manifest, the params' sha256),
 with its tokenizer copied unless it is a shipped one. `tokenizers` (tokenizer.ship_default_tokenizers):
 the default corpus's cached tokenizers (the corpus built and the tokenizers trained first if needed) with
-index.json, which records the corpus recipe they are for. Either prints what it wrote and the package's
+index.json, which records the corpus recipe they are for. `vectors` (wordvecs.ship): the token vectors of
+the shipped tokenizers (built from the default corpus if not cached) with index.json. Each prints what it wrote and the package's
 shipped bytes against the 25 MB budget.
 """
 
@@ -17,7 +19,7 @@ import json
 import shlex
 import sys
 
-from embbert_jax import cli, data, pretrained
+from embbert_jax import cli, data, pretrained, wordvecs
 from embbert_jax import tokenizer as tok_lib
 
 
@@ -36,6 +38,13 @@ def main(argv: list[str] | None = None) -> None:
   tok.add_argument("--cache-dir", default=None, help="cache folder (default: $EMBBERT_JAX_CACHE, else "
                    "~/.cache/embbert_jax)")
   tok.add_argument("--dest", default=None, help="write here instead of the package's tokenizers/ (staging)")
+  vec = sub.add_parser("vectors", help="ship the token vectors of the shipped tokenizers",
+                       formatter_class=cli.HelpFormatter)
+  vec.add_argument("--vocab", type=cli.at_least(5), nargs="+", default=list(tok_lib.SHIPPED_VOCABS),
+                   help="vocabulary sizes (each must have a shipped tokenizer)")
+  vec.add_argument("--cache-dir", default=None, help="cache folder (default: $EMBBERT_JAX_CACHE, else "
+                   "~/.cache/embbert_jax)")
+  vec.add_argument("--dest", default=None, help="write here instead of the package's wordvecs/ (staging)")
   args = ap.parse_args(argv)
   command = "python -m embbert_jax.ship " + shlex.join(argv)
   try:
@@ -45,6 +54,12 @@ def main(argv: list[str] | None = None) -> None:
       print(json.dumps({k: m[k] for k in ("name", "params_sha256", "params_bytes", "steps",
                                            "fp16_max_abs_error")}, indent=1))
       print(f"wrote {folder}")
+    elif args.what == "vectors":
+      index = wordvecs.ship(args.vocab, args.cache_dir, args.dest, command=command)
+      for v, e in index["tables"].items():
+        print(f"ppmi{v}: {e['file']} {e['bytes']:,} bytes sha256 {e['sha256']}, {e['seen_pieces']:,} pieces "
+              f"seen in {e['pieces']:,} of {e['corpus']}")
+      print(f"recipe {index['recipe']}; wrote {args.dest or wordvecs.SHIPPED}")
     else:
       index = tok_lib.ship_default_tokenizers(args.vocab, args.cache_dir, args.dest, command=command)
       for v, e in index["tokenizers"].items():

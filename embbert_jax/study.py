@@ -194,7 +194,8 @@ def arm_config(study, arm: dict, task: str):
     configs.validate_training(cfg)
     if arm.get("init"):  # inits.resolve: the rule of `train --init`
       from embbert_jax import inits
-      cfg.init_from = inits.resolve(cfg, arm["init"]).path
+      for key, value in configs.init_fields(inits.resolve(cfg, arm["init"]).record()).items():
+        configs.set_field(cfg, key, value)
   except (configs.ConfigError, ValueError) as e:  # (inits.InitError is a ValueError)
     raise StudyError(f"arm {arm['name']!r}: {str(e).splitlines()[0]}") from None
   return cfg

@@ -53,6 +53,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.bucket_window = 64  # length bucketing over windows of this many batches (batches.train_batches); 0 = off
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
+  c.token_vectors = False  # token table from the corpus's PPMI-SVD vectors (wordvecs.py; --init embeddings)
   c.cache_dir = ""  # data/tokenizer cache ("" = default)
   c.corpus = ""  # pre-training/tokenizer corpus file ("" = the offline corpus of data.pretraining_corpus)
   c.pretrain = ml_collections.ConfigDict(dict(
@@ -173,10 +174,11 @@ def main(argv: list[str] | None = None) -> None:
                   "Fine-tune a model preset on a task (optionally pre-train first).")
   add_common_flags(ap)
   ap.add_argument("--pretrain-steps", type=cli.at_least(0), default=None, help="MLM+NSP steps before fine-tuning")
-  ap.add_argument("--init", default=None, metavar="auto|supernet|pretrained|scratch|DIR",
+  ap.add_argument("--init", default=None, metavar="auto|supernet|pretrained|embeddings|scratch|DIR",
                   help="the encoder: auto (default: a shipped or cached supernet holding the config, else a "
                        "shipped pre-trained encoder of exactly this model config and tokenizer, else "
-                       "scratch), supernet (its slice), pretrained (that shipped encoder), scratch, or DIR (a "
+                       "embeddings), supernet (its slice), pretrained (that shipped encoder), embeddings (the "
+                       "token table from the corpus's PPMI-SVD token vectors, the rest random), scratch, or DIR (a "
                        "pretrain workdir or model folder, a supernet folder, or a shipped encoder's name); "
                        "printed, and recorded in result.json")
   ap.add_argument("--init-from", default=None, help="alias of --init DIR")
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     if init.path:  # a pre-trained encoder: recipe auto then picks the fine-tuning recipe
       args.init_from = init.path
       cfg = config_from_args(args, extra)
+    for key, value in configs.init_fields(init.record()).items():
+      configs.set_field(cfg, key, value)
   except (configs.ConfigError, data.DataError, ValueError) as e:
     cli.bad_input(e)
   print(init.describe(), flush=True)

@@ -50,7 +50,7 @@ def test_auto_and_supernet_find_a_cached_supernet_that_holds_the_config(tmp_path
   assert inits.resolve(cfg, "scratch").kind == "scratch"
   wide = tiny_config(tmp_path)
   wide.model.hidden = 64  # the supernet stops at 32: not one of its sub-networks
-  assert inits.resolve(wide, "auto").kind == "scratch"
+  assert inits.resolve(wide, "auto").kind == "embeddings"  # no encoder: token vectors
   with pytest.raises(inits.InitError, match="supernet_train") as e:
     inits.resolve(wide, "supernet")
   assert "\n" not in str(e.value)

@@ -120,8 +120,9 @@ def test_train_cli_prints_recipe_and_writes_baselines(tmp_path, capsys):
   train.main(["--task", cfg.task, "--steps", "6", "--wandb", "disabled", "--workdir", str(tmp_path / "w"),
               f"--set=corpus={cfg.corpus}", f"--set=cache_dir={cfg.cache_dir}", "--set=batch_size=16", *model])
   out = capsys.readouterr().out
-  assert out.startswith("init: scratch (random initialisation)\nrecipe scratch: AdamW lr ")  # no supernet cached
+  assert out.startswith("init: embeddings: the token table from the corpus's token vectors")  # no encoder cached
+  assert out.splitlines()[1].startswith("recipe scratch: AdamW lr ")  # token vectors: the from-scratch recipe
   assert "reference on the same split (test), TF-IDF (1-2 grams) + logistic regression: accuracy 1.0000" in out
   result = json.loads((tmp_path / "w" / "finetune" / "result.json").read_text())
-  assert result["recipe"] == "scratch" and result["steps"] == 6 and result["init"]["kind"] == "scratch"
+  assert result["recipe"] == "scratch" and result["steps"] == 6 and result["init"]["kind"] == "embeddings"
   assert result["baselines"]["baselines"]["majority class"]["test"]["mcc"] == 0.0

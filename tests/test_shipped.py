@@ -120,13 +120,13 @@ def test_auto_takes_the_shipped_encoder_for_its_exact_config_only(pre, tmp_path,
   for field, value in (("hidden", 32), ("num_layers", 2), ("max_len", 64), ("residual", True)):
     other = cfg.copy_and_resolve_references()
     other.model[field] = value
-    assert inits.resolve(other, "auto").kind == "scratch", field
+    assert inits.resolve(other, "auto").kind == "embeddings", field  # no encoder: token vectors
     with pytest.raises(inits.InitError, match="no encoder shipped") as e:
       inits.resolve(other, "pretrained")
     assert "\n" not in str(e.value) and "there: tiny" in str(e.value)
   # A sweep passes all fitting configs: a standalone encoder only when they all have its config.
   wide = configs.ModelConfig.from_dict({**cfg.model.to_dict(), "hidden": 32})
-  assert inits.resolve(cfg, "auto", [("a", cfg.model), ("b", wide)]).kind == "scratch"
+  assert inits.resolve(cfg, "auto", [("a", cfg.model), ("b", wide)]).kind == "embeddings"
   assert inits.resolve(cfg, "auto", [("a", cfg.model), ("b", cfg.model)]) == want
   # In-run pre-training and a supernet that holds the config come first.
   steps = cfg.copy_and_resolve_references()
@@ -142,7 +142,7 @@ def test_auto_takes_the_shipped_encoder_for_its_exact_config_only(pre, tmp_path,
                                       for i in range(40)) + "\n")
   retok = cfg.copy_and_resolve_references()
   retok.corpus = str(other_corpus)
-  assert inits.resolve(retok, "auto").kind == "scratch"
+  assert inits.resolve(retok, "auto").kind == "embeddings"
 
 
 def test_the_default_corpus_tokenizer_comes_from_the_shipped_folder_offline(pre, tmp_path, monkeypatch):

@@ -131,3 +131,17 @@ def test_a_pretrained_init_picks_the_fine_tuning_recipe(tmp_path):
     for c in sw.ordered:
       cfg = engine.trainer_config(sw, c.model, 0, c.hash)
       assert (cfg.init_from, cfg.recipe) == (want_from, want_recipe)
+
+
+def test_auto_gives_the_real_trainer_token_vectors_and_a_study_keeps_them(tmp_path):
+  """With the real trainer and nothing pre-trained, auto is token vectors: token_vectors on, recipe
+  scratch, and the study's identity records the init (a scratch study then cannot resume it)."""
+  _, task = write_fixture(tmp_path)
+  for init, want in (("auto", True), ("embeddings", True), ("scratch", False)):
+    s = _settings(tmp_path, "unused", study=f"v-{init}", task=str(task), init=init, trainer="embbert_jax.train")
+    sw = engine.prepare(s, trainer=train, log=lambda m: None)
+    assert sw.init["kind"] == ("embeddings" if want else "scratch")
+    assert ("init" in sw.identity) == want
+    for c in sw.ordered:
+      cfg = engine.trainer_config(sw, c.model, 0, c.hash)
+      assert (cfg.token_vectors, cfg.init_from, cfg.recipe) == (want, "", "scratch")
