@@ -36,7 +36,7 @@ import numpy as np
 
 from embbert_jax.files import sha256_file, write_json_atomic
 
-RECIPE = {"version": 1, "window": 2, "alpha": 0.75, "dims": 64}
+RECIPE = {"version": 2, "window": 2, "alpha": 0.75, "dims": 64}
 SHIPPED = Path(__file__).resolve().parent / "wordvecs"
 SHIPPED_INDEX = "index.json"
 FORMAT = "embbert_jax.wordvecs/1"
@@ -102,15 +102,20 @@ def svd_vectors(matrix, dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def build(tokenizer, corpus: str | os.PathLike, recipe: dict | None = None) -> dict:
   """The vectors of `tokenizer`'s pieces in the corpus file (one sentence per line): a dict of
   "vectors", "singular", "seen" and "info" (pieces counted, seconds)."""
+  import scipy.sparse as sp
   recipe = {**RECIPE, **(recipe or {})}
   t0 = time.perf_counter()
   with open(corpus, encoding="utf-8") as f:
     lines = [line for line in (raw.strip() for raw in f) if line]
   sentences = tokenizer.tokenize(lines)
   counts = cooccurrence(sentences, tokenizer.vocab_size, int(recipe["window"]))
-  vectors, singular, seen = svd_vectors(ppmi(counts, float(recipe["alpha"])), int(recipe["dims"]))
-  seen[:NUM_SPECIAL] = False
-  vectors[:NUM_SPECIAL] = 0.0
+  matrix = ppmi(counts, float(recipe["alpha"]))
+  ordinary = np.ones(tokenizer.vocab_size)
+  ordinary[:NUM_SPECIAL] = 0.0  # [UNK] does occur (pieces the tokenizer cannot spell): it keeps its random row
+  keep = sp.diags(ordinary)
+  matrix = (keep @ matrix @ keep).tocsr()
+  matrix.eliminate_zeros()
+  vectors, singular, seen = svd_vectors(matrix, int(recipe["dims"]))
   info = {"pieces": int(sum(len(s) for s in sentences)), "sentences": len(sentences),
           "seen_pieces": int(seen.sum()), "seconds": round(time.perf_counter() - t0, 1)}
   return {"vectors": vectors, "singular": singular, "seen": seen, "info": info}

@@ -136,3 +136,18 @@ def test_train_defaults_to_token_vectors_with_the_scratch_recipe_and_records_it(
   result = json.loads((tmp_path / "run" / "finetune" / "result.json").read_text())
   assert result["init"]["kind"] == "embeddings" and result["recipe"] == "scratch"
   assert json.loads((tmp_path / "run" / "finetune" / "config.json").read_text())["token_vectors"] is True
+
+
+def test_the_package_ships_a_table_for_each_shipped_tokenizer_found_offline(monkeypatch):
+  from embbert_jax import data
+  monkeypatch.setattr(data, "pretraining_corpus", lambda *a, **k: pytest.fail("built the corpus"))
+  monkeypatch.setattr(wordvecs, "build", lambda *a, **k: pytest.fail("built a table"))
+  index = wordvecs.shipped_index()
+  assert index["recipe"] == wordvecs.RECIPE and "ship vectors" in index["made_by"]
+  for v in tok_lib.SHIPPED_VOCABS:
+    path = wordvecs.find(v)
+    assert path == wordvecs.SHIPPED / f"ppmi{v}.npz"
+    vectors, seen, meta = wordvecs.load(path)
+    assert vectors.shape == (v, wordvecs.RECIPE["dims"]) and seen.sum() > 0.99 * v - wordvecs.NUM_SPECIAL
+    assert meta["tokenizer_sha256"] == index["tables"][str(v)]["tokenizer_sha256"]
+    np.testing.assert_allclose(vectors[seen].std(0), 1.0, atol=2e-3)  # fp16 storage of unit-std columns
