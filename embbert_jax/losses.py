@@ -30,7 +30,17 @@ def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float 
   if sched is not None and not recipes.is_constant(sched):
     total = total_steps or cfg.get("total_steps") or cfg.get("steps")
     parts.append(optax.scale_by_schedule(recipes.schedule_shape(sched, int(total or 0))))
+  token_scale = float(cfg.get("token_lr_scale", 1.0))
+  if token_scale != 1.0:  # the token table's whole update (decay included) times this: 0 freezes it
+    parts.append(optax.masked(optax.scale(token_scale), token_table_mask))
   return optax.chain(*parts)
+
+
+def token_table_mask(params):
+  """True at the token table (encoder/embedder/token/embedding), False elsewhere."""
+  path_of = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: path_of(path).endswith("encoder/embedder/token/embedding"), params)
 
 
 def classify_loss(model, params, batch, rng, is_regression: bool, label_smoothing: float = 0.0):

@@ -183,6 +183,8 @@ def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total
     sched = cfg.get("schedule", recipes.schedule_config())
   if not recipes.is_constant(sched):  # a constant schedule keeps the key (and the program) of before
     opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)), ("total_steps", int(total_steps)))
+  if kind != "pretrain" and float(cfg.get("token_lr_scale", 1.0)) != 1.0:  # (1.0 keeps the key of before)
+    opt += (("token_lr_scale", float(cfg.token_lr_scale)),)
   loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"
                else (is_regression, float(cfg.get("label_smoothing", 0.0))))
   return _cached_programs(kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),

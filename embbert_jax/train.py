@@ -38,6 +38,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.learning_rate = 5e-5  # AdamW peak learning rate, times the schedule's shape (spec: constant)
   c.schedule = recipes.schedule_config()  # kind, warmup_steps | warmup_fraction, end_fraction
   c.label_smoothing = 0.0
+  c.token_lr_scale = 1.0  # the token table's updates times this (0 freezes it, e.g. pre-trained token vectors)
   c.weight_decay = 0.05
   c.grad_clip = 1.0
   c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8

@@ -151,3 +151,46 @@ def test_the_package_ships_a_table_for_each_shipped_tokenizer_found_offline(monk
     assert vectors.shape == (v, wordvecs.RECIPE["dims"]) and seen.sum() > 0.99 * v - wordvecs.NUM_SPECIAL
     assert meta["tokenizer_sha256"] == index["tables"][str(v)]["tokenizer_sha256"]
     np.testing.assert_allclose(vectors[seen].std(0), 1.0, atol=2e-3)  # fp16 storage of unit-std columns
+
+
+def test_token_lr_scale_scales_only_the_token_tables_update():
+  import jax
+  import jax.numpy as jnp
+  from embbert_jax import losses
+  params = {"encoder": {"embedder": {"token": {"embedding": jnp.ones((4, 3))}, "position": {"embedding": jnp.ones((2, 3))}}},
+            "head": {"dense": {"kernel": jnp.ones((3, 2))}}}
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
+
+  def step(scale):
+    cfg = train.get_config("nano")
+    cfg.token_lr_scale, cfg.learning_rate = scale, 1e-2
+    opt = losses.make_optimizer(cfg, total_steps=10)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    return updates
+
+  full, frozen, half = step(1.0), step(0.0), step(0.5)
+  token = lambda u: u["encoder"]["embedder"]["token"]["embedding"]
+  assert float(jnp.abs(token(full)).min()) > 0 and not np.asarray(token(frozen)).any()
+  np.testing.assert_allclose(token(half), 0.5 * token(full), rtol=1e-6)
+  for tree in (frozen, half):  # everything else: the unscaled update
+    np.testing.assert_array_equal(tree["head"]["dense"]["kernel"], full["head"]["dense"]["kernel"])
+    np.testing.assert_array_equal(tree["encoder"]["embedder"]["position"]["embedding"],
+                                  full["encoder"]["embedder"]["position"]["embedding"])
+
+
+def test_a_frozen_token_table_stays_as_initialised_through_training(tmp_path):
+  """token_lr_scale reaches the trainer's compiled optimiser (programs.programs_for keys it), not only
+  losses.make_optimizer: with 0 the trained model's token table is its initial one, with 1 it moves."""
+  from embbert_jax import artifacts
+  tables = {}
+  for scale in (0.0, 1.0):
+    cfg = tiny_config(tmp_path, steps=4, eval_every=4, token_lr_scale=scale, token_vectors=True)
+    out = train.train_and_evaluate(cfg, tmp_path / f"s{scale}")
+    params, _, _ = artifacts.load_model(tmp_path / f"s{scale}" / "finetune" / "model")
+    tables[scale] = params["encoder"]["embedder"]["token"]["embedding"]
+    assert out["steps"] == 4
+  path = wordvecs.find(cfg.model.vocab_size, cfg.corpus, cfg.cache_dir)
+  initial = programs.init_members(cfg.model, [cfg.seed], "classify", None, str(path))
+  start = initial["encoder"]["embedder"]["token"]["embedding"][0]
+  np.testing.assert_array_equal(tables[0.0], start)
+  assert np.abs(tables[1.0] - start).max() > 1e-4
