@@ -100,6 +100,14 @@ def sha256_file(path: str | os.PathLike) -> str:
   return h.hexdigest()
 
 
+def sha256_mismatch(path: str | os.PathLike, want: str, where: str) -> str | None:
+  """None if the file at `path` has the sha256 `want` (which `where` records), else the start of a
+  one-line error naming the file and both digests (the caller adds its remedy): shipped tokenizers, token
+  vectors and encoders are all checked by this one rule."""
+  got = sha256_file(path) if Path(path).is_file() else "missing"
+  return None if got == want else f"{path}: sha256 {got[:16]} is not the {where}'s {want[:16]}"
+
+
 class FolderBusy(RuntimeError):
   """Another process holds the folder's lock (a run in that workdir)."""
 

@@ -74,8 +74,13 @@ def _model_folder(path: Path) -> Path:
 
 
 def _manifest(folder: Path) -> dict:
+  """The folder's manifest.json ({} without one); InitError naming it when it is not JSON. (The probe
+  pretrained.is_pretrained reads a broken one as "not a shipped encoder" instead: a probe must not fail.)"""
   f = folder / "manifest.json"
-  return json.loads(f.read_text()) if f.is_file() else {}
+  try:
+    return json.loads(f.read_text()) if f.is_file() else {}
+  except (OSError, ValueError) as e:
+    raise InitError(f"{f}: not a readable manifest ({str(e).splitlines()[0]}); remake the folder") from None
 
 
 def _saved_config(folder: Path):

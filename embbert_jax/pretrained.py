@@ -32,7 +32,7 @@ import numpy as np
 
 from embbert_jax import artifacts, configs, memory
 from embbert_jax import tokenizer as tok_lib
-from embbert_jax.files import sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from embbert_jax.files import sha256_file, sha256_mismatch, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent / "pretrained"
 FORMAT = "embbert_jax.pretrained/1"
@@ -100,10 +100,10 @@ def tokenizer_path(folder: str | os.PathLike) -> Path:
 
 
 def _check_sha(path: Path, want: str, where: str) -> None:
-  got = sha256_file(path) if path.is_file() else "missing"
-  if got != want:
-    raise PretrainedError(f"{path}: sha256 {got[:16]} is not the {where}'s {want[:16]}: the file is damaged or "
-                          f"replaced (reinstall embbert_jax, or remake it with python -m embbert_jax.ship encoder)")
+  why = sha256_mismatch(path, want, where)
+  if why:
+    raise PretrainedError(f"{why}: the file is damaged or replaced (reinstall embbert_jax, or remake it with "
+                          "python -m embbert_jax.ship encoder)")
 
 
 def verify(folder: str | os.PathLike) -> None:

@@ -35,7 +35,7 @@ import sentencepiece as spm
 from .configs import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 from .data import (DEFAULT_CORPUS_SOURCES, default_corpus_id, default_corpus_recipe, normalize_text,
                    pretraining_corpus, read_corpus_card, resolve_cache_dir)
-from .files import sha256_file, write_bytes_atomic, write_json_atomic
+from .files import sha256_file, sha256_mismatch, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "PAD_ID",
@@ -280,10 +280,9 @@ def shipped_tokenizer(vocab_size: int) -> Path | None:
             f"code builds {shipped_identity()}; building the default corpus instead", file=sys.stderr, flush=True)
     return None
   path = SHIPPED / entry["file"]
-  digest = sha256_file(path) if path.is_file() else "missing"
-  if digest != entry["sha256"]:
-    raise ShippedTokenizerError(f"{path}: sha256 {digest[:16]}, the index says {entry['sha256'][:16]}: a "
-                                f"damaged install (reinstall embbert_jax)")
+  why = sha256_mismatch(path, entry["sha256"], "index")
+  if why:
+    raise ShippedTokenizerError(f"{why}: a damaged install (reinstall embbert_jax)")
   return path
 
 

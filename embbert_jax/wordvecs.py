@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embbert_jax.files import sha256_file, write_json_atomic
+from embbert_jax.files import sha256_file, sha256_mismatch, write_json_atomic
 
 RECIPE = {"version": 2, "window": 2, "alpha": 0.75, "dims": 64}
 SHIPPED = Path(__file__).resolve().parent / "wordvecs"
@@ -156,10 +156,9 @@ def _shipped(tokenizer_sha: str) -> Path | None:
   if entry is None:
     return None
   path = SHIPPED / entry["file"]
-  digest = sha256_file(path) if path.is_file() else "missing"
-  if digest != entry["sha256"]:
-    raise VectorsError(f"{path}: sha256 {digest[:16]}, the index says {entry['sha256'][:16]}: a damaged "
-                       "install (reinstall embbert_jax)")
+  why = sha256_mismatch(path, entry["sha256"], "index")
+  if why:
+    raise VectorsError(f"{why}: a damaged install (reinstall embbert_jax)")
   return path
 
 

@@ -96,3 +96,13 @@ def test_a_missing_init_folder_fails_in_one_line(tmp_path, capsys):
     train.main(_flags(cfg) + ["--init", str(tmp_path / "nowhere"), "--workdir", str(tmp_path / "w")])
   err = capsys.readouterr().err
   assert e.value.code == 2 and err.startswith("error: --init ") and "no such folder" in err and err.count("\n") == 1
+
+
+def test_a_broken_manifest_in_an_init_folder_fails_in_one_line_naming_it(tmp_path, capsys):
+  cfg = tiny_config(tmp_path)
+  folder, _, _ = _supernet(tmp_path, cfg)
+  (folder / "manifest.json").write_text("{not json")
+  with pytest.raises(SystemExit) as e:
+    train.main(_flags(cfg) + ["--init", str(folder), "--workdir", str(tmp_path / "w")])
+  err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error")]
+  assert e.value.code == 2 and len(err) == 1 and str(folder / "manifest.json") in err[0], err
