@@ -100,12 +100,18 @@ def sha256_file(path: str | os.PathLike) -> str:
   return h.hexdigest()
 
 
-def sha256_mismatch(path: str | os.PathLike, want: str, where: str) -> str | None:
-  """None if the file at `path` has the sha256 `want` (which `where` records), else the start of a
-  one-line error naming the file and both digests (the caller adds its remedy): shipped tokenizers, token
-  vectors and encoders are all checked by this one rule."""
+DAMAGED_INSTALL = "a damaged install (reinstall embbert_jax)"
+
+
+def verified_file(path: str | os.PathLike, want: str, where: str, error: type[Exception],
+                  remedy: str = DAMAGED_INSTALL) -> Path:
+  """`path` if the file has the sha256 `want` (which `where` records), else `error` with one line naming
+  the file, both digests and the remedy: shipped tokenizers, token vectors and encoders are all checked by
+  this one rule."""
   got = sha256_file(path) if Path(path).is_file() else "missing"
-  return None if got == want else f"{path}: sha256 {got[:16]} is not the {where}'s {want[:16]}"
+  if got != want:
+    raise error(f"{path}: sha256 {got[:16]} is not the {where}'s {want[:16]}: {remedy}")
+  return Path(path)
 
 
 class FolderBusy(RuntimeError):

@@ -32,7 +32,7 @@ import numpy as np
 
 from embbert_jax import artifacts, configs, memory
 from embbert_jax import tokenizer as tok_lib
-from embbert_jax.files import sha256_file, sha256_mismatch, write_bytes_atomic, write_json_atomic, write_text_atomic
+from embbert_jax.files import sha256_file, verified_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parent / "pretrained"
 FORMAT = "embbert_jax.pretrained/1"
@@ -95,15 +95,13 @@ def tokenizer_path(folder: str | os.PathLike) -> Path:
   folder = Path(folder)
   tok = _read_json(folder / artifacts.CONFIG_FILE).get("tokenizer") or {}
   path = folder / tok["file"] if tok.get("file") else tok_lib.SHIPPED / str(tok.get("shipped"))
-  _check_sha(path, tok.get("sha256", ""), "the config")
+  _check_sha(path, tok.get("sha256", ""), "config")
   return path
 
 
 def _check_sha(path: Path, want: str, where: str) -> None:
-  why = sha256_mismatch(path, want, where)
-  if why:
-    raise PretrainedError(f"{why}: the file is damaged or replaced (reinstall embbert_jax, or remake it with "
-                          "python -m embbert_jax.ship encoder)")
+  verified_file(path, want, where, PretrainedError, "the file is damaged or replaced (reinstall embbert_jax, or "
+                "remake it with python -m embbert_jax.ship encoder)")
 
 
 def verify(folder: str | os.PathLike) -> None:

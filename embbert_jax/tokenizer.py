@@ -35,7 +35,7 @@ import sentencepiece as spm
 from .configs import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
 from .data import (DEFAULT_CORPUS_SOURCES, default_corpus_id, default_corpus_recipe, normalize_text,
                    pretraining_corpus, read_corpus_card, resolve_cache_dir)
-from .files import sha256_file, sha256_mismatch, write_bytes_atomic, write_json_atomic
+from .files import sha256_file, verified_file, write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "PAD_ID",
@@ -279,11 +279,7 @@ def shipped_tokenizer(vocab_size: int) -> Path | None:
       print(f"[embbert_jax.tokenizer] not using the tokenizers shipped in {SHIPPED}: made for {made_for}, this "
             f"code builds {shipped_identity()}; building the default corpus instead", file=sys.stderr, flush=True)
     return None
-  path = SHIPPED / entry["file"]
-  why = sha256_mismatch(path, entry["sha256"], "index")
-  if why:
-    raise ShippedTokenizerError(f"{why}: a damaged install (reinstall embbert_jax)")
-  return path
+  return verified_file(SHIPPED / entry["file"], entry["sha256"], "index", ShippedTokenizerError)
 
 
 def ship_default_tokenizers(vocabs: Sequence[int] = SHIPPED_VOCABS, cache_dir: str | os.PathLike | None = None,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embbert_jax.files import sha256_file, sha256_mismatch, write_json_atomic
+from embbert_jax.files import sha256_file, verified_file, write_json_atomic
 
 RECIPE = {"version": 2, "window": 2, "alpha": 0.75, "dims": 64}
 SHIPPED = Path(__file__).resolve().parent / "wordvecs"
@@ -155,11 +155,7 @@ def _shipped(tokenizer_sha: str) -> Path | None:
   entry = next((e for e in index.get("tables", {}).values() if e["tokenizer_sha256"] == tokenizer_sha), None)
   if entry is None:
     return None
-  path = SHIPPED / entry["file"]
-  why = sha256_mismatch(path, entry["sha256"], "index")
-  if why:
-    raise VectorsError(f"{why}: a damaged install (reinstall embbert_jax)")
-  return path
+  return verified_file(SHIPPED / entry["file"], entry["sha256"], "index", VectorsError)
 
 
 def cache_path(tokenizer_sha: str, corpus_sha: str, vocab_size: int, cache_dir=None) -> Path:
