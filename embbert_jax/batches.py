@@ -6,7 +6,9 @@ uninterrupted one would have seen. MLM masking runs inside the jitted step (`mas
 only ships ids.
 
 Length bucketing (`train_batches(..., bucket_window=64)`) groups examples of similar length into a batch
-and trims it to its longest example rounded up to 32, so short sentences do not pay for the longest one;
+and trims it to the shortest width of a small ladder (`length_ladder`: at most `bucket_lengths` multiples of
+32, chosen from the training lengths to pad least) that holds its longest example, so short sentences do
+not pay for the longest one and a run compiles its step for a few widths only;
 `prefetch` assembles and transfers the next batches on a background thread while the device computes.
 """
 
@@ -70,6 +72,40 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths: int = 3) -> tuple[int, ...]:
+  """The batch widths a bucketed run uses: at most `max_lengths` multiples of `multiple` (0: no limit),
+  the longest `top` (no example is cut), chosen to pad the fewest tokens when each example is padded to
+  the shortest width that holds it (an exact dynamic program over the widths the examples round up to).
+
+  Every width is one more compile of the train step (seconds each), while a rare long batch padded to the
+  next width costs a few milliseconds: without a limit amazon's 256-token configs compiled 7 widths, 4 of
+  them for fewer than 5 % of the examples.
+  """
+  need = np.minimum(top, np.maximum(-(-np.asarray(lengths) // multiple) * multiple, multiple))
+  widths, counts = np.unique(np.append(need, top), return_counts=True)
+  counts[-1] -= 1  # `top` was added so that it is always a width
+  if max_lengths <= 0 or len(widths) <= max_lengths:
+    return tuple(int(w) for w in widths)
+  cum = np.concatenate([[0], np.cumsum(counts)])
+  m = len(widths)
+  # cost[k][j]: fewest padded tokens of the examples up to widths[j] with k + 1 widths, the last widths[j].
+  cost = np.full((max_lengths, m), np.inf)
+  prev = np.zeros((max_lengths, m), np.int64)
+  cost[0] = widths * cum[1:]
+  for k in range(1, max_lengths):
+    for j in range(k, m):
+      options = cost[k - 1, :j] + widths[j] * (cum[j + 1] - cum[1:j + 1])
+      prev[k, j] = int(np.argmin(options))
+      cost[k, j] = options[prev[k, j]]
+  k = int(np.argmin(cost[:, m - 1]))
+  chosen, j = [m - 1], m - 1
+  while k > 0:
+    j = int(prev[k, j])
+    chosen.append(j)
+    k -= 1
+  return tuple(int(widths[i]) for i in sorted(chosen))
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window: int = 0,
                   lengths: np.ndarray | None = None) -> list[np.ndarray]:
   """The epoch's batches as index arrays, a pure function of (seed, epoch).
@@ -94,26 +130,31 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window:
 
 
 def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 0, bucket_window: int = 0,
-                  multiple: int = 32) -> Iterator[tuple[int, dict]]:
+                  multiple: int = 32, bucket_lengths: int = 3) -> Iterator[tuple[int, dict]]:
   """(step, batch) from `start_step` on, forever; full batches only.
 
   Without bucketing every batch has the arrays' length (one compiled shape). With bucket_window > 0
   (batches per length-sorted window, e.g. 64), examples of similar length share a batch and each batch's
-  ids are trimmed to its longest example rounded up to `multiple` (never cutting a real token), so a few
-  distinct lengths get compiled. Either way step k is the same batch whether or not the run was resumed.
+  ids are trimmed to the shortest width of `length_ladder(..., max_lengths=bucket_lengths)` that holds its
+  longest example (never cutting a real token), so at most `bucket_lengths` widths get compiled. Either
+  way step k is the same batch whether or not the run was resumed.
   """
   per_epoch = len(arrays) // batch_size
   if per_epoch == 0:
     raise ValueError(f"only {len(arrays)} training examples for batch size {batch_size}")
   lengths = example_lengths(arrays.ids) if bucket_window else None
   full = arrays.ids.shape[1]
+  if bucket_window:
+    ladder = np.asarray(length_ladder(lengths, min(full, round_up(max(int(lengths.max()), 1), multiple)),
+                                      multiple, bucket_lengths))
   step = start_step
   while True:
     epoch, offset = divmod(step, per_epoch)
     for idx in epoch_batches(len(arrays), batch_size, seed, epoch, bucket_window, lengths)[offset:]:
       ids = arrays.ids[idx]
       if bucket_window:
-        ids = ids[:, :min(full, round_up(max(int(lengths[idx].max()), 1), multiple))]
+        ids = ids[:, :int(ladder[np.searchsorted(ladder, min(full, round_up(max(int(lengths[idx].max()), 1),
+                                                                                     multiple)))])]
       yield step, {"ids": ids, "labels": arrays.labels[idx]}
       step += 1
 

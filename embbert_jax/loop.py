@@ -58,7 +58,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
         checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train", stop_at: int = 0,
-        patience: int = 0) -> dict:
+        patience: int = 0, bucket_lengths: int = 3) -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
@@ -66,7 +66,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   validation `select`. `report(i, step, validation)` may raise Pruned to stop member i. A member whose
   loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`. Batches
   are assembled and sent to the device by a thread two steps ahead (batches.prefetch); `bucket_window`
-  > 0 groups examples of similar length (batches.train_batches).
+  > 0 groups examples of similar length into at most `bucket_lengths` widths (batches.train_batches).
 
   `stop_at` (0 < stop_at < total_steps) pauses the run after that step (evaluated and checkpointed): the
   schedule still spans `total_steps`, and a later call with a larger `stop_at` resumes where it paused (the
@@ -147,7 +147,8 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     timing["checkpoint_s"] += time.perf_counter() - t
 
   shard = NamedSharding(mesh, P(None, "data"))
-  stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window),
+  stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window,
+                                              bucket_lengths),
                               size=2, put=lambda item: batch_lib.to_device(item, shard))
   end = min(total_steps, stop_at) if stop_at > 0 else total_steps
   done, plateau = start, False
@@ -198,10 +199,11 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
 
 
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
-                   bucket_window: int = 0):
+                   bucket_window: int = 0, bucket_lengths: int = 3):
   """(step, batch (G, B, L), real tokens per member): member i's batch is the one a lone run with its
   seed would see (with bucketing, padded to the longest member's length: outputs do not change)."""
-  streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window) for m in members]
+  streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window,
+                                     bucket_lengths=bucket_lengths) for m in members]
   for parts in zip(*streams):
     batch = batch_lib.stack_batches([b for _, b in parts])
     yield parts[0][0], batch, (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2)).tolist()  # stays on host
@@ -347,7 +349,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
             checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
             desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
-            patience=int(first.get("patience", 0)))
+            patience=int(first.get("patience", 0)), bucket_lengths=int(first.get("bucket_lengths", 3)))
   best = jax.device_get(out["state"]["best"])
   seq_len = int(enc["train"].ids.shape[1])
   steps_per_s = (out["stopped_at"] - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)

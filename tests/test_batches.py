@@ -45,15 +45,18 @@ def test_an_epoch_sees_the_unbucketed_epochs_examples_once(window):
     assert all(len(b) == 32 for b in got)
 
 
-def test_buckets_group_similar_lengths_and_trim_without_cutting_tokens():
+@pytest.mark.parametrize("limit", [0, 3])
+def test_buckets_group_similar_lengths_and_trim_without_cutting_tokens(limit):
   arr, lengths = arrays()
-  got = take(batches.train_batches(arr, 32, 0, bucket_window=8), 2 * (len(arr) // 32))
+  got = take(batches.train_batches(arr, 32, 0, bucket_window=8, bucket_lengths=limit), 2 * (len(arr) // 32))
+  ladder = batches.length_ladder(lengths, 256, 32, limit)
+  assert len(ladder) == (3 if limit else 8)  # lengths reach 256: every multiple of 32 occurs
   spreads, plain_spreads = [], []
   for _, b in got:
     n = lengths[b["labels"]]
     width = b["ids"].shape[1]
-    assert width % 32 == 0 or width == 256
-    assert width == min(256, -(-n.max() // 32) * 32)  # trimmed to the longest, rounded up to 32
+    # trimmed to the shortest width of the ladder that holds the longest example (rounded up to 32)
+    assert width == min(w for w in ladder if w >= -(-n.max() // 32) * 32)
     np.testing.assert_array_equal(b["ids"], arr.ids[b["labels"], :width])
     assert (arr.ids[b["labels"], width:] == PAD_ID).all()  # nothing real was cut
     spreads.append(n.max() - n.min())
@@ -62,10 +65,32 @@ def test_buckets_group_similar_lengths_and_trim_without_cutting_tokens():
     n = lengths[b["labels"]]
     plain_spreads.append(n.max() - n.min())
   assert np.median(spreads) * 5 < np.median(plain_spreads)
-  assert len({b["ids"].shape for _, b in got}) <= 256 // 32  # few shapes, few compilations
+  assert {b["ids"].shape[1] for _, b in got} <= set(ladder)  # few shapes, few compilations
   # Bucketed batches are not visited in length order.
   widths = [b["ids"].shape[1] for _, b in got[:len(arr) // 32]]
   assert widths != sorted(widths)
+
+
+def padded_tokens(lengths, ladder, multiple=32):
+  need = np.maximum(-(-lengths // multiple) * multiple, multiple)
+  return sum(min(w for w in ladder if w >= n) for n in need)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_ladder_pads_least_among_ladders_of_that_size(seed):
+  rng = np.random.default_rng(seed)
+  lengths = np.clip(rng.geometric(1 / rng.uniform(10, 60), 300), 1, 200)
+  top = -(-lengths.max() // 32) * 32
+  widths = sorted({int(w) for w in np.maximum(-(-lengths // 32) * 32, 32)})
+  for k in (1, 2, 3):
+    ladder = batches.length_ladder(lengths, top, 32, k)
+    assert len(ladder) == min(k, len(widths)) and ladder[-1] == top and list(ladder) == sorted(ladder)
+    # brute force over every ladder of k widths that ends at the top
+    best = min(padded_tokens(lengths, (*rest, top))
+               for rest in itertools.combinations([w for w in widths if w < top], min(k, len(widths)) - 1))
+    assert padded_tokens(lengths, ladder) == best
+  assert batches.length_ladder(lengths, top, 32, 0) == tuple(widths)  # no limit: every width that occurs
+  assert batches.length_ladder([3, 5], 16, 32, 3) == (16,)  # a run shorter than one multiple
 
 
 @pytest.mark.parametrize("window", [0, 8])
