@@ -47,3 +47,18 @@ def test_runs_of_different_tasks_are_refused(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr("sys.argv", ["compare_runs", a, c])
   with pytest.raises(SystemExit, match="different tasks"):
     bench.main()
+
+
+def test_quantization_paired_interval_is_scipys_and_reads_the_runs_task(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+      "quantization", Path(__file__).parents[1] / "experiments" / "quantization.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  d = [-0.4, 0.1, -1.2, 0.3]
+  ci = scipy_stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+  assert mod.paired_interval(d) == f"{np.mean(d):+.2f} [{ci.low:+.2f}, {ci.high:+.2f}] over 4 models"
+  assert "no interval" in mod.paired_interval([0.5])
+  (tmp_path / "finetune" / "model").mkdir(parents=True)
+  (tmp_path / "finetune" / "config.json").write_text(json.dumps({"task": "tweets"}))
+  assert mod.run_task(str(tmp_path / "finetune" / "model"), "rt_polarity") == "tweets"
+  assert mod.run_task(str(tmp_path / "elsewhere" / "model"), "rt_polarity") == "rt_polarity"
