@@ -340,7 +340,9 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run
   vectors = str(wordvecs.find(first.model.vocab_size, first.corpus, first.cache_dir or None)) \
       if first.get("token_vectors") else ""
+  t_init = time.perf_counter()  # mostly the init program's compile (seconds; a cache load when warm)
   params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors)
+  init_s = time.perf_counter() - t_init
   eval_every = min(first.eval_every or per_epoch, total)
   t0 = time.perf_counter()
   out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,
@@ -351,6 +353,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
             patience=int(first.get("patience", 0)), bucket_lengths=int(first.get("bucket_lengths", 3)))
   best = jax.device_get(out["state"]["best"])
+  out["timing"] = {**out["timing"], "init_s": init_s}
   seq_len = int(enc["train"].ids.shape[1])
   steps_per_s = (out["stopped_at"] - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
   train_time = time.perf_counter() - t0

@@ -98,7 +98,7 @@ def trial_row(t, policy: str) -> dict[str, Any]:
   row["rung"] = rungs[-1][0] if rungs else None  # multi-fidelity sweeps: the highest rung it reported
   row["final_of"] = a.get("final_of")
   spent = a.get("time_spent") or {}
-  for k in ("compile_s", "train_s", "eval_s", "checkpoint_s", "wall_s"):
+  for k in ("compile_s", "init_s", "train_s", "eval_s", "checkpoint_s", "wall_s"):
     row[f"time_{k}"] = spent.get(k)
   row["finished_at"] = t.datetime_complete.timestamp() if t.datetime_complete else None
   row["attempts"] = t.system_attrs.get("embbert:attempts", 0)
@@ -277,11 +277,12 @@ def time_line(rows: list[dict], settings: dict[str, Any]) -> str:
     spent = sum((r["train_time_s"] or 0) / (r.get("group_size") or 1) for r in rows)
     return f"{len(rows)} trials, {spent / 60:.1f} min of training in all"
   tot = {k: sum(r.get(f"time_{k}") or 0.0 for r in rows)
-         for k in ("compile_s", "train_s", "eval_s", "checkpoint_s", "wall_s")}
+         for k in ("compile_s", "init_s", "train_s", "eval_s", "checkpoint_s", "wall_s")}
   calls = tot["wall_s"]
-  other = max(calls - tot["compile_s"] - tot["train_s"] - tot["eval_s"] - tot["checkpoint_s"], 0.0)
+  other = max(calls - sum(v for k, v in tot.items() if k != "wall_s"), 0.0)
+  init = f"initial params (mostly their program's compile) {tot['init_s'] / 60:.1f}, " if tot["init_s"] else ""
   text = (f"{len(rows)} trials, {calls / 60:.1f} min in trainer calls: compile {tot['compile_s'] / 60:.1f}, "
-          f"steps {tot['train_s'] / 60:.1f}, evaluation {tot['eval_s'] / 60:.1f}, checkpoints "
+          f"{init}steps {tot['train_s'] / 60:.1f}, evaluation {tot['eval_s'] / 60:.1f}, checkpoints "
           f"{tot['checkpoint_s'] / 60:.1f}, data and setup {other / 60:.1f} min")
   started, ends = settings.get("started"), [r["finished_at"] for r in rows if r.get("finished_at")]
   if started and ends:

@@ -937,3 +937,16 @@ def test_opening_a_fresh_ledger_retries_a_wal_switch_that_sqlite_refused_at_once
   assert refused
   with sqlite3.connect(tmp_path / "ledger.db") as conn:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_time_line_splits_trainer_calls_and_leaves_the_rest_to_data_and_setup():
+  from embbert_jax import pareto
+  rows = [dict(time_compile_s=60.0, time_init_s=30.0, time_train_s=120.0, time_eval_s=30.0,
+               time_checkpoint_s=6.0, time_wall_s=300.0, finished_at=None),
+          dict(time_compile_s=60.0, time_init_s=6.0, time_train_s=60.0, time_eval_s=0.0,
+               time_checkpoint_s=0.0, time_wall_s=138.0, finished_at=None)]
+  text = pareto.time_line(rows, {})
+  assert text == ("2 trials, 7.3 min in trainer calls: compile 2.0, initial params (mostly their program's "
+                  "compile) 0.6, steps 3.0, evaluation 0.5, checkpoints 0.1, data and setup 1.1 min")
+  old = [{k: v for k, v in r.items() if k != "time_init_s"} for r in rows]  # a ledger from before init_s
+  assert "initial params" not in pareto.time_line(old, {}) and "data and setup 1.7 min" in pareto.time_line(old, {})

@@ -94,6 +94,7 @@ def test_learns_a_keyword_task_and_writes_everything(tmp_path):
   assert tm["evals"] == 3 and tm["step_s"] > 0 and tm["compile_s"] >= 0  # 0 once this process compiled it
   parts = tm["compile_s"] + tm["train_s"] + tm["eval_s"] + tm["checkpoint_s"]
   assert 0.5 * res["train_time_s"] < parts <= res["train_time_s"] * 1.05
+  assert 0 < tm["init_s"] < res["train_time_s"]  # the initial params, timed apart from the training call
   assert res["best_step"] in (20, 40, 60) and res["seq_len"] == 32
   wd = Path(res["workdir"])
   rows = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
