@@ -26,6 +26,7 @@ import numpy as np
 
 from embbert_jax.configs import MASK_ID, PAD_ID
 
+BUCKET_LENGTHS = 3  # at most this many batch widths in a bucketed run (length_ladder): one compile each
 N_SPECIAL = 5  # ids 0..4 are [PAD] [UNK] [CLS] [MASK] [SEP]; random replacements never draw them
 
 
@@ -72,7 +73,8 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths: int = 3) -> tuple[int, ...]:
+def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32,
+                  max_lengths: int = BUCKET_LENGTHS) -> tuple[int, ...]:
   """The batch widths a bucketed run uses: at most `max_lengths` multiples of `multiple` (0: no limit),
   the longest `top` (no example is cut), chosen to pad the fewest tokens when each example is padded to
   the shortest width that holds it (an exact dynamic program over the widths the examples round up to).
@@ -81,7 +83,7 @@ def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths
   next width costs a few milliseconds: without a limit amazon's 256-token configs compiled 7 widths, 4 of
   them for fewer than 5 % of the examples.
   """
-  need = np.minimum(top, np.maximum(-(-np.asarray(lengths) // multiple) * multiple, multiple))
+  need = np.minimum(top, np.maximum(round_up(np.asarray(lengths), multiple), multiple))
   widths, counts = np.unique(np.append(need, top), return_counts=True)
   counts[-1] -= 1  # `top` was added so that it is always a width
   if max_lengths <= 0 or len(widths) <= max_lengths:
@@ -130,7 +132,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window:
 
 
 def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 0, bucket_window: int = 0,
-                  multiple: int = 32, bucket_lengths: int = 3) -> Iterator[tuple[int, dict]]:
+                  multiple: int = 32, bucket_lengths: int = BUCKET_LENGTHS) -> Iterator[tuple[int, dict]]:
   """(step, batch) from `start_step` on, forever; full batches only.
 
   Without bucketing every batch has the arrays' length (one compiled shape). With bucket_window > 0
@@ -144,17 +146,16 @@ def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 
     raise ValueError(f"only {len(arrays)} training examples for batch size {batch_size}")
   lengths = example_lengths(arrays.ids) if bucket_window else None
   full = arrays.ids.shape[1]
-  if bucket_window:
-    ladder = np.asarray(length_ladder(lengths, min(full, round_up(max(int(lengths.max()), 1), multiple)),
-                                      multiple, bucket_lengths))
+  if bucket_window:  # the width that holds n tokens without cutting one: n rounded up, at most `full`
+    need = lambda n: min(full, round_up(max(int(n), 1), multiple))
+    ladder = np.asarray(length_ladder(lengths, need(lengths.max()), multiple, bucket_lengths))
   step = start_step
   while True:
     epoch, offset = divmod(step, per_epoch)
     for idx in epoch_batches(len(arrays), batch_size, seed, epoch, bucket_window, lengths)[offset:]:
       ids = arrays.ids[idx]
       if bucket_window:
-        ids = ids[:, :int(ladder[np.searchsorted(ladder, min(full, round_up(max(int(lengths[idx].max()), 1),
-                                                                                     multiple)))])]
+        ids = ids[:, :int(ladder[np.searchsorted(ladder, need(lengths[idx].max()))])]
       yield step, {"ids": ids, "labels": arrays.labels[idx]}
       step += 1
 

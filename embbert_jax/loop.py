@@ -58,7 +58,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
         checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train", stop_at: int = 0,
-        patience: int = 0, bucket_lengths: int = 3) -> dict:
+        patience: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS) -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
@@ -199,7 +199,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
 
 
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
-                   bucket_window: int = 0, bucket_lengths: int = 3):
+                   bucket_window: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS):
   """(step, batch (G, B, L), real tokens per member): member i's batch is the one a lone run with its
   seed would see (with bucketing, padded to the longest member's length: outputs do not change)."""
   streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window,
@@ -351,7 +351,8 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
             checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
             desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
-            patience=int(first.get("patience", 0)), bucket_lengths=int(first.get("bucket_lengths", 3)))
+            patience=int(first.get("patience", 0)),
+            bucket_lengths=int(first.get("bucket_lengths", batch_lib.BUCKET_LENGTHS)))
   best = jax.device_get(out["state"]["best"])
   out["timing"] = {**out["timing"], "init_s": init_s}
   seq_len = int(enc["train"].ids.shape[1])

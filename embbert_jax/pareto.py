@@ -65,6 +65,11 @@ def setting_key(attrs: dict[str, Any]) -> str:
   return f"{shape_of(attrs)}|{setting_label(attrs.get('train') or {})}"
 
 
+# A trial's wall time in its trainer calls, split as the trainer measures it (loop.fit's timing, plus the
+# initial params); worker._time_spent sums them over a trial's calls into its `time_spent` attribute.
+TIME_PARTS = ("compile_s", "init_s", "train_s", "eval_s", "checkpoint_s")
+
+
 def trial_row(t, policy: str) -> dict[str, Any]:
   """A ledger trial (optuna FrozenTrial) as one flat dict: the columns of trials.csv."""
   a = t.user_attrs
@@ -98,7 +103,7 @@ def trial_row(t, policy: str) -> dict[str, Any]:
   row["rung"] = rungs[-1][0] if rungs else None  # multi-fidelity sweeps: the highest rung it reported
   row["final_of"] = a.get("final_of")
   spent = a.get("time_spent") or {}
-  for k in ("compile_s", "init_s", "train_s", "eval_s", "checkpoint_s", "wall_s"):
+  for k in TIME_PARTS + ("wall_s",):
     row[f"time_{k}"] = spent.get(k)
   row["finished_at"] = t.datetime_complete.timestamp() if t.datetime_complete else None
   row["attempts"] = t.system_attrs.get("embbert:attempts", 0)
@@ -276,8 +281,7 @@ def time_line(rows: list[dict], settings: dict[str, Any]) -> str:
   if not any(r.get("time_wall_s") for r in rows):  # a ledger from before time_spent
     spent = sum((r["train_time_s"] or 0) / (r.get("group_size") or 1) for r in rows)
     return f"{len(rows)} trials, {spent / 60:.1f} min of training in all"
-  tot = {k: sum(r.get(f"time_{k}") or 0.0 for r in rows)
-         for k in ("compile_s", "init_s", "train_s", "eval_s", "checkpoint_s", "wall_s")}
+  tot = {k: sum(r.get(f"time_{k}") or 0.0 for r in rows) for k in TIME_PARTS + ("wall_s",)}
   calls = tot["wall_s"]
   other = max(calls - sum(v for k, v in tot.items() if k != "wall_s"), 0.0)
   init = f"initial params (mostly their program's compile) {tot['init_s'] / 60:.1f}, " if tot["init_s"] else ""

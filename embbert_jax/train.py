@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from embbert_jax import cli, configs, data, files, inits, recipes
+from embbert_jax import batches, cli, configs, data, files, inits, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_length, run_seeds,
     train_and_evaluate, train_group)
@@ -52,7 +52,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.seq_len = 0  # training/eval length; 0 = auto (longest example rounded up to 32, at most model.max_len)
   c.group_impl = "auto"  # how group members share a program: vmap, map (a loop inside it), auto (per backend)
   c.bucket_window = 64  # length bucketing over windows of this many batches (batches.train_batches); 0 = off
-  c.bucket_lengths = 3  # at most this many batch widths (compiled step shapes) when bucketing; 0 = no limit
+  c.bucket_lengths = batches.BUCKET_LENGTHS  # most batch widths (step compiles) when bucketing; 0 = no limit
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
   c.token_vectors = False  # token table from the corpus's PPMI-SVD vectors (wordvecs.py; --init embeddings)

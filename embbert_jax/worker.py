@@ -242,15 +242,12 @@ _RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_tim
                 "tokens_per_s", "seq_len")
 
 
-TIME_PARTS = ("compile_s", "init_s", "train_s", "eval_s", "checkpoint_s")
-
-
 def _time_spent(before: dict | None, timing: dict | None, wall: float, share: int) -> dict[str, float]:
   """A trial's wall time over all its trainer calls (rungs, resumptions), split as loop.fit measures it
-  (compile, initial params, steps, evaluation, checkpoints; `wall` covers data and setup too). Members of one group call
-  count their share of it."""
+  (pareto.TIME_PARTS: compile, initial params, steps, evaluation, checkpoints; `wall` covers data and
+  setup too). Members of one group call count their share of it."""
   out = dict(before or {})
-  for k in TIME_PARTS:
+  for k in pareto.TIME_PARTS:
     out[k] = out.get(k, 0.0) + float((timing or {}).get(k, 0.0)) / share
   out["wall_s"] = out.get("wall_s", 0.0) + wall / share
   out["calls"] = int(out.get("calls", 0)) + 1
