@@ -184,7 +184,7 @@ def _outcome(rec: dict) -> str:
 
 
 def default_out(study) -> Path:
-  return Path("runs") / "experiments" / (study.name + ("-quick" if study.get("quick_mode") else ""))
+  return Path("runs") / "experiments" / (study.name + (f"-{study.mode}" if study.get("mode") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
                                            "results.csv/.md and a figure.")
   ap.add_argument("study", help="a study name (ablation: embbert_jax/studies/ first, then ./experiments) or "
                   "a .py file")
-  ap.add_argument("--quick", action="store_true", help="the study's small settings (minutes on a CPU)")
+  modes = ap.add_mutually_exclusive_group()
+  modes.add_argument("--quick", action="store_true", help="the study's small settings (minutes on a CPU)")
+  modes.add_argument("--cpu", action="store_true", help="the study at a 2-core CPU's budget (hours): 3 seeds, "
+                     "3 tasks, the from-scratch recipe to its end, token vectors for every arm")
   ap.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. rt_polarity,sms_spam")
   ap.add_argument("--seeds", type=int, default=None, help="seeds per arm and task")
-  ap.add_argument("--out", default=None, help="output folder (default runs/experiments/<study>[-quick])")
+  ap.add_argument("--out", default=None, help="output folder (default runs/experiments/<study>[-quick|-cpu])")
   ap.add_argument("--frontier", default=None, help="scaling: a sweep's frontier.csv / trials.jsonl")
   ap.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], default=None)
   ap.add_argument("--reuse", default=None, help="comma-separated output folders of other studies: an arm "
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     listed = lambda text: None if text is None else tuple(t for t in text.split(",") if t)
     flags = {"tasks": listed(args.tasks), "seeds": args.seeds, "frontier": args.frontier, "wandb": args.wandb,
              "reuse": listed(args.reuse)}  # typed values, set with configs.set_field
-    study = load_study(args.study, args.quick, args.set, {k: v for k, v in flags.items() if v is not None})
+    mode = "quick" if args.quick else "cpu" if args.cpu else ""
+    study = load_study(args.study, mode, args.set, {k: v for k, v in flags.items() if v is not None})
     out = Path(args.out) if args.out else default_out(study)
   except (StudyError, configs.ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Any
 
 from embbert_jax import memory
 from embbert_jax.files import save_figure, write_text_atomic
-from embbert_jax.study import task_slug
+from embbert_jax.study import mode_label, task_slug
 
 
 METRICS = ("accuracy", "mcc", "macro_f1")
@@ -67,7 +67,7 @@ def format_markdown(study, records: list[dict]) -> str:
   cols += ["paper"]
   seeds = max((r.get("seeds", 1) for r in records), default=1)
   over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
-  lines = [f"Study {study.name}{' (--quick)' if study.get('quick_mode') else ''}: test accuracy and MCC in % "
+  lines = [f"Study {study.name}{mode_label(study)}: test accuracy and MCC in % "
            f"({over}); memory = weights + "
            f"activations (spec section 3). {study.description}".rstrip(), "",
            "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -163,8 +163,7 @@ def _bars_figure(plt, study, records):
   axes[1].axhline(0, color="k", lw=0.6)
   axes[1].set_xticks(range(len(arms)))
   axes[1].set_xticklabels(arms, rotation=25, ha="right", fontsize=8)
-  quick = " (--quick)" if study.get("quick_mode") else ""
-  ax.set_title(f"{study.name}{quick}: test accuracy and MCC per arm (MCC 0 = one class predicted); "
+  ax.set_title(f"{study.name}{mode_label(study)}: test accuracy and MCC per arm (MCC 0 = one class predicted); "
                "the paper's numbers are on other tasks", fontsize=9)
   handles, labels = ax.get_legend_handles_labels()
   fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(labels), frameon=False)
@@ -214,7 +213,7 @@ def _scaling_figure(plt, study, records):
       h1, l1 = ax.get_legend_handles_labels()
       h2, l2 = ax2.get_legend_handles_labels()
       ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
-  fig.suptitle(f"{study.name}{' (--quick)' if study.get('quick_mode') else ''}: accuracy vs memory "
+  fig.suptitle(f"{study.name}{mode_label(study)}: accuracy vs memory "
                "(paper's points: GLUE, different tasks, for the shape only)", fontsize=10)
   fig.tight_layout()
   return fig

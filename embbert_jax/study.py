@@ -20,6 +20,8 @@ A study is a Python file whose `get_config()` returns an ml_collections ConfigDi
   frontier        scaling only: a sweep's frontier.csv / trials.csv / .jsonl (pareto.write_files); its Pareto
                   configs join the arms. "" = none.
   quick           overrides applied by --quick (same keys; quick.train is merged into train)
+  cpu             overrides applied by --cpu: the comparison at a budget a 2-core CPU finishes in hours
+                  (same keys as quick; see CPU_TRAIN, CPU_TASKS and cpu_arm)
   reuse           other studies' output folders (--reuse): an arm whose task and training config (wandb
                   aside) match a finished run there is copied, not trained again
 
@@ -37,7 +39,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
-from embbert_jax import configs, pareto
+from embbert_jax import configs, pareto, recipes
 
 
 class StudyError(ValueError):
@@ -60,7 +62,8 @@ def default_study() -> ml_collections.ConfigDict:
   c.wandb = "auto"  # train.wandb_mode: auto / online / offline / disabled
   c.reuse = ()  # other studies' output folders: an arm with the same task and training config is copied
   c.quick = ml_collections.ConfigDict()
-  c.quick_mode = False  # set by --quick
+  c.cpu = ml_collections.ConfigDict()
+  c.mode = ""  # the settings in use: "" (the study's full ones), or one of MODES (--quick, --cpu)
   c.train_sets = ()  # --set train.KEY=VALUE, applied to every arm's training config
   return c
 
@@ -88,6 +91,25 @@ QUICK_TRAIN = dict(steps=200, eval_every=200, log_every=25, seq_len=32, batch_si
                    pretrain=dict(learning_rate=1e-3, seq_len=64, eval_pairs=256, eval_every=0))
 
 
+# --cpu: the paper's comparisons at a budget this 2-core CPU finishes in hours, the way the README's headline
+# runs are made: 3 seeds, the issue's two offline tasks plus tweets, each arm trained to the end of the
+# from-scratch recipe (10 epochs, warmup then cosine decay, best validation checkpoint) from the corpus's
+# token vectors (the pre-training that pays on this CPU; cpu_arm), with length bucketing for every arm.
+CPU_TRAIN = dict(recipes.RECIPES["scratch"], recipe="scratch")
+CPU_TASKS = ("rt_polarity", "sms_spam", "tweets")
+CPU_INIT = "embeddings"
+
+MODES = ("quick", "cpu")
+
+
+def cpu_arm(arm: dict) -> dict:
+  """An arm as --cpu trains it: no in-run pre-training (hours per arm here), the token-vector init
+  instead, and no fixed-width override (bucket_window=0: a long-tailed task's every batch at 256 tokens
+  costs 3-4x the steps; the published module switches stay)."""
+  overrides = {k: v for k, v in dict(arm.get("overrides") or {}).items() if k != "bucket_window"}
+  return dict(arm, pretrain=False, init=CPU_INIT, overrides=overrides)
+
+
 PACKAGE_STUDIES = Path(__file__).resolve().parent / "studies"
 
 
@@ -100,9 +122,9 @@ def _is_study(path: Path) -> bool:
   return "def get_config" in path.read_text()
 
 
-def load_study(study: str, quick: bool = False, overrides: Iterable[str] = (),
+def load_study(study: str, mode: str = "", overrides: Iterable[str] = (),
                fields: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
-  """Runs the file's get_config() over the defaults, then --quick, then the typed `fields` (command-line
+  """Runs the file's get_config() over the defaults, then the `mode`'s settings (--quick, --cpu), then the typed `fields` (command-line
   flags), then `overrides` ("key=value" strings of --set), all with configs.set_field; "train.KEY=VALUE"
   is kept for every arm's training config (arm_config applies it)."""
   path = resolve_study(study)
@@ -113,9 +135,13 @@ def load_study(study: str, quick: bool = False, overrides: Iterable[str] = (),
   _merge(cfg, got.to_dict(), str(path))
   if not cfg.name:
     cfg.name = path.stem
-  if quick:
-    _merge(cfg, cfg.quick.to_dict(), f"{path} (quick)")
-  cfg.quick_mode = quick
+  if mode:
+    if mode not in MODES:
+      raise StudyError(f"unknown study mode {mode!r}; known: {', '.join(MODES)}")
+    if not cfg[mode].to_dict():
+      raise StudyError(f"study {path} has no --{mode} settings")
+    _merge(cfg, cfg[mode].to_dict(), f"{path} ({mode})")
+  cfg.mode = mode
   for key, value in (fields or {}).items():
     configs.set_field(cfg, key, value)
   train_sets = []
@@ -137,8 +163,8 @@ def _merge(cfg: ml_collections.ConfigDict, values: dict, where: str) -> None:
       raise StudyError(f"{where}: unknown study field {key!r}; fields: {', '.join(sorted(cfg.keys()))}")
     if key == "train":
       cfg.train.update(configs.nest_dict(dict(value)))
-    elif key == "quick":
-      cfg.quick = ml_collections.ConfigDict(value)
+    elif key in MODES:
+      cfg[key] = ml_collections.ConfigDict(value)
     else:
       with cfg.unlocked():
         cfg[key] = value
@@ -199,6 +225,11 @@ def arm_config(study, arm: dict, task: str):
   except (configs.ConfigError, ValueError) as e:  # (inits.InitError is a ValueError)
     raise StudyError(f"arm {arm['name']!r}: {str(e).splitlines()[0]}") from None
   return cfg
+
+
+def mode_label(study) -> str:
+  """" (--quick)" / " (--cpu)" after a study's name in its tables and figures; "" for its full settings."""
+  return f" (--{study.mode})" if study.get("mode") else ""
 
 
 def task_slug(task: str) -> str:

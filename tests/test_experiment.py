@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from embbert_jax import configs, experiment, memory, report, train
+from embbert_jax import configs, experiment, memory, recipes, report, train
 from embbert_jax import study as study_lib
 from test_train import TINY_MODEL, write_fixture
 
@@ -109,8 +109,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 
 
 def test_quick_and_set_overrides():
-  study = study_lib.load_study("ablation", quick=True, overrides=["seeds=2", "train.learning_rate=1e-3"])
-  assert study.seeds == 2 and study.quick_mode and study.pretrain_steps == 100
+  study = study_lib.load_study("ablation", mode="quick", overrides=["seeds=2", "train.learning_rate=1e-3"])
+  assert study.seeds == 2 and study.mode == "quick" and study.pretrain_steps == 100
   arms = study_lib.arm_list(study)
   assert [a["name"] for a in arms][:2] == ["headline", "no_attention"]
   cfg = study_lib.arm_config(study, arms[1], "sms_spam")
@@ -124,6 +124,30 @@ def test_quick_and_set_overrides():
   cfg = study_lib.arm_config(full, study_lib.arm_list(full)[0], "rt_polarity")
   assert cfg.learning_rate == 5e-5 and cfg.epochs == 10 and full.seeds == 5  # the paper's recipe
   assert cfg.pretrain.steps == study_lib.PAPER_PRETRAIN_STEPS
+
+
+def test_cpu_mode_trains_every_arm_from_token_vectors_with_the_scratch_recipe(tmp_path, capsys):
+  study = study_lib.load_study("baselines_2mb", mode="cpu")
+  assert study.mode == "cpu" and study.seeds == 3 and tuple(study.tasks) == study_lib.CPU_TASKS
+  assert experiment.default_out(study).name == "baselines_2mb-cpu" and report.mode_label(study) == " (--cpu)"
+  arms = {a["name"]: a for a in study_lib.arm_list(study)}
+  assert set(arms) == {"embbert", "bert", "mamba"}
+  scratch = recipes.RECIPES["scratch"]
+  for name, arm in arms.items():
+    cfg = study_lib.arm_config(study, arm, "rt_polarity")
+    assert cfg.token_vectors and cfg.pretrain.steps == 0 and not cfg.init_from, name
+    assert (cfg.recipe, cfg.learning_rate, cfg.schedule.kind) == ("scratch", scratch["learning_rate"], "cosine")
+    assert cfg.bucket_window == train.get_config().bucket_window  # the fixed-width override is dropped
+  bert = study_lib.arm_config(study, arms["bert"], "tweets")
+  assert bert.model.attend_to_pad  # ... the published module switches are kept
+  assert study_lib.arm_config(study, arms["mamba"], "tweets").model.pool_over_pad
+  ablation = study_lib.load_study("ablation", mode="cpu")
+  assert [a["name"] for a in study_lib.arm_list(ablation)] == ["headline", "no_conv", "sum"]
+  with pytest.raises(study_lib.StudyError, match="unknown study mode 'slow'"):
+    study_lib.load_study("ablation", mode="slow")
+  plain = write_study(tmp_path, TWO_ARMS)  # a study without cpu settings says so in one line
+  assert experiment.main([str(plain), "--cpu"]) == 2
+  assert "has no --cpu settings" in capsys.readouterr().err
 
 
 def test_table_cells_and_paper_numbers():
@@ -171,7 +195,7 @@ def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
     arms = study_lib.frontier_arms(str(tmp_path / name), {"pretrain": True})
     assert [a["name"] for a in arms] == ["frontier-t0", "frontier-t2"]
     assert arms[1]["model"]["hidden"] == 64 and arms[1]["pretrain"] and arms[1]["sweep_config"] == "big"
-  study = study_lib.load_study("scaling", quick=True, overrides=[f"frontier={tmp_path / 'frontier.csv'}"])
+  study = study_lib.load_study("scaling", mode="quick", overrides=[f"frontier={tmp_path / 'frontier.csv'}"])
   names = [a["name"] for a, t in study_lib.plan(study) if t == "rt_polarity"]
   assert names == ["nano", "tiny", "embbert", "frontier-t0", "frontier-t2"]  # quick: up to the headline
   with pytest.raises(study_lib.StudyError, match="not found"):
@@ -179,7 +203,7 @@ def test_frontier_arms_from_a_sweep_csv_or_jsonl(tmp_path):
 
 
 def test_scaling_figure_from_records(tmp_path):
-  study = study_lib.load_study("scaling", quick=True)
+  study = study_lib.load_study("scaling", mode="quick")
   recs = []
   for i, name in enumerate(("nano", "embbert", "frontier-t3")):
     m = configs.get_preset("nano" if i != 1 else "embbert")

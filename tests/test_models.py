@@ -471,7 +471,7 @@ def test_published_switches_are_off_by_default_and_on_in_the_baselines_study():
   from embbert_jax import study as study_lib
   assert not any(configs.get_preset(p).attend_to_pad or configs.get_preset(p).pool_over_pad
                  for p in configs.PRESETS)
-  study = study_lib.load_study("baselines_2mb", quick=True)
+  study = study_lib.load_study("baselines_2mb", mode="quick")
   for arm in study_lib.arm_list(study):
     cfg = study_lib.arm_config(study, arm, "sms_spam")
     switches = configs.PUBLISHED.get(cfg.model.arch, {})

@@ -1,6 +1,6 @@
 """The headline EmbBERT with one switch changed at a time (spec section 8.1, the model's ablation fields).
 
-    python -m embbert_jax.experiment ablation [--quick] [--tasks rt_polarity,sms_spam]
+    python -m embbert_jax.experiment ablation [--quick | --cpu] [--tasks rt_polarity,sms_spam]
 
 Every arm is pre-trained as the headline model is, except `no_pretrain` (with --quick only the headline
 is: see `quick` below). Paper numbers (spec section 5):
@@ -10,7 +10,7 @@ GLUE 63.5 vs 57.1, is a different model, not one of these arms). Every arm is an
 authors' code runs with the padding mask as ours does: no published switch (configs.PUBLISHED) applies.
 """
 
-from embbert_jax.study import QUICK_TRAIN, paper_study
+from embbert_jax.study import CPU_TASKS, CPU_TRAIN, QUICK_TRAIN, cpu_arm, paper_study
 
 
 def get_config():
@@ -33,4 +33,8 @@ def get_config():
   # only; the switch arms then run from scratch and compare against no_pretrain, their equal in training.
   c.quick = dict(seeds=1, pretrain_steps=100, train=QUICK_TRAIN,
                  arms=[dict(a, pretrain=a["name"] == "headline") for a in c.arms])
+  # --cpu: the claim "the conv branch and the weighted difference pay", from the token vectors
+  # (study.cpu_arm), 3 seeds x 3 tasks; `headline` equals baselines_2mb --cpu's `embbert` (--reuse it).
+  c.cpu = dict(seeds=3, tasks=CPU_TASKS, pretrain_steps=0, train=CPU_TRAIN,
+               arms=[cpu_arm(a) for a in c.arms if a["name"] in ("headline", "no_conv", "sum")])
   return c
