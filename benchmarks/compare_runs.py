@@ -25,9 +25,13 @@ def seed_results(workdir: Path) -> list[dict]:
   return [json.loads(f.read_text()) for f in files]
 
 
+def configs_of(workdir: Path) -> list[dict]:
+  files = sorted(workdir.glob("seed_*/finetune/config.json")) or sorted(workdir.glob("config.json"))
+  return [json.loads(f.read_text()) for f in files] or [{}]
+
+
 def task_of(workdir: Path) -> str:
-  cfgs = sorted(workdir.glob("seed_*/finetune/config.json")) or sorted(workdir.glob("config.json"))
-  return json.loads(cfgs[0].read_text()).get("task", "?") if cfgs else "?"
+  return configs_of(workdir)[0].get("task", "?")
 
 
 def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -48,6 +52,7 @@ def main() -> None:
   ap.add_argument("runs", nargs="+", help="train --seeds workdirs; the first is the reference")
   ap.add_argument("--metric", nargs="+", default=["accuracy", "mcc"])
   args = ap.parse_args()
+  from embbert_jax import inits
   runs = {r: seed_results(Path(r)) for r in args.runs}
   tasks = {r: task_of(Path(r)) for r in args.runs}
   if len(set(tasks.values())) > 1:
@@ -60,7 +65,7 @@ def main() -> None:
     a = np.array([r["test"][m] for r in runs[ref]])
     for name, rs in runs.items():
       v = np.array([r["test"][m] for r in rs])
-      init = rs[0].get("init", {})
+      init = rs[0].get("init") or inits.carried(configs_of(Path(name))[0]).record()  # runs from before it
       init = f"{init.get('kind', '?')}" + (f" ({init['steps']} steps)" if init.get("steps") else "")
       cmp = ""
       if name != ref and len(v) > 1 and len(a) > 1:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from embbert_jax import configs, data, memory, report
+from embbert_jax import configs, data, inits, memory, report
 from embbert_jax.files import write_json_atomic, write_text_atomic
 from embbert_jax.study import StudyError, arm_config, load_study, plan, task_slug
 
@@ -93,6 +93,7 @@ def run_arm(study, arm: dict, task: str, out: Path, log=print) -> dict[str, Any]
       cfg.init_from = str(pdir)
       rec["pretrain_dir"] = str(pdir)
     res = train.run_seeds(cfg, wd, study.seeds)
+    train.record_init(inits.carried(cfg), res["runs"])  # each seed's result.json says where it started
   except data.DataError:
     raise  # the task itself is unusable: not this arm's failure
   except (train.TrainingDiverged, configs.ConfigError, ValueError, RuntimeError, FloatingPointError,

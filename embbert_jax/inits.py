@@ -229,6 +229,21 @@ def resolve(cfg, spec: str, models=None) -> Init:
   return Init("pretrained", str(folder), int(steps_done or 0))
 
 
+def carried(cfg) -> Init:
+  """The Init a training config carries (the inverse of configs.init_fields), for the records of runs
+  started without `train --init` (a study's arms); `cfg` is a ConfigDict or its saved config.json dict."""
+  steps = int((cfg.get("pretrain") or {}).get("steps", 0) or 0)
+  path = str(cfg.get("init_from") or "")
+  if steps > 0:
+    return Init("pretrain_steps", path, steps)
+  if path:
+    folder = _model_folder(Path(path))
+    kind = "supernet" if is_supernet(folder) else "pretrained"
+    done = (_manifest(folder) if (folder / "manifest.json").is_file() else {}).get("steps")
+    return Init(kind, path, int(done or _pretrain_result_steps(Path(path)) or 0))
+  return Init("embeddings") if cfg.get("token_vectors") else Init("scratch")
+
+
 def _pretrain_result_steps(path: Path) -> int:
   for f in (path / "result.json", path.parent / "result.json"):
     if f.is_file():

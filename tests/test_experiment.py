@@ -51,6 +51,10 @@ def test_tiny_study_end_to_end_then_resume_skips_finished_arms(tmp_path, monkeyp
   assert len([p for p in (out / "pretrain").iterdir() if p.is_dir()]) == 1  # pre-trained once for the arm
   ft = json.loads((out / "runs" / "task" / "pretrained" / "finetune" / "config.json").read_text())
   assert ft["init_from"].startswith(str(out / "pretrain"))
+  # Each run records where its encoder came from, as `train --init` runs do (compare_runs reads it).
+  for arm, kind, steps in (("plain", "scratch", 0), ("pretrained", "pretrain_steps", 4)):
+    init = json.loads((out / "runs" / "task" / arm / "finetune" / "result.json").read_text())["init"]
+    assert (init["kind"], init["steps"]) == (kind, steps), arm
 
   def boom(*a, **k):
     raise AssertionError("a finished arm was trained again")
@@ -143,6 +147,13 @@ def test_cpu_mode_trains_every_arm_from_token_vectors_with_the_scratch_recipe(tm
   assert study_lib.arm_config(study, arms["mamba"], "tweets").model.pool_over_pad
   ablation = study_lib.load_study("ablation", mode="cpu")
   assert [a["name"] for a in study_lib.arm_list(ablation)] == ["headline", "no_conv", "sum"]
+  scaling = study_lib.load_study("scaling", mode="cpu")
+  assert [a["name"] for a in study_lib.arm_list(scaling)] == ["nano", "tiny", "embbert"]
+  # The arms that are the same run in another study are the same training config (--reuse copies them).
+  same = [study_lib.arm_config(st, next(a for a in study_lib.arm_list(st) if a["name"] == n), "tweets")
+          for st, n in ((study, "embbert"), (ablation, "headline"), (scaling, "embbert"))]
+  assert len({json.dumps({k: v for k, v in c.to_dict().items() if k != "wandb"}, sort_keys=True)
+              for c in same}) == 1
   with pytest.raises(study_lib.StudyError, match="unknown study mode 'slow'"):
     study_lib.load_study("ablation", mode="slow")
   plain = write_study(tmp_path, TWO_ARMS)  # a study without cpu settings says so in one line

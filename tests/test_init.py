@@ -106,3 +106,17 @@ def test_a_broken_manifest_in_an_init_folder_fails_in_one_line_naming_it(tmp_pat
     train.main(_flags(cfg) + ["--init", str(folder), "--workdir", str(tmp_path / "w")])
   err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error")]
   assert e.value.code == 2 and len(err) == 1 and str(folder / "manifest.json") in err[0], err
+
+
+def test_the_init_a_config_carries_is_read_back_from_its_fields(tmp_path):
+  """inits.carried inverts configs.init_fields (saved config.json dicts too): a study's runs record it."""
+  assert inits.carried({}).kind == "scratch"
+  assert inits.carried({"token_vectors": True}) == inits.Init("embeddings")
+  assert inits.carried({"pretrain": {"steps": 40}, "init_from": "x"}) == inits.Init("pretrain_steps", "x", 40)
+  folder = tmp_path / "enc"
+  (folder / "model").mkdir(parents=True)
+  (folder / "model" / "manifest.json").write_text(json.dumps({"steps": 123}))
+  got = inits.carried({"init_from": str(folder), "pretrain": {"steps": 0}})
+  assert (got.kind, got.steps) == ("pretrained", 123)
+  for init in (inits.Init("embeddings"), inits.Init("pretrained", str(folder), 123)):
+    assert inits.carried(configs.init_fields(init.record())) == init
