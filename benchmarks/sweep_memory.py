@@ -19,12 +19,18 @@ import tempfile
 from pathlib import Path
 
 
-def rss_mb() -> float:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  return float("nan")
+def malloc_free_mb() -> float:
+  """Bytes glibc's malloc holds free in its arenas (mallinfo2's fordblks): freed, but still resident."""
+  import ctypes
+  class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2().fordblks / 2**20
+  except (OSError, AttributeError):
+    return float("nan")
 
 
 def mappings() -> int:
@@ -40,8 +46,9 @@ def main() -> None:
   ap.add_argument("--cache-size", type=int, default=None,
                   help="programs.PROGRAM_CACHE_SIZE (default: as shipped; 1000: keep every shape, as before)")
   ap.add_argument("--clear", action="store_true", help="jax.clear_caches() before every trial")
+  ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after every trial")
   args = ap.parse_args()
-  from embbert_jax import memory, programs, space as space_lib, train
+  from embbert_jax import hostmem, memory, programs, space as space_lib, train
   if args.cache_size is not None:
     programs.PROGRAM_CACHE_SIZE = args.cache_size
   train.enable_compilation_cache()
@@ -52,7 +59,7 @@ def main() -> None:
   cands = [c for c in fitting if c.model.vocab_size == 2048][:args.trials]
   print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {len(cands)} shapes x "
         f"{args.steps} steps; program cache {programs.PROGRAM_CACHE_SIZE} shapes")
-  print("trial  rss_MB  mappings  config")
+  print("trial  rss_MB  malloc_free_MB  mappings  config")
   with tempfile.TemporaryDirectory() as tmp:
     for i, c in enumerate(cands):
       cfg = train.get_config()
@@ -63,7 +70,9 @@ def main() -> None:
         import jax
         jax.clear_caches()
       train.train_and_evaluate(cfg, Path(tmp) / f"t{i}")
-      print(f"{i:5d}  {rss_mb():6.0f}  {mappings():8d}  {c.describe()}", flush=True)
+      if args.trim:
+        hostmem.trim_heap()  # what a sweep worker does after each trial
+      print(f"{i:5d}  {hostmem.rss_mb():6.0f}  {malloc_free_mb():14.0f}  {mappings():8d}  {c.describe()}", flush=True)
 
 
 if __name__ == "__main__":

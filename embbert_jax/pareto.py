@@ -95,7 +95,7 @@ def trial_row(t, policy: str) -> dict[str, Any]:
   elif a.get("curve"):
     row["value"] = a["curve"][-1][1]  # pruned: its last validation, for the plot only
   for k in ("best_step", "steps", "train_time_s", "steps_per_s", "tokens_per_s", "seq_len", "group_size",
-            "pruned_at", "error"):
+            "pruned_at", "error", "peak_rss_mb"):
     row[k] = a.get(k)
   for k, v in (a.get("train") or {}).items():
     row[TRAIN_PREFIX + k] = v
@@ -295,6 +295,9 @@ def time_line(rows: list[dict], settings: dict[str, Any]) -> str:
     text += (f"; sweep wall time {wall / 60:.1f} min x {workers} worker(s), of which "
              f"{max(wall * workers - calls, 0.0) / 60:.1f} min outside trainer calls (calibration, "
              "planning, waiting, the ledger)")
+  peak = max((r.get("peak_rss_mb") or 0 for r in rows), default=0)
+  if peak:  # each worker's high-water mark, recorded with its trials
+    text += f"; peak resident memory of a worker {peak / 1024:.2f} GB"
   return text
 
 

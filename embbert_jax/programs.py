@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from embbert_jax import configs, models, recipes
+from embbert_jax import configs, hostmem, models, recipes
 from embbert_jax.losses import classify_loss, make_optimizer, pretrain_loss
 
 
@@ -109,17 +109,26 @@ OPTIMIZER_FIELDS = ("grad_clip", "b1", "b2", "eps")
 # LLVM failed ("Cannot allocate memory") and the worker died 15 minutes into a 45-minute sweep
 # (benchmarks/sweep_memory.py). So at most PROGRAM_CACHE_SIZE shapes' programs are kept; a new shape beyond
 # them flushes them all and JAX's own caches (jax.clear_caches: dropping our references alone left the
-# mappings growing), and a shape that comes back reloads from the persistent compilation cache.
-PROGRAM_CACHE_SIZE = 4
+# mappings growing) and hands the freed heap back (hostmem.trim_heap); a shape that comes back reloads
+# from the persistent compilation cache. A group's seeds and learning rates share one shape, so 2 covers
+# a trial and the one before it (sweep_memory.py, 8 shapes at V = 2048: 4 kept, no trim, held 1.51 GB
+# after the fourth; 2 kept, trimmed, 0.80 GB, and 1.05 GB at most).
+PROGRAM_CACHE_SIZE = 2
 _PROGRAMS: dict[tuple, "Programs"] = {}
+
+
+def release_programs() -> None:
+  """Drops every kept program (ours and JAX's caches) and returns the freed memory to the OS."""
+  _PROGRAMS.clear()
+  _init_program.cache_clear()
+  jax.clear_caches()
+  hostmem.trim_heap()
 
 
 def _cached_programs(*key) -> "Programs":
   if key not in _PROGRAMS:
     if len(_PROGRAMS) >= PROGRAM_CACHE_SIZE:
-      _PROGRAMS.clear()
-      _init_program.cache_clear()
-      jax.clear_caches()
+      release_programs()
     _PROGRAMS[key] = _programs(*key)
   return _PROGRAMS[key]
 

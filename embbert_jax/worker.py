@@ -45,7 +45,8 @@ from typing import Any, Callable
 import ml_collections
 from optuna.trial import FrozenTrial, TrialState
 
-from embbert_jax import configs, data, early_stop, ledger as ledger_lib, memory, pareto, propose, scheduler
+from embbert_jax import configs, data, early_stop, hostmem, ledger as ledger_lib, memory, pareto, propose
+from embbert_jax import scheduler
 from embbert_jax import space as space_lib
 from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,
                                 open_ledger, prepare, say, summarize, trainer_config, wandb_mode)
@@ -276,7 +277,7 @@ def _record(sw: Sweep, led: ledger_lib.Ledger, outcomes: list[tuple[Member, dict
           status, attrs["error"] = "failed", f"validation {metric} is {value}"
       elif status == "pruned":
         attrs["pruned_at"] = out.get("pruned_at") or (max(m.curve) if m.curve else None)
-      attrs.update(worker=led.worker, group_size=len(grp.members),
+      attrs.update(worker=led.worker, group_size=len(grp.members), peak_rss_mb=round(hostmem.peak_rss_mb()),
                    time_spent=_time_spent(m.trial.user_attrs.get("time_spent"), out.get("timing"),
                                           time.time() - grp.t0, len(grp.members)))
       if sw.asha is not None and status == "complete":
@@ -364,6 +365,7 @@ def run_group(sw: Sweep, led: ledger_lib.Ledger, trials: list[FrozenTrial]) -> i
       sw.log(f"{who}: group training failed ({one_line(e)}); the trials go back to the queue, to train alone")
       return sum(m.recorded for m in members)
     _record(sw, led, list(zip(members, outcomes)), grp)
+  hostmem.trim_heap()  # the trial's freed buffers go back to the OS, not into the next trial's peak
   return len(members)
 
 

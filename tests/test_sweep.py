@@ -128,7 +128,8 @@ def _result(cfg, t0):
   return {"validation": metrics, "test": {k: v - 0.01 for k, v in metrics.items()}, "metric": "mcc",
           "best_step": done, "steps": done, "train_time_s": time.time() - t0, "steps_per_s": 100.0,
           "tokens_per_s": 0.0, "num_params": memory.num_params(cfg.model),
-          "timing": {"step_s": step_s, "compile_s": 0.0, "eval_each_s": 0.0}}
+          "timing": {"step_s": step_s, "compile_s": 0.0, "init_s": float(os.environ.get("FAKE_INIT_S", "0")),
+                     "eval_each_s": 0.0}}
 
 
 def _wandb(cfg, workdir, result):
@@ -330,7 +331,7 @@ def test_sweep_runs_to_the_frontier_and_resumes_without_retraining(tmp_path, fak
   assert len({r["hash"] for r in rows}) == 8
   r = rows[0]
   for key in ("fp32_weight_bytes", "fp32_activation_bytes", "fp32_total_bytes", "int8_total_bytes", "params",
-              "validation_mcc", "test_mcc", "train_time_s", "steps_per_s", "config", "worker"):
+              "validation_mcc", "test_mcc", "train_time_s", "steps_per_s", "config", "worker", "peak_rss_mb"):
     assert r[key] not in (None, ""), key
   # The fake scores grow with size, so the frontier is every config whose score beats all smaller ones.
   front = out["front"]
@@ -950,3 +951,18 @@ def test_time_line_splits_trainer_calls_and_leaves_the_rest_to_data_and_setup():
                   "compile) 0.6, steps 3.0, evaluation 0.5, checkpoints 0.1, data and setup 1.1 min")
   old = [{k: v for k, v in r.items() if k != "time_init_s"} for r in rows]  # a ledger from before init_s
   assert "initial params" not in pareto.time_line(old, {}) and "data and setup 1.7 min" in pareto.time_line(old, {})
+  peaks = [dict(r, peak_rss_mb=mb) for r, mb in zip(rows, (1536, 2048))]  # each worker's high-water mark
+  assert pareto.time_line(peaks, {}).endswith("; peak resident memory of a worker 2.00 GB")
+
+
+def test_freed_heap_goes_back_to_the_os():
+  import numpy as np
+  from embbert_jax import hostmem
+  assert 0 < hostmem.rss_mb() <= hostmem.peak_rss_mb() + 1
+  # 190 MB of 64 kB chunks with every other one kept: glibc keeps the freed half in its arenas (free()
+  # alone cannot shrink a fragmented heap); trim_heap hands those pages back.
+  chunks = [np.ones(8192) for _ in range(3000)]
+  del chunks[::2]
+  held = hostmem.rss_mb()
+  assert hostmem.trim_heap() is True  # glibc, as on every machine this runs on
+  assert hostmem.rss_mb() < held - 50

@@ -90,6 +90,7 @@ def test_asha_promotes_within_bands_and_draws_the_frontier_from_the_top_rung(tmp
 
 def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypatch):
   monkeypatch.setenv("FAKE_STEP_S", "0.02")
+  monkeypatch.setenv("FAKE_INIT_S", "0.4")  # reported, not spent: the planner prices it into a new config
   lines = []
   t0 = time.time()
   # The summary (plot, reference baselines that may fetch data) is not the sweep's training: timed apart.
@@ -99,7 +100,7 @@ def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypa
   # Within 10 % of the budget both ways: the search goes on while the measured final phase still fits.
   assert 20 * 0.8 <= wall <= 20 * 1.1, wall
   plan_line = next(x for x in lines if x.startswith("multi-fidelity plan"))
-  assert "ends by" in plan_line and "calibration on" in "\n".join(lines)
+  assert "ends by" in plan_line and "compile 0.4 s (initial params 0.4 s of it)" in "\n".join(lines)
   trials = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "tb")
   assert any(t.state == TrialState.COMPLETE for t in trials), lines  # the top rung reached in time
   led = ledger_lib.Ledger(ledger_lib.open_storage(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"), "tb",
