@@ -26,6 +26,28 @@ def test_welch_interval_is_scipys():
   assert (lo, hi) == pytest.approx((ci.low, ci.high))
 
 
+def test_the_interval_over_tasks_is_welchs_for_one_and_pools_the_seeds_of_several(tmp_path, monkeypatch, capsys):
+  bench = _bench()
+  a, b = np.array([0.6245, 0.6396, 0.5934]), np.array([0.70, 0.66, 0.69, 0.71])
+  assert bench.pooled_welch([(a, b)]) == pytest.approx(bench.welch(a, b))
+  # Two tasks with equal variances and n: the average difference, its sd sqrt(2 * 2 var/n) / 2, df 4(n-1).
+  x, y = np.array([0.60, 0.62, 0.64]), np.array([0.70, 0.72, 0.74])
+  diff, lo, hi = bench.pooled_welch([(x, y), (x + 0.1, y + 0.3)])
+  half = scipy_stats.t.ppf(0.975, 8) * np.sqrt(4 * x.var(ddof=1) / 3) / 2
+  assert diff == pytest.approx(0.2) and (lo, hi) == pytest.approx((0.2 - half, 0.2 + half))
+  # --study: every task that has each arm, per task and over tasks.
+  for task, shift in (("rt_polarity", 0.0), ("tweets", 0.1)):
+    _run(tmp_path / "runs" / task / "ref", task, list(x + shift))
+    _run(tmp_path / "runs" / task / "arm", task, list(y + shift))
+  (tmp_path / "runs" / "sms_spam" / "ref").mkdir(parents=True)  # an arm missing: the task is left out
+  monkeypatch.setattr("sys.argv", ["compare_runs", "--study", str(tmp_path), "--arms", "ref", "arm",
+                                   "--metric", "accuracy"])
+  bench.main()
+  out = capsys.readouterr().out
+  assert "| arm | rt_polarity | tweets | vs ref" in out and "sms_spam" not in out
+  assert f"| arm | 72.0 +- {100 * y.std():.1f} (+10.0 [" in out and "| +10.0 [" in out
+
+
 def _run(root: Path, task: str, accs):
   for i, acc in enumerate(accs):
     d = root / f"seed_{i}" / "finetune"
