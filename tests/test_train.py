@@ -478,3 +478,16 @@ def test_wandb_run_of_a_training_has_job_type_tags_and_memory(tmp_path, monkeypa
     assert run.config["params"] == run.summary["params"] == memory.num_params(cfg.model)
     assert Path(run.dir).is_relative_to(tmp_path / kind)
     log.close()
+
+
+def test_the_program_cache_keeps_its_size_then_flushes_everything_and_trims_the_heap(monkeypatch):
+  """A sweep worker's programs (README, Memory over a long sweep): at most PROGRAM_CACHE_SIZE shapes stay;
+  the next new one flushes them all and hands the freed heap back (hostmem.trim_heap)."""
+  trims = []
+  monkeypatch.setattr(programs, "_PROGRAMS", {})
+  monkeypatch.setattr(programs, "_programs", lambda *key: object())  # no compile: the policy only
+  monkeypatch.setattr(programs.hostmem, "trim_heap", lambda: trims.append(1) or True)
+  kept = [programs._cached_programs(k) for k in range(programs.PROGRAM_CACHE_SIZE)]
+  assert programs._cached_programs(0) is kept[0] and not trims  # a shape that is kept is reused
+  programs._cached_programs("new")
+  assert trims == [1] and list(programs._PROGRAMS) == [("new",)]  # keyed on the programs' arguments
