@@ -61,7 +61,7 @@ def format_markdown(study, records: list[dict]) -> str:
   tasks = list(dict.fromkeys(r["task"] for r in records))
   arms = list(dict.fromkeys(r["arm"] for r in records))
   by = {(r["arm"], r["task"]): r for r in records}
-  cols = ["arm", "config", "pre-train", "params", "fp32 total", "int8 total"]
+  cols = ["arm", "config", "init", "params", "fp32 total", "int8 total"]
   for t in tasks:
     cols += [f"{task_slug(t)} acc", f"{task_slug(t)} MCC"]
   cols += ["paper"]
@@ -73,7 +73,9 @@ def format_markdown(study, records: list[dict]) -> str:
            "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
   for a in arms:
     first = next(by[(a, t)] for t in tasks if (a, t) in by)
-    cells = [a, first.get("config", ""), f"{first['pretrain_steps']:,}" if first["pretrain_steps"] else "no",
+    init = (f"{first['pretrain_steps']:,} pre-training steps" if first["pretrain_steps"] else
+            first.get("init") or "scratch")  # the arm's `train --init`, "" = scratch
+    cells = [a, first.get("config", ""), init,
              f"{first['params']:,}", memory.format_bytes(first["fp32_total_bytes"]),
              memory.format_bytes(first["int8_total_bytes"])]
     for t in tasks:
@@ -88,8 +90,8 @@ def format_markdown(study, records: list[dict]) -> str:
   wall = sum(r.get("wall_s") or 0 for r in own)
   steps = sorted({r["steps"] for r in records if r.get("steps")})
   reused = f", {len(records) - len(own)} reused from another study" if len(own) < len(records) else ""
-  lines += ["", f"{len(records)} runs ({len(failed)} failed{reused}); fine-tuning steps "
-            f"{', '.join(map(str, steps))} (0 = the recipe's epochs); {wall / 60:.1f} min of wall time "
+  length = f"fine-tuning steps {', '.join(map(str, steps))}" if steps else "fine-tuning for the recipe's epochs"
+  lines += ["", f"{len(records)} runs ({len(failed)} failed{reused}); {length}; {wall / 60:.1f} min of wall time "
             "summed over this study's runs (pre-training included)"]
   return "\n".join(lines)
 

@@ -177,14 +177,15 @@ def test_table_cells_and_paper_numbers():
   recs = [dict(base, arm="embbert", task="rt_polarity", paper=PAPER, status="ok",
                summary={"test/accuracy": (0.7, 0.01), "test/mcc": (0.4, 0.02)}),
           dict(base, arm="embbert", task="sms_spam", paper=PAPER, status="failed", error="E: x"),
-          dict(base, arm="bert", task="rt_polarity", paper={}, status="ok",
+          dict(base, arm="bert", task="rt_polarity", paper={}, status="ok", init="embeddings",
                summary={"test/accuracy": (0.6, 0.0), "test/mcc": (0.2, 0.0)})]
   md = report.format_markdown(study, recs).splitlines()
   assert md[2].split(" | ")[-5:] == ["rt_polarity acc", "rt_polarity MCC", "sms_spam acc", "sms_spam MCC",
                                     "paper |"]
-  assert md[4] == ("| embbert | c | no | 357,506 | 1.954 MB | 779.8 kB | 70.0 ± 1.0 | 40.0 ± 2.0 | "
+  assert md[4] == ("| embbert | c | scratch | 357,506 | 1.954 MB | 779.8 kB | 70.0 ± 1.0 | 40.0 ± 2.0 | "
                    "failed | failed | 87.19 (TinyNLP acc) |")
-  assert md[5].endswith("| 60.0 ± 0.0 | 20.0 ± 0.0 | - | - | - |")
+  assert md[5].startswith("| bert | c | embeddings |") and md[5].endswith("| 60.0 ± 0.0 | 20.0 ± 0.0 | - | - | - |")
+  assert "fine-tuning steps 10;" in md[-1]
   assert memory.total_bytes(m) == 1_954_312
 
 
