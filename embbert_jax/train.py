@@ -229,8 +229,8 @@ def record_init(init, runs: list[dict]) -> None:
   """Adds {"init": {kind, path, steps}} to each run's result.json."""
   for r in runs:
     r["init"] = init.record()
-    path = Path(r["workdir"]) / "result.json"
-    if path.is_file():
+    path = Path(r.get("workdir") or "") / "result.json"
+    if r.get("workdir") and path.is_file():
       files.write_json_atomic(path, {**json.loads(path.read_text()), "init": init.record()})
 
 
@@ -241,8 +241,8 @@ def add_baselines(cfg, runs: list[dict]) -> None:
   ref = baselines.for_task(str(cfg.task), cfg.cache_dir or None)
   print("\n".join(baselines.format_lines(ref)))
   for r in runs:
-    path = Path(r["workdir"]) / "result.json"
-    if path.is_file():
+    path = Path(r.get("workdir") or "") / "result.json"
+    if r.get("workdir") and path.is_file():
       files.write_json_atomic(path, {**json.loads(path.read_text()), "baselines": ref})
 
 
