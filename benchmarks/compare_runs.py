@@ -21,7 +21,17 @@ from pathlib import Path
 import numpy as np
 
 
+def run_folder(workdir: Path) -> Path:
+  """The folder that holds a run's seeds: a study arm copied with --reuse points to the run it reused."""
+  workdir = Path(workdir)
+  arm = workdir / "arm_result.json"
+  if not any(workdir.glob("seed_*/finetune/result.json")) and arm.is_file():
+    return Path(json.loads(arm.read_text()).get("reused_from") or workdir)
+  return workdir
+
+
 def seed_results(workdir: Path) -> list[dict]:
+  workdir = run_folder(workdir)
   files = sorted(Path(workdir).glob("seed_*/finetune/result.json")) or sorted(Path(workdir).glob("result.json"))
   if not files:
     raise SystemExit(f"error: {workdir} holds no seed_*/finetune/result.json (a `train --seeds N` workdir)")
@@ -29,6 +39,7 @@ def seed_results(workdir: Path) -> list[dict]:
 
 
 def configs_of(workdir: Path) -> list[dict]:
+  workdir = run_folder(workdir)
   files = sorted(workdir.glob("seed_*/finetune/config.json")) or sorted(workdir.glob("config.json"))
   return [json.loads(f.read_text()) for f in files] or [{}]
 
@@ -61,7 +72,7 @@ def pooled_welch(pairs: list[tuple[np.ndarray, np.ndarray]], level: float = 0.95
 def study_table(study: Path, arms: list[str], metric: str) -> str:
   """A study's arms (`python -m embbert_jax.experiment --cpu` output) against the first, per task and
   averaged over the tasks where every arm has results: the rows of the README's claims table."""
-  done = lambda d, arm: any((d / arm).glob("seed_*/finetune/result.json"))  # finished (or being trained)
+  done = lambda d, arm: any(run_folder(d / arm).glob("seed_*/finetune/result.json"))  # finished or training
   tasks = sorted(d.name for d in (study / "runs").iterdir() if all(done(d, a) for a in arms))
   if not tasks:
     raise SystemExit(f"error: no task in {study / 'runs'} has every arm of {', '.join(arms)}")

@@ -40,6 +40,12 @@ def test_the_interval_over_tasks_is_welchs_for_one_and_pools_the_seeds_of_severa
     _run(tmp_path / "runs" / task / "ref", task, list(x + shift))
     _run(tmp_path / "runs" / task / "arm", task, list(y + shift))
   (tmp_path / "runs" / "sms_spam" / "ref").mkdir(parents=True)  # an arm missing: the task is left out
+  # An arm another study reused (experiment --reuse) holds only arm_result.json, naming the run it copied.
+  moved = tmp_path / "elsewhere" / "tweets" / "arm"
+  moved.parent.mkdir(parents=True)
+  (tmp_path / "runs" / "tweets" / "arm").rename(moved)
+  (tmp_path / "runs" / "tweets" / "arm").mkdir()
+  (tmp_path / "runs" / "tweets" / "arm" / "arm_result.json").write_text(json.dumps({"reused_from": str(moved)}))
   monkeypatch.setattr("sys.argv", ["compare_runs", "--study", str(tmp_path), "--arms", "ref", "arm",
                                    "--metric", "accuracy"])
   bench.main()
