@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from embbert_jax import configs, data, inits, memory, report
 from embbert_jax.files import write_json_atomic, write_text_atomic
-from embbert_jax.study import StudyError, arm_config, load_study, plan, task_slug
+from embbert_jax.study import MODES, StudyError, arm_config, load_study, plan, task_slug
 
 
 RESULT_FILE = "arm_result.json"
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     listed = lambda text: None if text is None else tuple(t for t in text.split(",") if t)
     flags = {"tasks": listed(args.tasks), "seeds": args.seeds, "frontier": args.frontier, "wandb": args.wandb,
              "reuse": listed(args.reuse)}  # typed values, set with configs.set_field
-    mode = "quick" if args.quick else "cpu" if args.cpu else ""
+    mode = next((m for m in MODES if getattr(args, m)), "")  # --quick / --cpu
     study = load_study(args.study, mode, args.set, {k: v for k, v in flags.items() if v is not None})
     out = Path(args.out) if args.out else default_out(study)
   except (StudyError, configs.ConfigError) as e:
