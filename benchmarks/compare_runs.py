@@ -76,7 +76,9 @@ def study_table(study: Path, arms: list[str], metric: str) -> str:
   tasks = sorted(d.name for d in (study / "runs").iterdir() if all(done(d, a) for a in arms))
   if not tasks:
     raise SystemExit(f"error: no task in {study / 'runs'} has every arm of {', '.join(arms)}")
-  test = lambda t, arm: np.array([r["test"][metric] for r in seed_results(study / "runs" / t / arm)])
+  res = {(t, arm): np.array([r["test"][metric] for r in seed_results(study / "runs" / t / arm)])
+         for t in tasks for arm in arms}
+  test = lambda t, arm: res[(t, arm)]
   lines = [f"| arm | {' | '.join(tasks)} | vs {arms[0]}: mean over tasks [95 %] |", "|---|" + "---|" * (len(tasks) + 1)]
   for arm in arms:
     cells = []

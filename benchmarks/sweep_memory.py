@@ -19,20 +19,6 @@ import tempfile
 from pathlib import Path
 
 
-def malloc_free_mb() -> float:
-  """Bytes glibc's malloc holds free in its arenas (mallinfo2's fordblks): freed, but still resident."""
-  import ctypes
-  class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
-  try:
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    return libc.mallinfo2().fordblks / 2**20
-  except (OSError, AttributeError):
-    return float("nan")
-
-
 def mappings() -> int:
   with open("/proc/self/maps") as f:
     return sum(1 for _ in f)
@@ -72,7 +58,7 @@ def main() -> None:
       train.train_and_evaluate(cfg, Path(tmp) / f"t{i}")
       if args.trim:
         hostmem.trim_heap()  # what a sweep worker does after each trial
-      print(f"{i:5d}  {hostmem.rss_mb():6.0f}  {malloc_free_mb():14.0f}  {mappings():8d}  {c.describe()}", flush=True)
+      print(f"{i:5d}  {hostmem.rss_mb():6.0f}  {hostmem.heap_free_mb():14.0f}  {mappings():8d}  {c.describe()}", flush=True)
 
 
 if __name__ == "__main__":

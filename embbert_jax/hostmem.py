@@ -42,6 +42,21 @@ def _libc():
     return None
 
 
+class _MallInfo2(ctypes.Structure):
+  _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                              "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_free_mb() -> float:
+  """MiB glibc's malloc holds free in its arenas (mallinfo2's fordblks): freed, still counted as resident
+  until trimmed; NaN without glibc 2.33+."""
+  libc = _libc()
+  if libc is None or not hasattr(libc, "mallinfo2"):
+    return float("nan")
+  libc.mallinfo2.restype = _MallInfo2
+  return libc.mallinfo2().fordblks / 2**20
+
+
 def trim_heap() -> bool:
   """Hands the C heap's free memory back to the OS (glibc malloc_trim(0)); False where there is none."""
   libc = _libc()

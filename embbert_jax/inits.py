@@ -239,8 +239,7 @@ def carried(cfg) -> Init:
   if path:
     folder = _model_folder(Path(path))
     kind = "supernet" if is_supernet(folder) else "pretrained"
-    done = (_manifest(folder) if (folder / "manifest.json").is_file() else {}).get("steps")
-    return Init(kind, path, int(done or _pretrain_result_steps(Path(path)) or 0))
+    return Init(kind, path, int(_manifest(folder).get("steps") or _pretrain_result_steps(Path(path)) or 0))
   return Init("embeddings") if cfg.get("token_vectors") else Init("scratch")
 
 

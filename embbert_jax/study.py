@@ -124,9 +124,9 @@ def _is_study(path: Path) -> bool:
 
 def load_study(study: str, mode: str = "", overrides: Iterable[str] = (),
                fields: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
-  """Runs the file's get_config() over the defaults, then the `mode`'s settings (--quick, --cpu), then the typed `fields` (command-line
-  flags), then `overrides` ("key=value" strings of --set), all with configs.set_field; "train.KEY=VALUE"
-  is kept for every arm's training config (arm_config applies it)."""
+  """Runs the file's get_config() over the defaults, then the `mode`'s settings (--quick, --cpu), then the
+  typed `fields` (command-line flags), then `overrides` ("key=value" strings of --set), all with
+  configs.set_field; "train.KEY=VALUE" is kept for every arm's training config (arm_config applies it)."""
   path = resolve_study(study)
   got = configs.run_config_file(path, StudyError, 'study')
   if not isinstance(got, ml_collections.ConfigDict) or not got.get("arms"):

@@ -225,13 +225,18 @@ def main(argv: list[str] | None = None) -> None:
   add_baselines(cfg, out["runs"])
 
 
+def _add_to_results(runs: list[dict], key: str, value) -> None:
+  """Sets `key` on each run's record and in its result.json (runs without a workdir: the record only)."""
+  for r in runs:
+    r[key] = value
+    path = Path(r["workdir"]) / "result.json" if r.get("workdir") else None
+    if path is not None and path.is_file():
+      files.write_json_atomic(path, {**json.loads(path.read_text()), key: value})
+
+
 def record_init(init, runs: list[dict]) -> None:
   """Adds {"init": {kind, path, steps}} to each run's result.json."""
-  for r in runs:
-    r["init"] = init.record()
-    path = Path(r.get("workdir") or "") / "result.json"
-    if r.get("workdir") and path.is_file():
-      files.write_json_atomic(path, {**json.loads(path.read_text()), "init": init.record()})
+  _add_to_results(runs, "init", init.record())
 
 
 def add_baselines(cfg, runs: list[dict]) -> None:
@@ -240,10 +245,7 @@ def add_baselines(cfg, runs: list[dict]) -> None:
   from embbert_jax import baselines
   ref = baselines.for_task(str(cfg.task), cfg.cache_dir or None)
   print("\n".join(baselines.format_lines(ref)))
-  for r in runs:
-    path = Path(r.get("workdir") or "") / "result.json"
-    if r.get("workdir") and path.is_file():
-      files.write_json_atomic(path, {**json.loads(path.read_text()), "baselines": ref})
+  _add_to_results(runs, "baselines", ref)
 
 
 if __name__ == "__main__":
