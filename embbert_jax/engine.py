@@ -69,7 +69,9 @@ SETTINGS = (
     Setting("scheduler", "asha", "asha: successive halving by Pareto rank within memory bands, the top rung "
             "trained to convergence, final seeds; fixed: every trial trains --steps (no --time-budget)",
             ("fixed", "asha")),
-    Setting("rungs", 3, "asha: rungs, each eta x the steps of the one below, the top one R_max"),
+    Setting("rungs", 0, "asha: rungs, each eta x the steps of the one below, the top one R_max; 0 = auto: "
+            "with a --time-budget the most (up to 3) whose rung 0 trains >= 2 epochs and >= its compile "
+            "time, else 3"),
     Setting("eta", 3, "asha: promotion ratio (the best 1/eta of a band's rung moves up)"),
     Setting("final_seeds", 3, "asha: seeds of each band's best top-rung config (the frontier's mean +- sd)"),
     Setting("patience", 6, "asha: stop a trial once its validation metric has not improved for this many "
@@ -217,8 +219,8 @@ def prepare(settings: ml_collections.ConfigDict, trainer: Any = None, log: Calla
       asha_lib.parse_duration(s.time_budget)
     except ValueError as e:
       raise SweepError(str(e)) from None
-  if asha_on and (s.rungs < 1 or s.eta < 2 or s.final_seeds < 1 or s.patience < 0):
-    raise SweepError("--rungs and --final-seeds must be >= 1, --eta >= 2, --patience >= 0")
+  if asha_on and (s.rungs < 0 or s.eta < 2 or s.final_seeds < 1 or s.patience < 0):
+    raise SweepError("--rungs must be >= 0 (0 = auto), --final-seeds >= 1, --eta >= 2, --patience >= 0")
   with s.unlocked():
     if not asha_on and not s.steps:
       s.steps = 400
@@ -429,7 +431,7 @@ def summarize(led: ledger_lib.Ledger, out: Path, settings: dict[str, Any], wandb
   state = led.study_attrs().get(ledger_lib.ASHA_STATE)
   if state:  # a multi-fidelity sweep: its start (the time line) and its plan (the table's head)
     settings = {**settings, "started": state.get("started"), "plan": state.get("plan"),
-                "dropped": state.get("dropped", [])}
+                "dropped": state.get("dropped", []), "rungs_why": state.get("rungs_why", [])}
   front = pareto.frontier_rows(rows)
   files = pareto.write_files(rows, front, settings, out)
   table = pareto.format_table(rows, front, settings)

@@ -238,6 +238,7 @@ def format_table(rows: list[dict], front: list[dict], settings: dict[str, Any]) 
     head += (f"\n\nMulti-fidelity (asha): rungs at {', '.join(map(str, steps))} steps, eta {plan['eta']}, "
              f"{len(plan['band_edges']) - 1} memory band(s); the frontier holds top-rung trials only (their "
              f"seeds' mean), {lower} config(s) stopped at a lower rung"
+             + "".join("; " + why for why in settings.get("rungs_why") or ())
              + ("; dropped for time: " + "; ".join(settings["dropped"]) if settings.get("dropped") else ""))
   lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
   for r in front:

@@ -100,7 +100,7 @@ def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypa
   # Within 10 % of the budget both ways: the search goes on while the measured final phase still fits.
   assert 20 * 0.8 <= wall <= 20 * 1.1, wall
   plan_line = next(x for x in lines if x.startswith("multi-fidelity plan"))
-  assert "ends by" in plan_line and "compile 0.4 s (initial params 0.4 s of it)" in "\n".join(lines)
+  assert "ends by" in plan_line and "compile 0.4 s (initial params 0.4 s)" in "\n".join(lines)
   trials = _trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "tb")
   assert any(t.state == TrialState.COMPLETE for t in trials), lines  # the top rung reached in time
   led = ledger_lib.Ledger(ledger_lib.open_storage(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}"), "tb",
@@ -282,6 +282,47 @@ def test_workers_that_start_together_calibrate_once(tmp_path, fake, monkeypatch)
   with led.storage.engine.begin() as conn:
     conn.execute(ledger_lib._LOCKS.insert().values(name="calibrate:b", holder="dead", expires=time.time() + 0.5))
   assert scheduler.setup(sw2, led, time.time())["plan"] and len(calls) == 2
+
+
+def test_calibration_prices_compile_cold_and_auto_rungs_say_why(tmp_path, fake, monkeypatch):
+  """The median config calibrates in every sweep of a task, so from the second sweep on its programs load
+  from the persistent cache: the seconds JAX says the cache saved are added back (a warm calibration read
+  2.5 s of compile where the sweep's new configs paid 9-12 s). --rungs 0 then picks the rung count."""
+  import jax.monitoring
+  from embbert_jax import engine
+  monkeypatch.setenv("FAKE_INIT_S", "0.5")
+  sw = engine.prepare(_settings(tmp_path, fake, time_budget="30m", max_trials=0, rungs=0, steps=900,
+                                 eta=3),
+                      log=lambda m: None)
+  lines = []
+  monkeypatch.setattr(sw, "log", lines.append)
+  real = sw.trainer.train_and_evaluate
+
+  def train_and_evaluate(cfg, workdir, report=None):
+    jax.monitoring.record_event_duration_secs(scheduler.SAVED_COMPILE_EVENT, 7.0)
+    jax.monitoring.record_event_duration_secs("/jax/some/other_sec", 100.0)  # not a cache saving
+    return real(cfg, workdir, report)
+
+  monkeypatch.setattr(sw.trainer, "train_and_evaluate", train_and_evaluate)
+  costs = scheduler.calibrate(sw, 900)
+  assert costs.compile_s == pytest.approx(7.5, abs=0.1)
+  assert "compile 7.5 s (initial params 0.5 s + 7.0 s the compilation cache saved)" in lines[-1]
+  jax.monitoring.record_event_duration_secs(scheduler.SAVED_COMPILE_EVENT, 5.0)  # after: not counted
+  monkeypatch.setattr(scheduler, "calibrate", lambda sw, top: asha.Costs(step_s=0.05, compile_s=7.5))
+  state = scheduler.make_state(sw, time.time())
+  # 3 rungs: rung 0 at 100 steps trains 5 s after a 7.5 s compile; 2 rungs: 300 steps, 15 s.
+  assert tuple(state["plan"]["rung_steps"]) == (300, 900)
+  assert state["rungs_why"] == ["not 3 rungs: rung 0 would train 5 s after a 8 s compile"]
+  assert "not 3 rungs" in scheduler.describe(state)
+  # An explicit --rungs is kept.
+  monkeypatch.setattr(sw.settings, "rungs", 3)
+  assert len(scheduler.make_state(sw, time.time())["plan"]["rung_steps"]) == 3
+  # Two of the recipe's epochs when R_max is its run (10 epochs of 265 steps); none with --steps.
+  import ml_collections
+  assert scheduler.min_rung0_steps(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 0  # steps=900
+  monkeypatch.setattr(sw.settings, "steps", 0)
+  assert scheduler.min_rung0_steps(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 530
+  assert scheduler.min_rung0_steps(sw, ml_collections.ConfigDict(), 2650) == 0
 
 
 class _Killed(BaseException):
