@@ -161,9 +161,12 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
   def init(seeds_G, lrs_G, wds_G, params_G, metrics_G):
     opt_state = jax.vmap(lambda p, lr, wd: make_optimizer(opt_cfg, lr, wd).init(p))(params_G, lrs_G, wds_G)
     g = seeds_G.shape[0]
+    # Every leaf strongly typed, as keep_best returns them: a weakly typed -inf score made the first
+    # evaluation change the state's type, and the step (each batch width) and keep_best traced, lowered
+    # and compiled or loaded a second time in every trial.
     return {"step": jnp.zeros((), jnp.int32), "seed": seeds_G, "params": params_G, "opt_state": opt_state,
             "alive": jnp.ones((g,), bool), "failed_at": jnp.zeros((g,), jnp.int32),
-            "best": {"score": jnp.full((g,), -jnp.inf), "step": jnp.zeros((g,), jnp.int32),
+            "best": {"score": jnp.full((g,), -jnp.inf, jnp.float32), "step": jnp.zeros((g,), jnp.int32),
                      "params": jax.tree.map(jnp.copy, params_G), "metrics": metrics_G}}
 
   def keep_best(state, improved_G, score_G, metrics_G, step):

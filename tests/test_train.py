@@ -491,3 +491,13 @@ def test_the_program_cache_keeps_its_size_then_flushes_everything_and_trims_the_
   assert programs._cached_programs(0) is kept[0] and not trims  # a shape that is kept is reused
   programs._cached_programs("new")
   assert trims == [1] and list(programs._PROGRAMS) == [("new",)]  # keyed on the programs' arguments
+
+
+def test_evaluations_do_not_retrace_the_step(tmp_path):
+  """The state after an evaluation (keep_best) has the types the step was compiled for: a weakly typed
+  initial best score once made every trial trace and compile (or reload) its step and keep_best twice."""
+  programs.release_programs()
+  cfg = tiny_config(tmp_path, steps=24, eval_every=6, bucket_window=0)
+  train.train_and_evaluate(cfg, tmp_path / "run")
+  [progs] = programs._PROGRAMS.values()
+  assert progs.step._cache_size() == 1 and progs.keep_best._cache_size() == 1
