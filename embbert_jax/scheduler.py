@@ -93,7 +93,7 @@ class _SavedCompile:
 
   def __enter__(self):
     self.saved = 0.0
-    jax_monitoring().register_event_duration_secs_listener(self._listen)
+    _jax_monitoring().register_event_duration_secs_listener(self._listen)
     return self
 
   def _listen(self, event: str, secs: float, **_) -> None:
@@ -101,10 +101,10 @@ class _SavedCompile:
       self.saved += max(0.0, secs)
 
   def __exit__(self, *exc):
-    jax_monitoring().unregister_event_duration_listener(self._listen)
+    _jax_monitoring().unregister_event_duration_listener(self._listen)
 
 
-def jax_monitoring():
+def _jax_monitoring():
   import jax.monitoring  # here, not at import: the sweep's launcher and its tests run without JAX
   return jax.monitoring
 
