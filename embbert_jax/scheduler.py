@@ -47,7 +47,7 @@ from embbert_jax.engine import member_attrs, member_hash, trainer_config
 STATE = ledger_lib.ASHA_STATE  # the study attr holding the plan and the clock
 WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` started: the plan counts on them
 DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_length)
-AUTO_RUNGS = 3  # --rungs 0 (auto): at most this many (asha.auto_rungs), exactly this many without a clock
+AUTO_RUNGS = 3  # --rungs 0 (auto): at most this many (asha.auto_rungs)
 MIN_RUNG0_EPOCHS = 2  # --rungs 0: rung 0 trains at least this many epochs (asha.auto_rungs says why)
 SAVED_COMPILE_EVENT = "/jax/compilation_cache/compile_time_saved_sec"  # jax.monitoring: a cache load's saving
 
@@ -155,13 +155,13 @@ def make_state(sw, started: float) -> dict[str, Any]:
   biggest = max(c.total(s.policy) for c in sw.ordered)
   median_cfg = trainer_config(sw, _median_candidate(sw).model, 0, "r_max", {})
   top_steps = r_max(sw, median_cfg)
-  rungs, rung_notes = s.rungs or AUTO_RUNGS, ()
+  rungs, rung_notes = s.rungs, ()
+  if not rungs:
+    rungs, rung_notes = asha.auto_rungs(top_steps, s.eta, max_rungs=AUTO_RUNGS,
+                                        min_rung0_steps=min_rung0_steps(sw, median_cfg, top_steps))
   if s.time_budget:
     budget_s = asha.parse_duration(s.time_budget)
     costs = calibrate(sw, top_steps)
-    if not s.rungs:
-      rungs, rung_notes = asha.auto_rungs(top_steps, s.eta, costs, max_rungs=AUTO_RUNGS,
-                                          min_rung0_steps=min_rung0_steps(sw, median_cfg, top_steps))
     elapsed = time.time() - started
     plan = asha.plan(budget_s - elapsed, costs, r_max=top_steps, smallest=smallest, budget=max(biggest, smallest),
                      eta=s.eta, rungs=rungs, final_seeds=s.final_seeds, workers=max(1, int(os.environ.get(WORKERS_ENV, "1"))),

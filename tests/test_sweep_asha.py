@@ -309,20 +309,23 @@ def test_calibration_prices_compile_cold_and_auto_rungs_say_why(tmp_path, fake, 
   assert "compile 7.5 s (initial params 0.5 s + 7.0 s the compilation cache saved)" in lines[-1]
   jax.monitoring.record_event_duration_secs(scheduler.SAVED_COMPILE_EVENT, 5.0)  # after: not counted
   monkeypatch.setattr(scheduler, "calibrate", lambda sw, top: asha.Costs(step_s=0.05, compile_s=7.5))
+  # --steps gives no epochs: no floor, 3 rungs; two epochs of 90 steps (R_max = 10 epochs) refuse 3 rungs.
+  assert len(scheduler.make_state(sw, time.time())["plan"]["rung_steps"]) == 3
+  floor = scheduler.min_rung0_steps
+  monkeypatch.setattr(scheduler, "min_rung0_steps", lambda sw, cfg, top: 180)
   state = scheduler.make_state(sw, time.time())
-  # 3 rungs: rung 0 at 100 steps trains 5 s after a 7.5 s compile; 2 rungs: 300 steps, 15 s.
   assert tuple(state["plan"]["rung_steps"]) == (300, 900)
-  assert state["rungs_why"] == ["not 3 rungs: rung 0 would train 5 s after a 8 s compile"]
+  assert state["rungs_why"] == ["not 3 rungs: rung 0 would train 100 steps, under 180"]
   assert "not 3 rungs" in scheduler.describe(state)
   # An explicit --rungs is kept.
   monkeypatch.setattr(sw.settings, "rungs", 3)
   assert len(scheduler.make_state(sw, time.time())["plan"]["rung_steps"]) == 3
   # Two of the recipe's epochs when R_max is its run (10 epochs of 265 steps); none with --steps.
   import ml_collections
-  assert scheduler.min_rung0_steps(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 0  # steps=900
+  assert floor(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 0  # steps=900
   monkeypatch.setattr(sw.settings, "steps", 0)
-  assert scheduler.min_rung0_steps(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 530
-  assert scheduler.min_rung0_steps(sw, ml_collections.ConfigDict(), 2650) == 0
+  assert floor(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 530
+  assert floor(sw, ml_collections.ConfigDict(), 2650) == 0
 
 
 class _Killed(BaseException):
