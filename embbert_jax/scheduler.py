@@ -155,10 +155,10 @@ def make_state(sw, started: float) -> dict[str, Any]:
   biggest = max(c.total(s.policy) for c in sw.ordered)
   median_cfg = trainer_config(sw, _median_candidate(sw).model, 0, "r_max", {})
   top_steps = r_max(sw, median_cfg)
-  rungs, rung_notes = s.rungs, ()
+  rungs, rungs_why = s.rungs, ()
   if not rungs:
-    rungs, rung_notes = asha.auto_rungs(top_steps, s.eta, max_rungs=AUTO_RUNGS,
-                                        min_rung0_steps=min_rung0_steps(sw, median_cfg, top_steps))
+    rungs, rungs_why = asha.auto_rungs(top_steps, s.eta, max_rungs=AUTO_RUNGS,
+                                       min_rung0_steps=min_rung0_steps(sw, median_cfg, top_steps))
   if s.time_budget:
     budget_s = asha.parse_duration(s.time_budget)
     costs = calibrate(sw, top_steps)
@@ -178,7 +178,7 @@ def make_state(sw, started: float) -> dict[str, Any]:
     deadline = search_until = math.inf
     costs_d = {}
   return {"plan": plan.to_dict(), "started": started, "deadline": deadline, "search_until": search_until,
-          "eps": sw.eps, "costs": costs_d, "dropped": list(plan.dropped), "rungs_why": list(rung_notes)}
+          "eps": sw.eps, "costs": costs_d, "dropped": list(plan.dropped), "rungs_why": list(rungs_why)}
 
 
 def describe(state: dict) -> str:
