@@ -627,6 +627,21 @@ def _wandb_records(run_dir: Path):
       buf = b""
 
 
+def _finished_wandb_records(run_dir: Path, timeout_s: float = 60.0) -> list:
+  """The records of an offline run once its exit record is on disk: wandb-core writes the file from its own
+  process and may still be flushing it when run.finish() returns (CI once read a run with no records)."""
+  from google.protobuf.message import DecodeError
+  deadline = time.time() + timeout_s
+  while True:
+    try:
+      recs = list(_wandb_records(run_dir))
+    except (DecodeError, ValueError):  # a record cut mid-write, or the file not there yet
+      recs = []
+    if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.time() > deadline:
+      return recs
+    time.sleep(0.2)
+
+
 def test_wandb_runs_of_a_sweep_share_its_folder_with_memory_job_type_and_tags(tmp_path, fake, monkeypatch):
   """Every trial's wandb run and the summary run are offline runs in <out>/wandb (one `wandb sync
   <out>/wandb` finds them all); a trial's run has job_type trial, tags (kind, task, the space family, the
@@ -642,7 +657,7 @@ def test_wandb_runs_of_a_sweep_share_its_folder_with_memory_job_type_and_tags(tm
   assert not list((tmp_path / "out" / "trials").rglob("offline-run-*"))  # none left in the trial folders
   by_name = {}
   for run in runs:
-    recs = list(_wandb_records(run))
+    recs = _finished_wandb_records(run)
     [r] = [x.run for x in recs if x.WhichOneof("record_type") == "run"]
     config = {i.key: json.loads(i.value_json) for i in r.config.update}
     summary = {i.key: json.loads(i.value_json) for x in recs if x.WhichOneof("record_type") == "summary"
