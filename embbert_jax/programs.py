@@ -26,7 +26,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from embbert_jax import configs, hostmem, models, recipes
-from embbert_jax.losses import classify_loss, make_optimizer, pretrain_loss
+from embbert_jax.losses import classify_loss, flat_vector, make_optimizer, pretrain_loss
 
 
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
@@ -35,7 +35,8 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation):
     (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, rng)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    aux = {**aux, "grad_norm": optax.tree.norm(grads), "update_norm": optax.tree.norm(updates)}
+    aux = {**aux, "grad_norm": jnp.linalg.norm(flat_vector(grads)),
+           "update_norm": jnp.linalg.norm(flat_vector(updates))}
     return {**state, "step": state["step"] + 1, "params": params, "opt_state": opt_state}, aux
   return train_step
 

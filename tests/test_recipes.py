@@ -60,8 +60,10 @@ def test_scheduled_optimizer_is_adamw_at_peak_times_shape():
 def test_spec_recipe_keeps_the_constant_optimizer():
   cfg = train.get_config("nano")
   assert cfg.recipe == "spec" and recipes.is_constant(cfg.schedule) and cfg.learning_rate == 5e-5
-  state = losses.make_optimizer(cfg).init({"w": jnp.zeros(3)})
-  assert len(state) == 2  # clip + AdamW, no schedule counter: old checkpoints and programs stay valid
+  state = losses.make_optimizer(cfg).init({"w": jnp.zeros(3), "b": {"v": jnp.zeros((2, 2))}})
+  assert len(state) == 2  # clip + AdamW, no schedule counter
+  adam = state[1].inner_state[0]  # the moments: one flat vector of all 7 parameters (optax.flatten)
+  assert adam.mu.shape == adam.nu.shape == (7,)
   scratch = recipes.apply(train.get_config("nano"), "scratch")
   assert len(losses.make_optimizer(scratch, total_steps=10).init({"w": jnp.zeros(3)})) == 3
   assert scratch.recipe == "scratch" and not recipes.is_constant(scratch.schedule)
@@ -126,3 +128,19 @@ def test_train_cli_prints_recipe_and_writes_baselines(tmp_path, capsys):
   result = json.loads((tmp_path / "w" / "finetune" / "result.json").read_text())
   assert result["recipe"] == "scratch" and result["steps"] == 6 and result["init"]["kind"] == "embeddings"
   assert result["baselines"]["baselines"]["majority class"]["test"]["mcc"] == 0.0
+
+
+def test_step_logs_the_norms_of_every_tensor_of_the_gradient_and_update():
+  """The norms come from one flat vector (losses.flat_vector, shared with optax.flatten's concatenation in the
+  program): they must still count every tensor, as a per-tensor norm does."""
+  cfg = _opt_cfg(kind="cosine", warmup_fraction=0.25)
+  opt = losses.make_optimizer(cfg, 3e-3, 0.1)
+  p = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": {"v": jnp.ones(3), "u": jnp.full((2, 2), 0.5)}}
+  loss = lambda params, batch, rng: (sum(jnp.sum(jnp.sin(x) * batch) for x in jax.tree.leaves(params)), {})
+  state = {"step": 0, "params": p, "opt_state": opt.init(p)}
+  new, aux = jax.jit(programs.make_train_step(loss, opt))(state, jnp.float32(2.0), None)
+  grads = jax.grad(lambda params: loss(params, 2.0, None)[0])(p)
+  updates = jax.tree.map(lambda a, b: a - b, new["params"], p)
+  np.testing.assert_allclose(aux["grad_norm"], optax.tree.norm(grads), rtol=1e-6)
+  np.testing.assert_allclose(aux["update_norm"], optax.tree.norm(updates), rtol=1e-5)
+  assert float(aux["grad_norm"]) > float(optax.tree.norm(grads["b"])) > 0  # every tensor counted
