@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from train_throughput import make_step, matmul_gflops, random_batch
-from embbert_jax import configs, losses, models, programs, recipes, train
+from embbert_jax import configs, losses, models, recipes, train
 
 # A 2 MB config the 45-minute rt_polarity sweep trains (1.38 MB fp32, conv expansion 2: the toeplitz conv).
 SWEEP_2MB = ("model.vocab_size=16384", "model.max_len=128", "model.hidden=64", "model.embed_dim=16",
