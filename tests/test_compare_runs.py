@@ -7,15 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark_scripts import load
+
 scipy_stats = pytest.importorskip("scipy.stats")
 
 
 def _bench():
-  spec = importlib.util.spec_from_file_location(
-      "compare_runs", Path(__file__).parents[1] / "benchmarks" / "compare_runs.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return load("compare_runs")
 
 
 def test_welch_interval_is_scipys():

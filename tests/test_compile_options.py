@@ -1,27 +1,15 @@
 """benchmarks/compile_options.py: its per-tensor baseline must train exactly as the flat optimiser does, or
 the README's compile and step ratios compare different work."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import jax
 import numpy as np
 
+from benchmark_scripts import load
 from embbert_jax import configs, recipes, train
-
-BENCH = Path(__file__).parents[1] / "benchmarks"
 
 
 def _bench():
-  sys.path.insert(0, str(BENCH))  # it imports train_throughput beside it, as when run as a script
-  try:
-    spec = importlib.util.spec_from_file_location("compile_options", BENCH / "compile_options.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-  finally:
-    sys.path.remove(str(BENCH))
+  return load("compile_options")
 
 
 def test_tree_baseline_and_flat_step_train_alike_and_flat_has_fewer_kernels():

@@ -1,23 +1,12 @@
 """benchmarks/step_profile.py: the per-op table the README's Performance section quotes."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).parents[1] / "benchmarks"
+from benchmark_scripts import load
 
 
 def _bench():
-  sys.path.insert(0, str(BENCH))  # it imports train_throughput beside it, as when run as a script
-  try:
-    spec = importlib.util.spec_from_file_location("step_profile", BENCH / "step_profile.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-  finally:
-    sys.path.remove(str(BENCH))
+  return load("step_profile")
 
 
 def test_op_table_names_real_ops_of_the_compiled_step():
