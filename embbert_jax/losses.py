@@ -25,7 +25,7 @@ def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float 
   Clip, AdamW and the schedule run on all parameters as one flat vector (`optax.flatten`; the same
   arithmetic, element by element, and the clip's global norm over the same numbers): per tensor, every
   one of the ~30 tensors got its own norm, moment and update kernels, and the train step had twice the
-  kernels to compile (552 -> 270 fusions for a 2 MB sweep config; its compile 6.4 -> 4.4 s on this CPU,
+  kernels to compile (552 -> 270 fusions for a 2 MB sweep config; its compile 6.6 -> 4.6 s on this CPU,
   benchmarks/compile_options.py). The moments are flat vectors in the state: checkpoints of the per-tensor
   layout do not resume (a one-line error)."""
   lr = cfg.learning_rate if learning_rate is None else learning_rate
