@@ -48,12 +48,7 @@ def compiler_options(specs: list[str]) -> dict:
 def tree_step(cfg, total_steps: int):
   """The baseline: clip + AdamW + the schedule per parameter tensor, norms per tensor (the layout before
   losses.make_optimizer flattened it)."""
-  parts = [optax.clip_by_global_norm(cfg.grad_clip),
-           optax.inject_hyperparams(optax.adamw)(learning_rate=cfg.learning_rate, b1=cfg.b1, b2=cfg.b2,
-                                                 eps=cfg.eps, weight_decay=cfg.weight_decay)]
-  if not recipes.is_constant(cfg.schedule):
-    parts.append(optax.scale_by_schedule(recipes.schedule_shape(cfg.schedule, total_steps)))
-  opt = optax.chain(*parts)
+  opt = optax.chain(*losses.update_parts(cfg, total_steps=total_steps))
   model = models.build_model(cfg.model)
   loss_fn = lambda p, b, r: losses.classify_loss(model, p, b, r, False)
 

@@ -28,6 +28,18 @@ def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float 
   kernels to compile (552 -> 270 fusions for a 2 MB sweep config; its compile 6.6 -> 4.6 s on this CPU,
   benchmarks/compile_options.py). The moments are flat vectors in the state: checkpoints of the per-tensor
   layout do not resume (a one-line error)."""
+  optimizer = optax.flatten(optax.chain(*update_parts(cfg, learning_rate, weight_decay, total_steps)))
+  token_scale = float(cfg.get("token_lr_scale", 1.0))
+  if token_scale != 1.0:  # the token table's whole update (decay included) times this: 0 freezes it
+    optimizer = optax.chain(optimizer, optax.masked(optax.scale(token_scale), token_table_mask))
+  return optimizer
+
+
+def update_parts(cfg, learning_rate: float | None = None, weight_decay: float | None = None,
+                 total_steps: int | None = None) -> list[optax.GradientTransformation]:
+  """Clip, AdamW (hyperparameters in its state) and a non-constant schedule: the transformations
+  make_optimizer runs on one flat vector (benchmarks/compile_options.py chains them per tensor as its
+  baseline)."""
   lr = cfg.learning_rate if learning_rate is None else learning_rate
   wd = cfg.weight_decay if weight_decay is None else weight_decay
   parts = [optax.clip_by_global_norm(cfg.grad_clip),
@@ -37,11 +49,7 @@ def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float 
   if sched is not None and not recipes.is_constant(sched):
     total = total_steps or cfg.get("total_steps") or cfg.get("steps")
     parts.append(optax.scale_by_schedule(recipes.schedule_shape(sched, int(total or 0))))
-  optimizer = optax.flatten(optax.chain(*parts))
-  token_scale = float(cfg.get("token_lr_scale", 1.0))
-  if token_scale != 1.0:  # the token table's whole update (decay included) times this: 0 freezes it
-    optimizer = optax.chain(optimizer, optax.masked(optax.scale(token_scale), token_table_mask))
-  return optimizer
+  return parts
 
 
 def flat_vector(tree) -> jax.Array:
