@@ -73,8 +73,9 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32,
-                  max_lengths: int = BUCKET_LENGTHS) -> tuple[int, ...]:
+def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths: int = BUCKET_LENGTHS,
+                  cost: Callable[[np.ndarray], np.ndarray] | None = None, passes: float = 1.0,
+                  width_cost: float = 0.0) -> tuple[int, ...]:
   """The batch widths a bucketed run uses: at most `max_lengths` multiples of `multiple` (0: no limit),
   the longest `top` (no example is cut), chosen to pad the fewest tokens when each example is padded to
   the shortest width that holds it (an exact dynamic program over the widths the examples round up to).
@@ -82,30 +83,51 @@ def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32,
   Every width is one more compile of the train step (seconds each), while a rare long batch padded to the
   next width costs a few milliseconds: without a limit amazon's 256-token configs compiled 7 widths, 4 of
   them for fewer than 5 % of the examples.
+
+  With `width_cost` > 0 the number of widths is priced too: of the least-padding ladders of 1, 2, ...
+  widths, the one minimising `passes * sum over examples of cost(its width) + width_cost * (widths - 1)`,
+  where `cost(widths)` is one example's cost at each width (e.g. the forward FLOPs), `passes` how often
+  the run sees each example and `width_cost` the price of one more compile in the same unit; so a short
+  run of a small model keeps one width while a long one, or one whose wide batches are dear, buys more.
   """
   need = np.minimum(top, np.maximum(round_up(np.asarray(lengths), multiple), multiple))
   widths, counts = np.unique(np.append(need, top), return_counts=True)
   counts[-1] -= 1  # `top` was added so that it is always a width
-  if max_lengths <= 0 or len(widths) <= max_lengths:
+  m = len(widths)
+  k_max = m if max_lengths <= 0 else min(m, max_lengths)
+  if k_max == m and width_cost <= 0:
     return tuple(int(w) for w in widths)
   cum = np.concatenate([[0], np.cumsum(counts)])
-  m = len(widths)
-  # cost[k][j]: fewest padded tokens of the examples up to widths[j] with k + 1 widths, the last widths[j].
-  cost = np.full((max_lengths, m), np.inf)
-  prev = np.zeros((max_lengths, m), np.int64)
-  cost[0] = widths * cum[1:]
-  for k in range(1, max_lengths):
+  # padded[k][j]: fewest padded tokens of the examples up to widths[j] with k + 1 widths, the last widths[j].
+  padded = np.full((k_max, m), np.inf)
+  prev = np.zeros((k_max, m), np.int64)
+  padded[0] = widths * cum[1:]
+  for k in range(1, k_max):
     for j in range(k, m):
-      options = cost[k - 1, :j] + widths[j] * (cum[j + 1] - cum[1:j + 1])
+      options = padded[k - 1, :j] + widths[j] * (cum[j + 1] - cum[1:j + 1])
       prev[k, j] = int(np.argmin(options))
-      cost[k, j] = options[prev[k, j]]
-  k = int(np.argmin(cost[:, m - 1]))
-  chosen, j = [m - 1], m - 1
-  while k > 0:
-    j = int(prev[k, j])
-    chosen.append(j)
-    k -= 1
-  return tuple(int(widths[i]) for i in sorted(chosen))
+      padded[k, j] = options[prev[k, j]]
+
+  def ladder(k: int) -> list[int]:  # the least-padding ladder of k + 1 widths (indices into widths)
+    chosen, j = [m - 1], m - 1
+    while k > 0:
+      j = int(prev[k, j])
+      chosen.append(j)
+      k -= 1
+    return sorted(chosen)
+
+  if width_cost <= 0:
+    best = ladder(int(np.argmin(padded[:, m - 1])))
+  else:
+    per = np.asarray(cost(widths) if cost is not None else widths, np.float64)  # one example at each width
+
+    def priced(k: int) -> float:
+      idx = ladder(k)  # each width of the ladder holds the examples between the previous one and itself
+      held = np.diff(np.concatenate([[0], cum[np.asarray(idx) + 1]]))
+      return passes * float(per[idx] @ held) + width_cost * k
+
+    best = ladder(min(range(k_max), key=priced))
+  return tuple(int(widths[i]) for i in best)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window: int = 0,
@@ -131,24 +153,36 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window:
   return batches
 
 
+def width_for(n: int, full: int, multiple: int = 32) -> int:
+  """The batch width that holds n tokens without cutting one: n rounded up to `multiple`, at most `full`
+  (the arrays' length)."""
+  return min(full, round_up(max(int(n), 1), multiple))
+
+
 def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 0, bucket_window: int = 0,
-                  multiple: int = 32, bucket_lengths: int = BUCKET_LENGTHS) -> Iterator[tuple[int, dict]]:
+                  multiple: int = 32, bucket_lengths: int = BUCKET_LENGTHS,
+                  ladder: tuple[int, ...] | None = None) -> Iterator[tuple[int, dict]]:
   """(step, batch) from `start_step` on, forever; full batches only.
 
   Without bucketing every batch has the arrays' length (one compiled shape). With bucket_window > 0
   (batches per length-sorted window, e.g. 64), examples of similar length share a batch and each batch's
-  ids are trimmed to the shortest width of `length_ladder(..., max_lengths=bucket_lengths)` that holds its
-  longest example (never cutting a real token), so at most `bucket_lengths` widths get compiled. Either
-  way step k is the same batch whether or not the run was resumed.
+  ids are trimmed to the shortest width of `ladder` (default: `length_ladder(..., max_lengths=
+  bucket_lengths)`; one that ends at `top_width`) that holds its longest example (never cutting a real
+  token), so only the ladder's widths get compiled. Either way step k is the same batch whether or not
+  the run was resumed.
   """
   per_epoch = len(arrays) // batch_size
   if per_epoch == 0:
     raise ValueError(f"only {len(arrays)} training examples for batch size {batch_size}")
   lengths = example_lengths(arrays.ids) if bucket_window else None
   full = arrays.ids.shape[1]
-  if bucket_window:  # the width that holds n tokens without cutting one: n rounded up, at most `full`
-    need = lambda n: min(full, round_up(max(int(n), 1), multiple))
-    ladder = np.asarray(length_ladder(lengths, need(lengths.max()), multiple, bucket_lengths))
+  if bucket_window:
+    need = lambda n: width_for(n, full, multiple)
+    if ladder is None:
+      ladder = length_ladder(lengths, need(lengths.max()), multiple, bucket_lengths)
+    elif ladder[-1] != need(lengths.max()):
+      raise ValueError(f"a ladder must end at the widest batch, {need(lengths.max())}, not {ladder[-1]}")
+    ladder = np.asarray(ladder)
   step = start_step
   while True:
     epoch, offset = divmod(step, per_epoch)

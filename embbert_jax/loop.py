@@ -34,7 +34,7 @@ from embbert_jax import batches as batch_lib
 from embbert_jax import configs, data, files, memory, metrics, signals, wordvecs
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
-                                  save_params)
+                                  save_params, width_gflop)
 from embbert_jax.runlog import Logger, split_time
 
 
@@ -58,7 +58,8 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
         checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train", stop_at: int = 0,
-        patience: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS) -> dict:
+        patience: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS,
+        ladder: tuple[int, ...] | None = None) -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
@@ -66,7 +67,8 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   validation `select`. `report(i, step, validation)` may raise Pruned to stop member i. A member whose
   loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`. Batches
   are assembled and sent to the device by a thread two steps ahead (batches.prefetch); `bucket_window`
-  > 0 groups examples of similar length into at most `bucket_lengths` widths (batches.train_batches).
+  > 0 groups examples of similar length into the widths of `ladder` (default: at most `bucket_lengths`
+  widths; batches.train_batches).
 
   `stop_at` (0 < stop_at < total_steps) pauses the run after that step (evaluated and checkpointed): the
   schedule still spans `total_steps`, and a later call with a larger `stop_at` resumes where it paused (the
@@ -148,7 +150,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
 
   shard = NamedSharding(mesh, P(None, "data"))
   stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window,
-                                              bucket_lengths),
+                                              bucket_lengths, ladder),
                               size=2, put=lambda item: batch_lib.to_device(item, shard))
   end = min(total_steps, stop_at) if stop_at > 0 else total_steps
   done, plateau = start, False
@@ -198,12 +200,31 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
           "timing": split_time(timing, elapsed, done - start)}
 
 
+def bucket_ladder(cfg, arrays: batch_lib.Arrays, total_steps: int, group_size: int = 1) -> tuple[int, ...] | None:
+  """The batch widths a bucketed fine-tuning compiles its step for: batches.length_ladder priced by the
+  model's forward FLOPs per example at each width (programs.width_gflop), over the examples the run
+  trains on (total_steps x batch x group members), with one more width (compile) at
+  cfg.bucket_compile_gflop; None (the ladder of at most cfg.bucket_lengths widths that pads least) when
+  bucketing is off or that price is 0. The ladder depends on the run's total steps, not on where it
+  pauses, so a resumed run trims its batches as an uninterrupted one does."""
+  price = float(cfg.get("bucket_compile_gflop", 0.0))
+  if not cfg.bucket_window or price <= 0:
+    return None
+  lengths = batch_lib.example_lengths(arrays.ids)
+  top = batch_lib.width_for(lengths.max(), arrays.ids.shape[1])
+  passes = total_steps * cfg.batch_size * group_size / len(arrays)
+  cost = lambda widths: width_gflop(cfg.model, widths)
+  return batch_lib.length_ladder(lengths, top, 32, int(cfg.get("bucket_lengths", batch_lib.BUCKET_LENGTHS)),
+                                 cost, passes, price)
+
+
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
-                   bucket_window: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS):
+                   bucket_window: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS,
+                   ladder: tuple[int, ...] | None = None):
   """(step, batch (G, B, L), real tokens per member): member i's batch is the one a lone run with its
   seed would see (with bucketing, padded to the longest member's length: outputs do not change)."""
   streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window,
-                                     bucket_lengths=bucket_lengths) for m in members]
+                                     bucket_lengths=bucket_lengths, ladder=ladder) for m in members]
   for parts in zip(*streams):
     batch = batch_lib.stack_batches([b for _, b in parts])
     yield parts[0][0], batch, (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2)).tolist()  # stays on host
@@ -340,6 +361,9 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run
   vectors = str(wordvecs.find(first.model.vocab_size, first.corpus, first.cache_dir or None)) \
       if first.get("token_vectors") else ""
+  t_ladder = time.perf_counter()  # tracing the forward pass at 1-3 widths: counted as compile below
+  ladder = bucket_ladder(first, enc["train"], total, len(cfgs))
+  ladder_s = time.perf_counter() - t_ladder
   t_init = time.perf_counter()  # mostly the init program's compile (seconds; a cache load when warm)
   params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors)
   init_s = time.perf_counter() - t_init
@@ -352,9 +376,10 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
             desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
             patience=int(first.get("patience", 0)),
-            bucket_lengths=int(first.get("bucket_lengths", batch_lib.BUCKET_LENGTHS)))
+            bucket_lengths=int(first.get("bucket_lengths", batch_lib.BUCKET_LENGTHS)),
+            ladder=ladder)
   best = jax.device_get(out["state"]["best"])
-  out["timing"] = {**out["timing"], "init_s": init_s}
+  out["timing"] = {**out["timing"], "init_s": init_s, "compile_s": out["timing"]["compile_s"] + ladder_s}
   seq_len = int(enc["train"].ids.shape[1])
   steps_per_s = (out["stopped_at"] - out["resumed_from"]) / max(out["elapsed_s"], 1e-9)
   train_time = time.perf_counter() - t0
@@ -368,6 +393,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
     result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]),
               "steps": out["stopped_at"], "horizon": total, "plateau": out["plateau"], "timing": out["timing"],
               "recipe": c.get("recipe", "spec"), "train_time_s": train_time, "seq_len": seq_len,
+              "widths": list(ladder) if ladder else None,
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
     save_params(wd / "model", b["params"], c.model, tok.model_path)

@@ -93,6 +93,28 @@ def test_length_ladder_pads_least_among_ladders_of_that_size(seed):
   assert batches.length_ladder([3, 5], 16, 32, 3) == (16,)  # a run shorter than one multiple
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_priced_ladder_is_the_cheapest_least_padding_ladder_counting_its_compiles(seed):
+  rng = np.random.default_rng(seed)
+  lengths = np.clip(rng.geometric(1 / rng.uniform(10, 60), 300), 1, 256)
+  top = -(-lengths.max() // 32) * 32
+  cost = lambda w: 1e-3 * np.asarray(w, float) ** 2  # attention-like: wide examples are dear
+  unpriced = {k: batches.length_ladder(lengths, top, 32, k) for k in (1, 2, 3)}
+  assert batches.length_ladder(lengths, top, 32, 3, cost, 5.0, 0.0) == unpriced[3]  # no price: as before
+
+  def total(ladder, passes, price):  # brute force: every example at the narrowest width that holds it
+    need = np.maximum(-(-lengths // 32) * 32, 32)
+    return passes * sum(cost(min(w for w in ladder if w >= n)) for n in need) + price * (len(ladder) - 1)
+
+  for passes, price in [(1.0, 1e9), (1.0, 1.0), (50.0, 30.0), (500.0, 1.0), (1e-3, 5.0)]:
+    got = batches.length_ladder(lengths, top, 32, 3, cost, passes, price)
+    assert got in unpriced.values()  # one of the least-padding ladders; their number is what is priced
+    assert total(got, passes, price) == pytest.approx(min(total(l, passes, price) for l in unpriced.values()))
+  assert batches.length_ladder(lengths, top, 32, 3, cost, 1.0, 1e9) == (top,)  # dear compiles: one width
+  long_run = batches.length_ladder(lengths, top, 32, 3, cost, 1e6, 1.0)
+  assert long_run == unpriced[3] or len(unpriced[3]) < 3  # a long run buys every width it may
+
+
 @pytest.mark.parametrize("window", [0, 8])
 @pytest.mark.parametrize("start", [1, 30, 31, 45])
 def test_resumed_steps_equal_uninterrupted_ones(window, start):

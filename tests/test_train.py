@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embbert_jax import batches, loop, memory, metrics, models, programs, runlog, train
+from embbert_jax import batches, configs, loop, memory, metrics, models, programs, runlog, train
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 TINY_MODEL = dict(vocab_size=96, max_len=32, hidden=16, embed_dim=8, conv_kernel=4, num_layers=1)
@@ -348,6 +348,7 @@ def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
   for seed in (0, 3):
     c = tiny_config(tmp_path, steps=12, eval_every=6, seed=seed, bucket_window=4)
     c.task, c.model.max_len = str(tmp_path / "varied.jsonl"), 64
+    c.bucket_compile_gflop = 0.0  # both widths, however cheap the model (loop.bucket_ladder would keep one)
     # Dropout masks are drawn per batch shape, so a batch padded to 64 draws other masks than at 32
     # (with nn.Dropout too: threefry bits are not stable under a larger shape); without dropout the
     # padded member must compute what it computes alone.
@@ -361,6 +362,52 @@ def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
   assert grouped[1]["seq_len"] == 64
   for k, v in solo["validation"].items():  # the loss is continuous: float32 sums in another order
     assert grouped[1]["validation"][k] == pytest.approx(v, abs=1e-5, rel=1e-3 if k == "loss" else 0), k
+
+
+def test_init_members_stacks_each_seeds_own_params_in_order():
+  cfg = train.get_config("embbert", **TINY_MODEL).model
+  got = programs.init_members(cfg, [5, 3])
+  for i, seed in enumerate((5, 3)):
+    want = jax.jit(lambda s: models.init_params(cfg, jax.random.key(s)))(seed)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_array_equal(a[i], b)
+  assert not np.array_equal(jax.tree.leaves(got)[0][0], jax.tree.leaves(got)[0][1])
+
+
+def test_width_gflop_is_xlas_count_and_its_quadratic_is_exact():
+  """Attention and the Toeplitz conv (conv_expansion 2) are quadratic in the width, the rest linear:
+  widths past the three lowered ones come from the quadratic through them, which must equal XLA's own
+  count there (a wrong knot or a fit of the wrong degree would not)."""
+  cfg = train.get_config("embbert", vocab_size=96, max_len=256, hidden=16, embed_dim=8, conv_kernel=4,
+                         num_layers=2, conv_expansion=2.0).model
+  widths = [32, 64, 96, 128, 160, 192, 224, 256]
+  fitted = programs.width_gflop(cfg, widths)
+  lowered = [programs._forward_gflop(configs.ModelConfig.from_dict(cfg), w) for w in (64, 160, 224)]
+  np.testing.assert_allclose(fitted[[1, 4, 6]], lowered, rtol=1e-5)
+  per_token = fitted / np.asarray(widths)
+  assert np.all(np.diff(per_token) > 0)  # quadratic terms: a wider example costs more per token
+
+
+def test_bucket_ladder_buys_a_width_only_where_it_saves_more_than_its_compile(tmp_path):
+  """A short bucketed run of a small model keeps one width (a compile costs more than the padding saves),
+  a long enough run buys the narrow width, no price keeps the least-padding ladder; the run records it."""
+  rng = np.random.RandomState(1)
+  rows = [{"text": " ".join(rng.choice(WORDS, int(n))), "label": i % 2}
+          for i, n in enumerate(rng.choice([3, 4, 40], 320))]
+  (tmp_path / "varied.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cfg = tiny_config(tmp_path, steps=40, bucket_window=4)
+  cfg.task, cfg.model.max_len = str(tmp_path / "varied.jsonl"), 64
+  arrays = loop.prepare_task(cfg)[2]["train"]
+  assert loop.bucket_ladder(cfg, arrays, 40) == (64,)
+  assert loop.bucket_ladder(cfg, arrays, 10**7) == (32, 64)
+  price = float(cfg.bucket_compile_gflop)
+  cfg.bucket_compile_gflop = 0.0
+  assert loop.bucket_ladder(cfg, arrays, 40) is None  # batches.train_batches' own least-padding ladder
+  cfg.bucket_compile_gflop, cfg.bucket_window = price, 0
+  assert loop.bucket_ladder(cfg, arrays, 10**7) is None  # no bucketing: one width, the arrays'
+  cfg.bucket_window = 4
+  out = train.train_and_evaluate(cfg, tmp_path / "run")
+  assert out["widths"] == [64] and out["seq_len"] == 64
 
 
 def test_interrupted_group_resumes_to_the_uninterrupted_result(tmp_path):
