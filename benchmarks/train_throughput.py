@@ -2,10 +2,13 @@
 
     python benchmarks/train_throughput.py                       # every preset, full length L
     python benchmarks/train_throughput.py --presets embbert nano --seq-len 64 --conv-impl xla shift
+    python benchmarks/train_throughput.py --presets embbert --set model.num_layers=1 --seq-len 32 64 128
 
-For each preset: compile time of the jitted train step, steps/s and tokens/s over --steps timed steps
-(after one warm-up step), and the step's FLOPs from XLA's cost analysis as achieved GFLOP/s. A large
-matmul is timed in the same run, so that each figure can be read as a fraction of this machine's peak.
+For each preset and length: compile time of the jitted train step, steps/s and tokens/s over --steps timed
+steps (after one warm-up step), the step's FLOPs from XLA's cost analysis as achieved GFLOP/s, and the
+step's milliseconds per GFLOP of the batch's forward pass (programs.width_gflop, what length bucketing
+prices a batch width by). A large matmul is timed in the same run, so that each figure can be read as a
+fraction of this machine's peak. --set overrides config fields of every preset (`--set model.hidden=64`).
 """
 
 from __future__ import annotations
@@ -53,8 +56,10 @@ def random_batch(cfg, batch: int, length: int) -> dict:
   return {"ids": jnp.asarray(ids), "labels": jnp.asarray(rng.randint(0, 2, batch).astype(np.int32))}
 
 
-def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str) -> dict:
+def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str, overrides: tuple = ()) -> dict:
   cfg = train.get_config(preset, conv_impl=conv_impl)
+  for item in overrides:
+    configs.set_field(cfg, *item.split("=", 1))
   length = seq_len or cfg.model.max_len
   b = random_batch(cfg, batch, length)
   step, state = make_step(cfg)
@@ -69,27 +74,36 @@ def bench(preset: str, seq_len: int, batch: int, steps: int, conv_impl: str) -> 
     state, m = compiled(state, b, jax.random.key(i))
   jax.block_until_ready(m)
   dt = (time.perf_counter() - t) / steps
+  forward_gflop = float(programs.width_gflop(cfg.model, [length])[0]) * batch
   return {"preset": preset, "conv_impl": conv_impl, "L": length, "compile_s": compile_s, "steps_per_s": 1 / dt,
-          "tokens_per_s": batch * length / dt, "gflop_per_step": flops / 1e9, "gflops": flops / dt / 1e9}
+          "tokens_per_s": batch * length / dt, "gflop_per_step": flops / 1e9, "gflops": flops / dt / 1e9,
+          "ms_per_forward_gflop": 1e3 * dt / forward_gflop}
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--presets", nargs="+", default=list(configs.PRESETS))
-  ap.add_argument("--seq-len", type=int, default=0, help="0 = each preset's max_len")
+  ap.add_argument("--seq-len", type=int, nargs="+", default=[0], help="0 = each preset's max_len")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="override a config field of every preset (repeatable)")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--steps", type=int, default=10)
   ap.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "shift"])
   args = ap.parse_args()
   peak = matmul_gflops()
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s); 2048^2 f32 matmul: {peak:.1f} GFLOP/s")
-  print("| preset | conv | L | compile s | steps/s | tokens/s | GFLOP/step | GFLOP/s | % of matmul |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  if args.set:
+    print("overrides: " + " ".join(args.set))
+  print("| preset | conv | L | compile s | steps/s | tokens/s | GFLOP/step | GFLOP/s | % of matmul | "
+        "step ms per forward GFLOP |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for p in args.presets:
     for impl in args.conv_impl:
-      r = bench(p, args.seq_len, args.batch, args.steps, impl)
-      print(f"| {p} | {impl} | {r['L']} | {r['compile_s']:.1f} | {r['steps_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
-            f"{r['gflop_per_step']:.2f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % |", flush=True)
+      for seq_len in args.seq_len:
+        r = bench(p, seq_len, args.batch, args.steps, impl, tuple(args.set))
+        print(f"| {p} | {impl} | {r['L']} | {r['compile_s']:.1f} | {r['steps_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
+              f"{r['gflop_per_step']:.2f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f} % | "
+              f"{r['ms_per_forward_gflop']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

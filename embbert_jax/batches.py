@@ -7,8 +7,9 @@ only ships ids.
 
 Length bucketing (`train_batches(..., bucket_window=64)`) groups examples of similar length into a batch
 and trims it to the shortest width of a small ladder (`length_ladder`: at most `bucket_lengths` multiples of
-32, chosen from the training lengths to pad least) that holds its longest example, so short sentences do
-not pay for the longest one and a run compiles its step for a few widths only;
+32, chosen from the training lengths to pad least, and as many of them as pay for their compiles when
+priced) that holds its longest example, so short sentences do not pay for the longest one and a run
+compiles its step for a few widths only;
 `prefetch` assembles and transfers the next batches on a background thread while the device computes.
 """
 
@@ -75,7 +76,7 @@ def round_up(n: int, multiple: int) -> int:
 
 def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths: int = BUCKET_LENGTHS,
                   cost: Callable[[np.ndarray], np.ndarray] | None = None, passes: float = 1.0,
-                  width_cost: float = 0.0) -> tuple[int, ...]:
+                  width_cost: float = 0.0, group: int = 1) -> tuple[int, ...]:
   """The batch widths a bucketed run uses: at most `max_lengths` multiples of `multiple` (0: no limit),
   the longest `top` (no example is cut), chosen to pad the fewest tokens when each example is padded to
   the shortest width that holds it (an exact dynamic program over the widths the examples round up to).
@@ -89,6 +90,9 @@ def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths
   where `cost(widths)` is one example's cost at each width (e.g. the forward FLOPs), `passes` how often
   the run sees each example and `width_cost` the price of one more compile in the same unit; so a short
   run of a small model keeps one width while a long one, or one whose wide batches are dear, buys more.
+  A group of `group` members steps at the widest of its members' batches (stack_batches), so a width
+  below the top serves a step only when every member's batch fits it: with F the share of examples that
+  fit a width, the group steps at most that wide F ** group of the time (members are independent seeds).
   """
   need = np.minimum(top, np.maximum(round_up(np.asarray(lengths), multiple), multiple))
   widths, counts = np.unique(np.append(need, top), return_counts=True)
@@ -97,6 +101,8 @@ def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths
   k_max = m if max_lengths <= 0 else min(m, max_lengths)
   if k_max == m and width_cost <= 0:
     return tuple(int(w) for w in widths)
+  if k_max == 1:
+    return (int(widths[-1]),)
   cum = np.concatenate([[0], np.cumsum(counts)])
   # padded[k][j]: fewest padded tokens of the examples up to widths[j] with k + 1 widths, the last widths[j].
   padded = np.full((k_max, m), np.inf)
@@ -122,8 +128,9 @@ def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths
     per = np.asarray(cost(widths) if cost is not None else widths, np.float64)  # one example at each width
 
     def priced(k: int) -> float:
-      idx = ladder(k)  # each width of the ladder holds the examples between the previous one and itself
-      held = np.diff(np.concatenate([[0], cum[np.asarray(idx) + 1]]))
+      idx = ladder(k)  # the share of steps at each width of the ladder: P(the widest member fits it) - ...
+      fits = (cum[np.asarray(idx) + 1] / cum[-1]) ** group
+      held = cum[-1] * np.diff(np.concatenate([[0.0], fits]))
       return passes * float(per[idx] @ held) + width_cost * k
 
     best = ladder(min(range(k_max), key=priced))
@@ -167,8 +174,8 @@ def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 
   Without bucketing every batch has the arrays' length (one compiled shape). With bucket_window > 0
   (batches per length-sorted window, e.g. 64), examples of similar length share a batch and each batch's
   ids are trimmed to the shortest width of `ladder` (default: `length_ladder(..., max_lengths=
-  bucket_lengths)`; one that ends at `top_width`) that holds its longest example (never cutting a real
-  token), so only the ladder's widths get compiled. Either way step k is the same batch whether or not
+  bucket_lengths)`; a given one must rise to `width_for` the longest example) that holds its longest
+  example (never cutting a real token), so only the ladder's widths get compiled. Either way step k is the same batch whether or not
   the run was resumed.
   """
   per_epoch = len(arrays) // batch_size
@@ -180,8 +187,10 @@ def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 
     need = lambda n: width_for(n, full, multiple)
     if ladder is None:
       ladder = length_ladder(lengths, need(lengths.max()), multiple, bucket_lengths)
-    elif ladder[-1] != need(lengths.max()):
-      raise ValueError(f"a ladder must end at the widest batch, {need(lengths.max())}, not {ladder[-1]}")
+    elif (not ladder or list(ladder) != sorted(set(ladder)) or ladder[0] < 1
+          or ladder[-1] != need(lengths.max())):
+      raise ValueError(f"a ladder of batch widths must rise strictly to the widest batch, "
+                       f"{need(lengths.max())}: not {tuple(ladder)}")
     ladder = np.asarray(ladder)
   step = start_step
   while True:

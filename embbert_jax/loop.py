@@ -75,7 +75,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   sweep's rungs). `patience` > 0 ends the run once no live member has improved its best validation
   `select` for that many evaluations (plateau stopping; the best params are kept either way).
   Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from",
-  "stopped_at", "timing"}: timing splits the wall time into compile (first step and first evaluation over
+  "stopped_at", "widths" (the batch widths this call stepped at), "timing"}: timing splits the wall time into compile (first step and first evaluation over
   their steady cost), steps, evaluation and checkpoints.
   """
   from tqdm.auto import tqdm
@@ -141,6 +141,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
 
   timing = {"first_step_s": 0.0, "evals_s": [], "checkpoint_s": 0.0, "new_shape_s": []}
   seen_shapes: set = set()
+  widths: set[int] = set()  # the batch widths this call stepped at
 
   def save(step):
     t = time.perf_counter()
@@ -161,6 +162,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
       signals.check()  # a stop requested by SIGTERM/SIGINT (a sweep worker: signals.py) acts here, between steps
       tokens += np.asarray(batch_tokens)
       shape = tuple(x.shape for x in jax.tree.leaves(batch))
+      widths.add(int(batch["ids"].shape[-1]))
       new_shape = step != start and shape not in seen_shapes  # a bucketed length seen for the first time
       seen_shapes.add(shape)
       if new_shape:
@@ -196,26 +198,36 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
     mgr.close()
   elapsed = time.perf_counter() - t0
   return {"state": state, "loggers": loggers, "outcomes": outcomes, "elapsed_s": elapsed,
-          "resumed_from": start, "stopped_at": done, "plateau": plateau,
+          "resumed_from": start, "stopped_at": done, "plateau": plateau, "widths": sorted(widths),
           "timing": split_time(timing, elapsed, done - start)}
 
 
 def bucket_ladder(cfg, arrays: batch_lib.Arrays, total_steps: int, group_size: int = 1) -> tuple[int, ...] | None:
-  """The batch widths a bucketed fine-tuning compiles its step for: batches.length_ladder priced by the
-  model's forward FLOPs per example at each width (programs.width_gflop), over the examples the run
-  trains on (total_steps x batch x group members), with one more width (compile) at
-  cfg.bucket_compile_gflop; None (the ladder of at most cfg.bucket_lengths widths that pads least) when
-  bucketing is off or that price is 0. The ladder depends on the run's total steps, not on where it
-  pauses, so a resumed run trims its batches as an uninterrupted one does."""
-  price = float(cfg.get("bucket_compile_gflop", 0.0))
-  if not cfg.bucket_window or price <= 0:
+  """The batch widths a bucketed fine-tuning compiles its step for (None: bucketing off, one width):
+  batches.length_ladder's least-padding ladder of at most cfg.bucket_lengths widths, and with
+  cfg.bucket_compile_gflop > 0 as many of them as pay for their compiles: each example priced at the
+  model's forward FLOPs at its width (programs.width_gflop) over the examples the run trains on
+  (total_steps x batch x members), one more width at that many GFLOP. train_group keeps the ladder in its
+  folder, so a resumed run trims its batches as it did before."""
+  if not cfg.bucket_window:
     return None
   lengths = batch_lib.example_lengths(arrays.ids)
   top = batch_lib.width_for(lengths.max(), arrays.ids.shape[1])
+  most = int(cfg.get("bucket_lengths", batch_lib.BUCKET_LENGTHS))
+  price = float(cfg.get("bucket_compile_gflop", 0.0))
+  if price <= 0:
+    return batch_lib.length_ladder(lengths, top, 32, most)
   passes = total_steps * cfg.batch_size * group_size / len(arrays)
-  cost = lambda widths: width_gflop(cfg.model, widths)
-  return batch_lib.length_ladder(lengths, top, 32, int(cfg.get("bucket_lengths", batch_lib.BUCKET_LENGTHS)),
-                                 cost, passes, price)
+  costs: dict[int, float] = {}
+
+  def cost(widths):  # priced lazily: a ladder of one possible width needs no count
+    costs.update(zip((int(w) for w in widths), width_gflop(cfg.model, widths)))
+    return np.array([costs[int(w)] for w in widths])
+
+  ladder = batch_lib.length_ladder(lengths, top, 32, most, cost, passes, price, group_size)
+  if costs and not all(np.isfinite(list(costs.values()))):  # no FLOP count on this backend: pad least
+    return batch_lib.length_ladder(lengths, top, 32, most)
+  return ladder
 
 
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
@@ -362,7 +374,13 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   vectors = str(wordvecs.find(first.model.vocab_size, first.corpus, first.cache_dir or None)) \
       if first.get("token_vectors") else ""
   t_ladder = time.perf_counter()  # tracing the forward pass at 1-3 widths: counted as compile below
-  ladder = bucket_ladder(first, enc["train"], total, len(cfgs))
+  ladder_file = gdir / "ladder.json"
+  if ladder_file.exists():  # a resumed run: the widths it chose before (FLOP counts may vary by backend)
+    ladder = json.loads(ladder_file.read_text())["widths"]
+    ladder = tuple(ladder) if ladder else None
+  else:
+    ladder = bucket_ladder(first, enc["train"], total, len(cfgs))
+    files.write_json_atomic(ladder_file, {"widths": list(ladder) if ladder else None})
   ladder_s = time.perf_counter() - t_ladder
   t_init = time.perf_counter()  # mostly the init program's compile (seconds; a cache load when warm)
   params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors)
@@ -393,7 +411,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
     result = {**_unflatten(b["metrics"]), "metric": task.metric, "best_step": int(b["step"]),
               "steps": out["stopped_at"], "horizon": total, "plateau": out["plateau"], "timing": out["timing"],
               "recipe": c.get("recipe", "spec"), "train_time_s": train_time, "seq_len": seq_len,
-              "widths": list(ladder) if ladder else None,
+              "widths": out["widths"],
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
     save_params(wd / "model", b["params"], c.model, tok.model_path)

@@ -97,6 +97,7 @@ def trial_row(t, policy: str) -> dict[str, Any]:
   for k in ("best_step", "steps", "train_time_s", "steps_per_s", "tokens_per_s", "seq_len", "group_size",
             "pruned_at", "error", "peak_rss_mb"):
     row[k] = a.get(k)
+  row["widths"] = " ".join(map(str, a["widths"])) if a.get("widths") else None  # batch widths of its last call
   for k, v in (a.get("train") or {}).items():
     row[TRAIN_PREFIX + k] = v
   rungs = a.get("rungs") or []

@@ -240,7 +240,7 @@ _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed
 
 
 _RESULT_KEYS = ("validation", "test", "metric", "best_step", "steps", "train_time_s", "steps_per_s",
-                "tokens_per_s", "seq_len")
+                "tokens_per_s", "seq_len", "widths")
 
 
 def _time_spent(before: dict | None, timing: dict | None, wall: float, share: int) -> dict[str, float]:

@@ -111,8 +111,36 @@ def test_a_priced_ladder_is_the_cheapest_least_padding_ladder_counting_its_compi
     assert got in unpriced.values()  # one of the least-padding ladders; their number is what is priced
     assert total(got, passes, price) == pytest.approx(min(total(l, passes, price) for l in unpriced.values()))
   assert batches.length_ladder(lengths, top, 32, 3, cost, 1.0, 1e9) == (top,)  # dear compiles: one width
-  long_run = batches.length_ladder(lengths, top, 32, 3, cost, 1e6, 1.0)
-  assert long_run == unpriced[3] or len(unpriced[3]) < 3  # a long run buys every width it may
+  assert batches.length_ladder(lengths, top, 32, 3, cost, 1e6, 1.0) == unpriced[3]  # a long run buys all
+  assert batches.length_ladder(lengths, top, 32, 0, cost, 1.0, 1e9) == (top,)  # no limit, priced
+  every = batches.length_ladder(lengths, top, 32, 0)  # every width that occurs
+  assert batches.length_ladder(lengths, top, 32, 0, cost, 1e6, 1.0) == every  # a long run, no limit
+
+
+def test_a_group_prices_a_narrow_width_by_how_often_every_member_fits_it():
+  lengths = np.array([10] * 60 + [100] * 40)  # 60 % fit 32
+  cost = lambda w: np.asarray(w, float)  # tokens
+  # solo: the width 32 saves 60 examples x (128 - 32) tokens per pass; a group of 8 steps at 32 only
+  # 0.6 ** 8 = 1.7 % of the time, so the same price buys it for one member and not for eight
+  saving = lambda g: 100 * 0.6 ** g * (128 - 32)
+  price = 0.5 * saving(1)
+  assert batches.length_ladder(lengths, 128, 32, 3, cost, 1.0, price, group=1) == (32, 128)
+  assert batches.length_ladder(lengths, 128, 32, 3, cost, 1.0, price, group=8) == (128,)
+  assert batches.length_ladder(lengths, 128, 32, 3, cost, 1.0, 0.5 * saving(8), group=8) == (32, 128)
+
+
+def test_a_priced_ladder_with_one_possible_width_never_prices_it():
+  def cost(_):
+    raise AssertionError("priced a ladder that has one possible width")
+  assert batches.length_ladder([3, 20, 31], 32, 32, 3, cost, 1.0, 5.0) == (32,)
+  assert batches.length_ladder([3, 200], 256, 32, 1, cost, 1.0, 5.0) == (256,)
+
+
+@pytest.mark.parametrize("ladder", [(), (64, 32, 256), (32, 64), (32, 32, 256), (0, 256)])
+def test_a_given_ladder_must_rise_to_the_widest_batch(ladder):
+  arr, _ = arrays()
+  with pytest.raises(ValueError, match="must rise strictly to the widest batch"):
+    next(batches.train_batches(arr, 32, 0, bucket_window=8, ladder=ladder))
 
 
 @pytest.mark.parametrize("window", [0, 8])
