@@ -71,6 +71,13 @@ class Plan:
   def bands(self) -> int:
     return len(self.band_edges) - 1
 
+  @property
+  def expected_steps(self) -> float:
+    """The steps a trial started at rung 0 trains on average: each rung's further steps times the chance
+    of being promoted that far (1 / eta per rung)."""
+    steps = self.rung_steps
+    return steps[0] + sum((steps[k] - steps[k - 1]) / self.eta ** k for k in range(1, len(steps)))
+
   def band(self, nbytes: int) -> int:
     return band_of(nbytes, self.band_edges)
 

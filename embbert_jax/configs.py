@@ -226,7 +226,7 @@ _TRAINING_RANGES = (
     ("batch_size", 1, None, True), ("epochs", 0, None, True), ("steps", 0, None, True),
     ("eval_every", 0, None, True), ("log_every", 1, None, True), ("checkpoint_every", 0, None, True),
     ("seq_len", 0, None, True), ("bucket_window", 0, None, True), ("bucket_lengths", 0, None, True),
-    ("bucket_compile_gflop", 0.0, None, True),
+    ("bucket_compile_gflop", 0.0, None, True), ("bucket_steps", 0, None, True),
     ("learning_rate", 0.0, None, False),
     ("stop_at", 0, None, True), ("patience", 0, None, True),
     ("weight_decay", 0.0, None, True), ("grad_clip", 0.0, None, True), ("label_smoothing", 0.0, 1.0, True),

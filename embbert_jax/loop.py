@@ -34,7 +34,7 @@ from embbert_jax import batches as batch_lib
 from embbert_jax import configs, data, files, memory, metrics, signals, wordvecs
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
-                                  save_params, width_gflop)
+                                  run_ladder, save_params)
 from embbert_jax.runlog import Logger, split_time
 
 
@@ -58,8 +58,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
         checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train", stop_at: int = 0,
-        patience: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS,
-        ladder: tuple[int, ...] | None = None) -> dict:
+        patience: int = 0, ladder: tuple[int, ...] | None = None) -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
@@ -67,16 +66,16 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   validation `select`. `report(i, step, validation)` may raise Pruned to stop member i. A member whose
   loss is not finite stops as failed; the others go on. Resumes from `group_dir/checkpoints`. Batches
   are assembled and sent to the device by a thread two steps ahead (batches.prefetch); `bucket_window`
-  > 0 groups examples of similar length into the widths of `ladder` (default: at most `bucket_lengths`
-  widths; batches.train_batches).
+  > 0 groups examples of similar length into the widths of `ladder` (programs.bucket_ladder; default:
+  batches.train_batches' own).
 
   `stop_at` (0 < stop_at < total_steps) pauses the run after that step (evaluated and checkpointed): the
   schedule still spans `total_steps`, and a later call with a larger `stop_at` resumes where it paused (the
   sweep's rungs). `patience` > 0 ends the run once no live member has improved its best validation
   `select` for that many evaluations (plateau stopping; the best params are kept either way).
   Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from",
-  "stopped_at", "widths" (the batch widths this call stepped at), "timing"}: timing splits the wall time into compile (first step and first evaluation over
-  their steady cost), steps, evaluation and checkpoints.
+  "stopped_at", "widths" (the batch widths this call stepped at), "timing"}: timing splits the wall time
+  into compile (first step and first evaluation over their steady cost), steps, evaluation, checkpoints.
   """
   from tqdm.auto import tqdm
 
@@ -151,7 +150,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
 
   shard = NamedSharding(mesh, P(None, "data"))
   stream = batch_lib.prefetch(_group_batches(train_arrays, batch_size, members, start, bucket_window,
-                                              bucket_lengths, ladder),
+                                              ladder),
                               size=2, put=lambda item: batch_lib.to_device(item, shard))
   end = min(total_steps, stop_at) if stop_at > 0 else total_steps
   done, plateau = start, False
@@ -202,41 +201,12 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
           "timing": split_time(timing, elapsed, done - start)}
 
 
-def bucket_ladder(cfg, arrays: batch_lib.Arrays, total_steps: int, group_size: int = 1) -> tuple[int, ...] | None:
-  """The batch widths a bucketed fine-tuning compiles its step for (None: bucketing off, one width):
-  batches.length_ladder's least-padding ladder of at most cfg.bucket_lengths widths, and with
-  cfg.bucket_compile_gflop > 0 as many of them as pay for their compiles: each example priced at the
-  model's forward FLOPs at its width (programs.width_gflop) over the examples the run trains on
-  (total_steps x batch x members), one more width at that many GFLOP. train_group keeps the ladder in its
-  folder, so a resumed run trims its batches as it did before."""
-  if not cfg.bucket_window:
-    return None
-  lengths = batch_lib.example_lengths(arrays.ids)
-  top = batch_lib.width_for(lengths.max(), arrays.ids.shape[1])
-  most = int(cfg.get("bucket_lengths", batch_lib.BUCKET_LENGTHS))
-  price = float(cfg.get("bucket_compile_gflop", 0.0))
-  if price <= 0:
-    return batch_lib.length_ladder(lengths, top, 32, most)
-  passes = total_steps * cfg.batch_size * group_size / len(arrays)
-  costs: dict[int, float] = {}
-
-  def cost(widths):  # priced lazily: a ladder of one possible width needs no count
-    costs.update(zip((int(w) for w in widths), width_gflop(cfg.model, widths)))
-    return np.array([costs[int(w)] for w in widths])
-
-  ladder = batch_lib.length_ladder(lengths, top, 32, most, cost, passes, price, group_size)
-  if costs and not all(np.isfinite(list(costs.values()))):  # no FLOP count on this backend: pad least
-    return batch_lib.length_ladder(lengths, top, 32, most)
-  return ladder
-
-
 def _group_batches(arrays: batch_lib.Arrays, batch_size: int, members: list[Member], start: int,
-                   bucket_window: int = 0, bucket_lengths: int = batch_lib.BUCKET_LENGTHS,
-                   ladder: tuple[int, ...] | None = None):
+                   bucket_window: int = 0, ladder: tuple[int, ...] | None = None):
   """(step, batch (G, B, L), real tokens per member): member i's batch is the one a lone run with its
   seed would see (with bucketing, padded to the longest member's length: outputs do not change)."""
   streams = [batch_lib.train_batches(arrays, batch_size, m.cfg.seed, start, bucket_window,
-                                     bucket_lengths=bucket_lengths, ladder=ladder) for m in members]
+                                     ladder=ladder) for m in members]
   for parts in zip(*streams):
     batch = batch_lib.stack_batches([b for _, b in parts])
     yield parts[0][0], batch, (batch["ids"] != configs.PAD_ID).sum(axis=(1, 2)).tolist()  # stays on host
@@ -374,13 +344,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   vectors = str(wordvecs.find(first.model.vocab_size, first.corpus, first.cache_dir or None)) \
       if first.get("token_vectors") else ""
   t_ladder = time.perf_counter()  # tracing the forward pass at 1-3 widths: counted as compile below
-  ladder_file = gdir / "ladder.json"
-  if ladder_file.exists():  # a resumed run: the widths it chose before (FLOP counts may vary by backend)
-    ladder = json.loads(ladder_file.read_text())["widths"]
-    ladder = tuple(ladder) if ladder else None
-  else:
-    ladder = bucket_ladder(first, enc["train"], total, len(cfgs))
-    files.write_json_atomic(ladder_file, {"widths": list(ladder) if ladder else None})
+  ladder = run_ladder(gdir, first, enc["train"], total, len(cfgs))
   ladder_s = time.perf_counter() - t_ladder
   t_init = time.perf_counter()  # mostly the init program's compile (seconds; a cache load when warm)
   params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors)
@@ -394,7 +358,6 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
             checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
             desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
             patience=int(first.get("patience", 0)),
-            bucket_lengths=int(first.get("bucket_lengths", batch_lib.BUCKET_LENGTHS)),
             ladder=ladder)
   best = jax.device_get(out["state"]["best"])
   out["timing"] = {**out["timing"], "init_s": init_s, "compile_s": out["timing"]["compile_s"] + ladder_s}

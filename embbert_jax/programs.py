@@ -25,7 +25,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from embbert_jax import configs, hostmem, models, recipes
+from embbert_jax import batches as batch_lib
+from embbert_jax import configs, files, hostmem, models, recipes
 from embbert_jax.losses import classify_loss, flat_vector, make_optimizer, pretrain_loss
 
 
@@ -230,6 +231,45 @@ def width_gflop(model_cfg, widths) -> np.ndarray:
   knots = widths[[0, len(widths) // 2, -1]]
   coef = np.polyfit(knots, [_forward_gflop(model_cfg, int(w)) for w in knots], 2)
   return np.polyval(coef, widths)
+
+
+def bucket_ladder(cfg, arrays: batch_lib.Arrays, total_steps: int, group_size: int = 1) -> tuple[int, ...] | None:
+  """The batch widths a bucketed fine-tuning compiles its step for (None: bucketing off, one width):
+  batches.length_ladder's least-padding ladder of at most cfg.bucket_lengths widths, and with
+  cfg.bucket_compile_gflop > 0 as many of them as pay for their compiles: each example priced at the
+  model's forward FLOPs at its width (programs.width_gflop) over the examples the run trains on
+  (cfg.bucket_steps, else total_steps, x batch x members), one more width at that many GFLOP."""
+  if not cfg.bucket_window:
+    return None
+  lengths = batch_lib.example_lengths(arrays.ids)
+  top = batch_lib.width_for(lengths.max(), arrays.ids.shape[1])
+  most = int(cfg.get("bucket_lengths", batch_lib.BUCKET_LENGTHS))
+  price = float(cfg.get("bucket_compile_gflop", 0.0))
+  if price <= 0:
+    return batch_lib.length_ladder(lengths, top, 32, most)
+  passes = (int(cfg.get("bucket_steps", 0)) or total_steps) * cfg.batch_size * group_size / len(arrays)
+  costs: dict[int, float] = {}
+
+  def cost(widths):  # priced lazily: a ladder of one possible width needs no count
+    costs.update(zip((int(w) for w in widths), width_gflop(cfg.model, widths)))
+    return np.array([costs[int(w)] for w in widths])
+
+  ladder = batch_lib.length_ladder(lengths, top, 32, most, cost, passes, price, group_size)
+  if costs and not all(np.isfinite(list(costs.values()))):  # no FLOP count on this backend: pad least
+    return batch_lib.length_ladder(lengths, top, 32, most)
+  return ladder
+
+
+def run_ladder(folder: Path, cfg, arrays, total_steps: int, group_size: int = 1) -> tuple[int, ...] | None:
+  """bucket_ladder of the run in `folder`, kept there (ladder.json): a resumed run trims its batches as it
+  did before, whatever FLOP counts this backend or version would give now."""
+  path = folder / "ladder.json"
+  if path.exists():
+    widths = json.loads(path.read_text())["widths"]
+    return tuple(widths) if widths else None
+  ladder = bucket_ladder(cfg, arrays, total_steps, group_size)
+  files.write_json_atomic(path, {"widths": list(ladder) if ladder else None})
+  return ladder
 
 
 @functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)

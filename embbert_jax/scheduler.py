@@ -445,11 +445,15 @@ def finish(sw, led, state: dict) -> None:
 
 
 def rung_fields(state: dict, t: FrozenTrial, eval_every: int, patience: int) -> dict[str, Any]:
-  """The trainer fields of trial t's next call: the schedule spans R_max, it pauses at its target rung."""
+  """The trainer fields of trial t's next call: the schedule spans R_max, it pauses at its target rung;
+  its batch widths are priced over the steps a trial trains on average (bucket_steps: most stop at rung
+  0, so pricing them over R_max bought compiles that most never paid back). The same for every call of
+  every trial, so a promoted trial keeps its ladder."""
   plan = asha.Plan.from_dict(state["plan"])
   tg = target(t) or 0
   return {"steps": plan.rung_steps[plan.top], "stop_at": 0 if tg >= plan.top else plan.rung_steps[tg],
-          "eval_every": eval_every, "log_every": min(50, eval_every), "patience": patience}
+          "eval_every": eval_every, "log_every": min(50, eval_every), "patience": patience,
+          "bucket_steps": int(round(plan.expected_steps))}
 
 
 def eval_every(state: dict) -> int:

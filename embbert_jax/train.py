@@ -54,10 +54,11 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.bucket_window = 64  # length bucketing over windows of this many batches (batches.train_batches); 0 = off
   c.bucket_lengths = batches.BUCKET_LENGTHS  # most batch widths (step compiles) when bucketing; 0 = no limit
   # One more width (one more compile of the step) only where it saves this many forward GFLOP over the run
-  # (loop.bucket_ladder); 0 = the least-padding ladder of bucket_lengths widths. 40 is the 2-core CPU's
+  # (programs.bucket_ladder); 0 = the least-padding ladder of bucket_lengths widths. 40 is the 2-core CPU's
   # price: a step compile takes 4-8 s there, and a train step 90-170 ms per forward GFLOP (README,
   # Sequence length); an accelerator's GFLOP is far cheaper, so there it buys widths too readily.
   c.bucket_compile_gflop = 40.0
+  c.bucket_steps = 0  # the steps the widths are priced over; 0 = the run's (a sweep: a trial's average)
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
   c.token_vectors = False  # token table from the corpus's PPMI-SVD vectors (wordvecs.py; --init embeddings)

@@ -61,7 +61,8 @@ def _trial_config(sw: Sweep, trial: FrozenTrial):
   if sw.asha is not None:
     fields = scheduler.rung_fields(sw.asha, trial, scheduler.eval_every(sw.asha), sw.settings.patience)
     for key, value in fields.items():
-      configs.set_field(cfg, key, value)
+      if key != "bucket_steps" or key in cfg:  # a trainer without length bucketing has no such field
+        configs.set_field(cfg, key, value)
   return cfg
 
 

@@ -24,6 +24,12 @@ def test_band_edges_are_geometric_and_cover_the_range():
     asha.band_edges(2_000_000, 1_000_000, 2)
 
 
+def test_expected_steps_weigh_each_rungs_steps_by_the_chance_of_reaching_it():
+  assert _plan().expected_steps == pytest.approx(100 + 200 / 3 + 600 / 9)
+  assert _plan(rung_steps=(307, 920)).expected_steps == pytest.approx(307 + 613 / 3)
+  assert _plan(rung_steps=(920,)).expected_steps == 920
+
+
 def test_band_count_follows_rung_zero_trials():
   assert [asha.band_count(n, 3) for n in (0, 8, 9, 18, 36, 100)] == [1, 1, 1, 2, 4, 4]
 

@@ -194,6 +194,8 @@ def test_real_trainer_two_rung_sweep(tmp_path):
       "finetune", "metrics.jsonl").read_text().splitlines()]
   assert {m["step"] for m in metrics if "validation/accuracy" in m} >= {4, 8}
   assert [p["trial"] for p in out["front"]] == [done["trial"]]
+  for folder in (tmp_path / "out" / "trials").glob("*"):  # widths priced over a trial's mean: 4 + 4 / 2
+    assert json.loads((folder / "finetune" / "config.json").read_text())["bucket_steps"] == 6
 
 
 # ------------------------------------------------------------------------------ the ledger under faults

@@ -348,7 +348,7 @@ def test_bucketed_group_trains_and_matches_its_solo_run(tmp_path):
   for seed in (0, 3):
     c = tiny_config(tmp_path, steps=12, eval_every=6, seed=seed, bucket_window=4)
     c.task, c.model.max_len = str(tmp_path / "varied.jsonl"), 64
-    c.bucket_compile_gflop = 0.0  # both widths, however cheap the model (loop.bucket_ladder would keep one)
+    c.bucket_compile_gflop = 0.0  # both widths, however cheap the model (programs.bucket_ladder would keep one)
     # Dropout masks are drawn per batch shape, so a batch padded to 64 draws other masks than at 32
     # (with nn.Dropout too: threefry bits are not stable under a larger shape); without dropout the
     # padded member must compute what it computes alone.
@@ -410,13 +410,16 @@ def test_bucket_ladder_buys_a_width_only_where_it_saves_more_than_its_compile(tm
   a long enough run buys the narrow width, no price keeps the least-padding ladder; the run records it."""
   cfg = varied_lengths_config(tmp_path)
   arrays = loop.prepare_task(cfg)[2]["train"]
-  assert loop.bucket_ladder(cfg, arrays, 40) == (64,)
-  assert loop.bucket_ladder(cfg, arrays, 10**7) == (32, 64)
+  assert programs.bucket_ladder(cfg, arrays, 40) == (64,)
+  assert programs.bucket_ladder(cfg, arrays, 10**7) == (32, 64)
+  cfg.bucket_steps = 40  # priced over 40 steps, whatever the run's length (a sweep: a trial's mean)
+  assert programs.bucket_ladder(cfg, arrays, 10**7) == (64,)
+  cfg.bucket_steps = 0
   price = float(cfg.bucket_compile_gflop)
   cfg.bucket_compile_gflop = 0.0
-  assert loop.bucket_ladder(cfg, arrays, 40) == (32, 64)  # unpriced: the least-padding ladder
+  assert programs.bucket_ladder(cfg, arrays, 40) == (32, 64)  # unpriced: the least-padding ladder
   cfg.bucket_compile_gflop, cfg.bucket_window = price, 0
-  assert loop.bucket_ladder(cfg, arrays, 10**7) is None  # no bucketing: one width, the arrays'
+  assert programs.bucket_ladder(cfg, arrays, 10**7) is None  # no bucketing: one width, the arrays'
   cfg.bucket_window = 4
   out = train.train_and_evaluate(cfg, tmp_path / "run")
   assert out["widths"] == [64] and out["seq_len"] == 64  # the widths its steps ran at
@@ -425,8 +428,8 @@ def test_bucket_ladder_buys_a_width_only_where_it_saves_more_than_its_compile(tm
 
 def test_a_backend_without_flop_counts_buckets_as_the_unpriced_ladder(tmp_path, monkeypatch):
   cfg = varied_lengths_config(tmp_path)
-  monkeypatch.setattr(loop, "width_gflop", lambda model, widths: np.full(len(widths), np.nan))
-  assert loop.bucket_ladder(cfg, loop.prepare_task(cfg)[2]["train"], 40) == (32, 64)
+  monkeypatch.setattr(programs, "width_gflop", lambda model, widths: np.full(len(widths), np.nan))
+  assert programs.bucket_ladder(cfg, loop.prepare_task(cfg)[2]["train"], 40) == (32, 64)
 
 
 def test_interrupted_group_resumes_to_the_uninterrupted_result(tmp_path):
