@@ -7,7 +7,9 @@
 * `programs_for(cfg)` is cached on the frozen model config (configs.ModelConfig), the optimiser fields,
   the loss and the devices: trials of equal shapes reuse the traced and compiled programs;
 * initial params of a group (`init_members`), optionally with a saved encoder (`load_encoder`), and the
-  deployable model folder (`save_params`: artifacts.save_model's format).
+  deployable model folder (`save_params`: artifacts.save_model's format);
+* the batch widths a bucketed run compiles its step for (`bucket_ladder`, kept in the run's folder by
+  `run_ladder`), priced by the forward pass's FLOPs at each width (`width_gflop`).
 """
 
 from __future__ import annotations
