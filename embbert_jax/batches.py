@@ -47,8 +47,7 @@ def auto_seq_len(ids: np.ndarray, max_len: int, multiple: int = 32) -> int:
   Outputs at real positions do not depend on padding (tests check this), so training at this length
   gives the same numbers as at L, without paying for the empty tail.
   """
-  longest = max(int(example_lengths(ids).max()), 1) if len(ids) else 1
-  return min(max_len, round_up(longest, multiple))
+  return width_for(int(example_lengths(ids).max()) if len(ids) else 1, max_len, multiple)
 
 
 def encode_task(task, tokenizer, max_len: int, add_cls: bool = True) -> dict[str, Arrays]:
@@ -74,6 +73,13 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def width_for(n, full: int, multiple: int = 32):
+  """The batch width that holds n tokens without cutting one: n rounded up to `multiple`, at most `full`
+  (the arrays' length); an int for an int, an array for an array of lengths."""
+  width = np.minimum(full, round_up(np.maximum(n, 1), multiple))
+  return int(width) if np.ndim(width) == 0 else width
+
+
 def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths: int = BUCKET_LENGTHS,
                   cost: Callable[[np.ndarray], np.ndarray] | None = None, passes: float = 1.0,
                   width_cost: float = 0.0, group: int = 1) -> tuple[int, ...]:
@@ -94,7 +100,7 @@ def length_ladder(lengths: np.ndarray, top: int, multiple: int = 32, max_lengths
   below the top serves a step only when every member's batch fits it: with F the share of examples that
   fit a width, the group steps at most that wide F ** group of the time (members are independent seeds).
   """
-  need = np.minimum(top, np.maximum(round_up(np.asarray(lengths), multiple), multiple))
+  need = width_for(np.asarray(lengths), top, multiple)
   widths, counts = np.unique(np.append(need, top), return_counts=True)
   counts[-1] -= 1  # `top` was added so that it is always a width
   m = len(widths)
@@ -160,12 +166,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, bucket_window:
   return batches
 
 
-def width_for(n: int, full: int, multiple: int = 32) -> int:
-  """The batch width that holds n tokens without cutting one: n rounded up to `multiple`, at most `full`
-  (the arrays' length)."""
-  return min(full, round_up(max(int(n), 1), multiple))
-
-
 def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 0, bucket_window: int = 0,
                   multiple: int = 32, bucket_lengths: int = BUCKET_LENGTHS,
                   ladder: tuple[int, ...] | None = None) -> Iterator[tuple[int, dict]]:
@@ -175,8 +175,8 @@ def train_batches(arrays: Arrays, batch_size: int, seed: int, start_step: int = 
   (batches per length-sorted window, e.g. 64), examples of similar length share a batch and each batch's
   ids are trimmed to the shortest width of `ladder` (default: `length_ladder(..., max_lengths=
   bucket_lengths)`; a given one must rise to `width_for` the longest example) that holds its longest
-  example (never cutting a real token), so only the ladder's widths get compiled. Either way step k is the same batch whether or not
-  the run was resumed.
+  example (never cutting a real token), so only the ladder's widths get compiled. Either way step k is
+  the same batch whether or not the run was resumed.
   """
   per_epoch = len(arrays) // batch_size
   if per_epoch == 0:

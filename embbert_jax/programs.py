@@ -246,9 +246,10 @@ def bucket_ladder(cfg, arrays: batch_lib.Arrays, total_steps: int, group_size: i
   lengths = batch_lib.example_lengths(arrays.ids)
   top = batch_lib.width_for(lengths.max(), arrays.ids.shape[1])
   most = int(cfg.get("bucket_lengths", batch_lib.BUCKET_LENGTHS))
+  least_padding = lambda: batch_lib.length_ladder(lengths, top, max_lengths=most)
   price = float(cfg.get("bucket_compile_gflop", 0.0))
   if price <= 0:
-    return batch_lib.length_ladder(lengths, top, 32, most)
+    return least_padding()
   passes = (int(cfg.get("bucket_steps", 0)) or total_steps) * cfg.batch_size * group_size / len(arrays)
   costs: dict[int, float] = {}
 
@@ -256,9 +257,10 @@ def bucket_ladder(cfg, arrays: batch_lib.Arrays, total_steps: int, group_size: i
     costs.update(zip((int(w) for w in widths), width_gflop(cfg.model, widths)))
     return np.array([costs[int(w)] for w in widths])
 
-  ladder = batch_lib.length_ladder(lengths, top, 32, most, cost, passes, price, group_size)
+  ladder = batch_lib.length_ladder(lengths, top, max_lengths=most, cost=cost, passes=passes, width_cost=price,
+                                   group=group_size)
   if costs and not all(np.isfinite(list(costs.values()))):  # no FLOP count on this backend: pad least
-    return batch_lib.length_ladder(lengths, top, 32, most)
+    return least_padding()
   return ladder
 
 
