@@ -188,9 +188,12 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
       keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
 
 
-def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0) -> Programs:
+def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0,
+                 cached: bool = True) -> Programs:
   """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: cfg.pretrain.steps,
-  its schedule cfg.pretrain.schedule; constant where a config has none)."""
+  its schedule cfg.pretrain.schedule; constant where a config has none). `cached=False` builds programs
+  of their own that nothing keeps (precompile.py's, on a thread: adding them to the kept ones could flush
+  the programs a trial is running)."""
   opt = tuple((k, cfg[k]) for k in OPTIMIZER_FIELDS)
   if kind == "pretrain":
     sched = cfg.pretrain.get("schedule", recipes.schedule_config())
@@ -203,8 +206,9 @@ def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total
     opt += (("token_lr_scale", float(cfg.token_lr_scale)),)
   loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"
                else (is_regression, float(cfg.get("label_smoothing", 0.0))))
-  return _cached_programs(kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),
-                          cfg.get("group_impl", "auto"))
+  key = (kind, configs.ModelConfig.from_dict(cfg.model), opt, loss_args, tuple(jax.devices()),
+         cfg.get("group_impl", "auto"))
+  return _cached_programs(*key) if cached else _programs(*key)
 
 
 @functools.lru_cache(maxsize=256)
@@ -276,12 +280,14 @@ def run_ladder(folder: Path, cfg, arrays, total_steps: int, group_size: int = 1)
   return ladder
 
 
-@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
-def _init_program(model_cfg: configs.ModelConfig, task: str):
+def init_program(model_cfg: configs.ModelConfig, task: str):
   """One member's initial params from its seed. Not vmapped over a group's seeds: called once per seed,
   it is the same values from a program that compiles in 0.8x the time (3.6 vs 4.6 s for a 1-layer model,
   10.1 vs 12.0 s for a 6-layer one), which is most of a small trial's initial-params time."""
   return jax.jit(lambda seed: models.init_params(model_cfg, jax.random.key(seed), task))
+
+
+_init_program = functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)(init_program)  # the one trials call
 
 
 def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None,

@@ -1,6 +1,6 @@
 """`python -m embbert_jax.train`: fine-tune a model preset on a task (optionally pre-train first), and the
 sweep's default trainer plug-in (engine.Trainer: get_config, train_and_evaluate, train_group,
-max_group_size, group_key, Pruned).
+max_group_size, group_key, Pruned, precompile).
 
 `get_config()` is the fine-tuning recipe of spec section 4 (an ml_collections ConfigDict; `config.model`
 is frozen into a configs.ModelConfig where a model is built). The training itself is in loop.py (fit,
@@ -24,6 +24,7 @@ from embbert_jax import batches, cli, configs, data, files, inits, recipes
 from embbert_jax.loop import (  # noqa: F401  (the trainer plug-in's API, see engine.Trainer)
     GROUP_KNOBS, Pruned, TrainingDiverged, group_key, max_group_size, pretrain, run_length, run_seeds,
     train_and_evaluate, train_group)
+from embbert_jax.precompile import precompile  # noqa: F401  (the plug-in's optional compile-ahead hook)
 
 
 def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collections.ConfigDict:
