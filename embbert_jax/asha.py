@@ -196,9 +196,13 @@ def next_action(plan: Plan, records: Iterable[Record], started: dict[int, int] |
       return Action("promote", trial=best.trial, rung=rung + 1, band=plan.band(best.bytes))
   started = started or {}
   if searching and sum(started.values()) < plan.n0:
-    band = min(range(plan.bands), key=lambda b: (started.get(b, 0), b))
-    return Action("start", band=band)
+    return Action("start", band=start_band(plan, started))
   return Action("wait") if running else Action("done")
+
+
+def start_band(plan: Plan, started: dict[int, int]) -> int:
+  """The band a new trial starts in: the one with the fewest started (the lowest of those)."""
+  return min(range(plan.bands), key=lambda b: (started.get(b, 0), b))
 
 
 def close_out(plan: Plan, records: Iterable[Record], eps: float = 0.0) -> list[Record]:

@@ -56,6 +56,7 @@ _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "lust
 WORKER, ATTEMPTS, PREEMPTED, HASH = "embbert:worker", "embbert:attempts", "embbert:preempted", "embbert:hash"
 SOLO = "embbert:solo"  # its group program failed: the trial trains alone from now on
 ASHA_STATE = "asha"  # study attr of a multi-fidelity sweep: its plan and clock (scheduler.py)
+COMPILE_AHEAD = "compile_ahead/"  # + worker id: the study attribute of what its CompileAhead compiled
 TARGET = "embbert:target_rung"  # multi-fidelity sweeps: the rung the trial may train to (scheduler.py)
 
 STALE = "heartbeat stopped"

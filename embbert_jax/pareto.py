@@ -297,6 +297,11 @@ def time_line(rows: list[dict], settings: dict[str, Any]) -> str:
     text += (f"; sweep wall time {wall / 60:.1f} min x {workers} worker(s), of which "
              f"{max(wall * workers - calls, 0.0) / 60:.1f} min outside trainer calls (calibration, "
              "planning, waiting, the ledger)")
+  ahead = settings.get("compile_ahead")
+  if ahead:  # worker.CompileAhead: beside the trainer calls, on the core a small trial leaves idle
+    text += (f"; compiled ahead on a second thread: {ahead['programs']} programs of {ahead['configs']} "
+             f"configs, {ahead['seconds'] / 60:.1f} min, of which the worker waited "
+             f"{ahead.get('waited', 0.0) / 60:.1f} (part of the time outside trainer calls)")
   peak = max((r.get("peak_rss_mb") or 0 for r in rows), default=0)
   if peak:  # each worker's high-water mark, recorded with its trials
     text += f"; peak resident memory of a worker {peak / 1024:.2f} GB"

@@ -275,22 +275,52 @@ def _new_trial(sw, led, cand, rung: int, knobs: dict, extra: dict | None = None)
                   {ledger_lib.HASH: member_hash(cand.hash, knobs), ledger_lib.TARGET: rung})
 
 
-def _start_in_band(sw, led, plan: asha.Plan, trials: list[FrozenTrial], band: int) -> bool:
-  """Adds a new config's trial (target rung 0) from `band`, else from the band with the fewest started
-  that still has configs; False when every fitting config is taken."""
+def _started(plan: asha.Plan, trials: list[FrozenTrial]) -> dict[int, int]:
+  """Search trials per band (started ones, running ones included; final seeds not)."""
+  started: dict[int, int] = {}
+  for t in trials:
+    if not is_final(t):
+      b = plan.band(t.user_attrs["bytes_total"])
+      started[b] = started.get(b, 0) + 1
+  return started
+
+
+def _start_pick(sw, plan: asha.Plan, trials: list[FrozenTrial], band: int):
+  """The config a new trial (target rung 0) starts from `band`, else from the band with the fewest
+  started that still has configs: its first free config in memory-spread order; None when every fitting
+  config is taken."""
   taken = {t.user_attrs.get("shape") for t in trials}
   policy = sw.settings.policy
   free: dict[int, Any] = {}
-  for c in sw.ordered:  # memory-spread order: each band's first free config
+  for c in sw.ordered:
     if c.hash not in taken:
       free.setdefault(plan.band(c.total(policy)), c)
   if not free:
-    return False
-  started = {b: sum(1 for t in trials if not is_final(t) and plan.band(t.user_attrs["bytes_total"]) == b)
-             for b in range(plan.bands)}
-  pick = band if band in free else min(free, key=lambda b: (started.get(b, 0), b))
-  _new_trial(sw, led, free[pick], 0, {})
-  return True
+    return None
+  started = _started(plan, trials)
+  return free[band if band in free else min(free, key=lambda b: (started.get(b, 0), b))]
+
+
+def _start_in_band(sw, led, plan: asha.Plan, trials: list[FrozenTrial], band: int) -> bool:
+  """Adds a new config's trial (_start_pick); False when every fitting config is taken."""
+  cand = _start_pick(sw, plan, trials, band)
+  if cand is not None:
+    _new_trial(sw, led, cand, 0, {})
+  return cand is not None
+
+
+def next_start(sw, led, state: dict):
+  """The config the next "start" would train (as next_trials picks it, from the ledger as it is now),
+  for compiling its programs ahead (worker.py); None once the search is over or nothing is left. Not
+  under the lock: a guess, which promotions or other workers may overtake."""
+  plan = asha.Plan.from_dict(state["plan"])
+  trials = led.trials()
+  search = [t for t in trials if not is_final(t)]
+  started = _started(plan, trials)
+  cap = (sw.settings.max_trials or 10 ** 9) if sw.settings.time_budget else plan.n0  # as next_trials caps
+  if sum(started.values()) >= cap or time.time() >= search_until(state, plan, search, records(plan, trials)):
+    return None
+  return _start_pick(sw, plan, trials, asha.start_band(plan, started))
 
 
 def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
@@ -312,10 +342,7 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
     recs = records(plan, trials)
     searching = time.time() < search_until(state, plan, search, recs)
     if searching:
-      started = {}
-      for t in search:
-        b = plan.band(t.user_attrs["bytes_total"])
-        started[b] = started.get(b, 0) + 1
+      started = _started(plan, trials)
       # With a time budget the clock ends the search, not plan.n0 (an estimate from the calibration);
       # promotions go on after the last start, until the clock or the quotas say no.
       cap = (s.max_trials or 10 ** 9) if s.time_budget else plan.n0
@@ -444,13 +471,13 @@ def finish(sw, led, state: dict) -> None:
       ledger_lib.retry(led.storage.set_trial_state_values, t._trial_id, TrialState.PRUNED)
 
 
-def rung_fields(state: dict, t: FrozenTrial, eval_every: int, patience: int) -> dict[str, Any]:
-  """The trainer fields of trial t's next call: the schedule spans R_max, it pauses at its target rung;
+def rung_fields(state: dict, tg: int, eval_every: int, patience: int) -> dict[str, Any]:
+  """The trainer fields of a trial's next call to target rung `tg`: the schedule spans R_max, it pauses
+  at its target rung;
   its batch widths are priced over the steps a trial trains on average (bucket_steps: most stop at rung
   0, so pricing them over R_max bought compiles that most never paid back). The same for every call of
   every trial, so a promoted trial keeps its ladder."""
   plan = asha.Plan.from_dict(state["plan"])
-  tg = target(t) or 0
   return {"steps": plan.rung_steps[plan.top], "stop_at": 0 if tg >= plan.top else plan.rung_steps[tg],
           "eval_every": eval_every, "log_every": min(50, eval_every), "patience": patience,
           "bucket_steps": int(round(plan.expected_steps))}

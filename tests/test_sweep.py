@@ -179,6 +179,15 @@ def train_group(cfgs, workdirs, report=None):
   return [o or {**_wandb(c, w, _result(c, t0)), "status": "complete"} for o, c, w in zip(out, cfgs, workdirs)]
 
 
+def precompile(cfg):
+  if os.environ.get("FAKE_PRECOMPILE_FAIL"):
+    raise RuntimeError("XLA ran out of memory")
+  if os.environ.get("FAKE_PRECOMPILE_LOG"):
+    with open(os.environ["FAKE_PRECOMPILE_LOG"], "a") as f:
+      f.write(json.dumps({"model": cfg.model.to_dict(), "steps": cfg.steps, "stop_at": cfg.stop_at}) + "\\n")
+  return {"programs": 3, "seconds": 0.5}
+
+
 if os.environ.get("FAKE_NO_GROUP"):  # a trainer from before grouped training
   del train_group, group_key, max_group_size
 '''

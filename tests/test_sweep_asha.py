@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from embbert_jax import asha, pareto, scheduler, sweep
+from embbert_jax import asha, configs, pareto, scheduler, sweep
 from embbert_jax import ledger as ledger_lib
 from test_sweep import _cli, _trials, _worker, fake  # noqa: F401  (fake: the fake trainer's fixture)
 
@@ -86,6 +86,40 @@ def test_asha_promotes_within_bands_and_draws_the_frontier_from_the_top_rung(tmp
   calls_before = len(log.read_text().splitlines())
   sweep.run_sweep(_settings(tmp_path, fake), log=lambda m: None)
   assert len(log.read_text().splitlines()) == calls_before
+
+
+def test_the_worker_compiles_the_config_it_starts_next_ahead_and_survives_a_failed_compile(
+    tmp_path, fake, monkeypatch):
+  pre = tmp_path / "precompiled.jsonl"
+  monkeypatch.setenv("FAKE_PRECOMPILE_LOG", str(pre))
+  monkeypatch.setenv("FAKE_STEP_S", "0.01")  # the compile-ahead thread (instant here) ends within a trial
+  lines = []
+  sweep.run_sweep(_settings(tmp_path, fake, compile_ahead="on"), log=lines.append)
+  trials = sorted(_trials(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}", "a"), key=lambda t: t.number)
+  starts = [configs.ModelConfig.from_dict(t.user_attrs["model"]) for t in trials
+            if t.user_attrs.get("final_of") is None]
+  got = [json.loads(x) for x in pre.read_text().splitlines()]
+  ahead = [configs.ModelConfig.from_dict(g["model"]) for g in got]
+  # The guess made while trial k trains is the config started next: every compiled one was started after
+  # the first trial, in start order, none twice; with the rung-0 call's horizon and pause.
+  assert len(ahead) >= len(starts) - 2 and len(set(ahead)) == len(ahead)
+  assert ahead == [m for m in starts[1:] if m in ahead]
+  assert all(g["steps"] == 12 and g["stop_at"] == 3 for g in got)
+  said = f"compiled ahead on a second thread: {3 * len(ahead)} programs of {len(ahead)} configs"
+  assert any(said in x for x in lines) and said in (tmp_path / "out" / "frontier.md").read_text()
+  # A compile that fails costs the sweep nothing but a line.
+  monkeypatch.setenv("FAKE_PRECOMPILE_FAIL", "1")
+  lines = []
+  out = sweep.run_sweep(_settings(tmp_path, fake, study="b", out=str(tmp_path / "b"), compile_ahead="on"),
+                        log=lines.append, summary=False)
+  assert out["ran"] > 8 and any("ahead failed (RuntimeError: XLA ran out of memory)" in x for x in lines)
+  # Off, and auto on a CPU (the tests' JAX): none.
+  monkeypatch.delenv("FAKE_PRECOMPILE_FAIL")
+  for mode in ("off", "auto"):
+    pre.unlink(missing_ok=True)
+    sweep.run_sweep(_settings(tmp_path, fake, study=mode, out=str(tmp_path / mode), compile_ahead=mode),
+                    log=lambda m: None, summary=False)
+    assert not pre.exists()
 
 
 def test_time_budget_plans_the_sweep_and_ends_within_it(tmp_path, fake, monkeypatch):
