@@ -471,6 +471,10 @@ def finish(sw, led, state: dict) -> None:
       ledger_lib.retry(led.storage.set_trial_state_values, t._trial_id, TrialState.PRUNED)
 
 
+# Rung fields a trainer may lack (set only where its config has them): not every trainer buckets lengths.
+OPTIONAL_RUNG_FIELDS = ("bucket_steps",)
+
+
 def rung_fields(state: dict, tg: int, eval_every: int, patience: int) -> dict[str, Any]:
   """The trainer fields of a trial's next call to target rung `tg`: the schedule spans R_max, it pauses
   at its target rung;

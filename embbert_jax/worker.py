@@ -63,10 +63,11 @@ def _trial_config(sw: Sweep, trial: FrozenTrial):
 
 
 def _with_rung(sw: Sweep, cfg, rung: int):
+  """cfg with the asha fields of a call to `rung` (scheduler.rung_fields); as it is without asha."""
   if sw.asha is not None:
     fields = scheduler.rung_fields(sw.asha, rung, scheduler.eval_every(sw.asha), sw.settings.patience)
     for key, value in fields.items():
-      if key != "bucket_steps" or key in cfg:  # a trainer without length bucketing has no such field
+      if key in cfg or key not in scheduler.OPTIONAL_RUNG_FIELDS:
         configs.set_field(cfg, key, value)
   return cfg
 
