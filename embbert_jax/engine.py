@@ -124,7 +124,7 @@ class Trainer(Protocol):
   `report(step, validation_metrics)` is called after every validation and may raise the trainer's
   `Pruned` (or engine.PrunedTrial) to stop the trial. A module may set NEEDS_DATA = False (the task is
   then not loaded up front) and define `Pruned`, and `precompile(cfg) -> {"programs", "seconds"}`, which
-  the asha worker calls on a thread for the config it will start next (worker.CompileAhead)."""
+  the asha worker calls on a thread for the config it will start next (compile_ahead.CompileAhead)."""
 
   def get_config(self) -> ml_collections.ConfigDict: ...
 

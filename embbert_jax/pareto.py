@@ -298,7 +298,7 @@ def time_line(rows: list[dict], settings: dict[str, Any]) -> str:
              f"{max(wall * workers - calls, 0.0) / 60:.1f} min outside trainer calls (calibration, "
              "planning, waiting, the ledger)")
   ahead = settings.get("compile_ahead")
-  if ahead:  # worker.CompileAhead: on a thread beside the trainer calls
+  if ahead:  # compile_ahead.CompileAhead: on a thread beside the trainer calls
     text += (f"; compiled ahead on a second thread: {ahead['programs']} programs of {ahead['configs']} "
              f"configs, {ahead['seconds'] / 60:.1f} min, of which the worker waited "
              f"{ahead.get('waited', 0.0) / 60:.1f} (part of the time outside trainer calls)")

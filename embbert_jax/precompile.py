@@ -3,7 +3,7 @@
 A sweep on a CPU spent about half its wall time compiling each new config's programs: its initial
 params, its train step at each batch width, its evaluation and keep-best programs (README, issue 18).
 With `sweep --compile-ahead` the worker compiles the programs of the config it expects to start next on
-a thread while the current trial trains (worker.CompileAhead, through the trainer plug-in's
+a thread while the current trial trains (compile_ahead.CompileAhead, through the trainer plug-in's
 `precompile`): they go to JAX's persistent compilation cache, and the trial, when it starts, traces its
 programs and loads them (a 4-layer config's rung-0 trial: compile + initial params 27.1 + 7.5 s cold,
 6.9 + 1.3 s after precompile; benchmarks/compile_ahead.py). That pays where an accelerator trains and

@@ -487,6 +487,16 @@ def rung_fields(state: dict, tg: int, eval_every: int, patience: int) -> dict[st
           "bucket_steps": int(round(plan.expected_steps))}
 
 
+def with_rung(sw, cfg, rung: int):
+  """cfg with the asha fields of a call to `rung` (rung_fields); as it is without asha."""
+  if sw.asha is not None:
+    fields = rung_fields(sw.asha, rung, eval_every(sw.asha), sw.settings.patience)
+    for key, value in fields.items():
+      if key in cfg or key not in OPTIONAL_RUNG_FIELDS:
+        configs.set_field(cfg, key, value)
+  return cfg
+
+
 def eval_every(state: dict) -> int:
   """Validations every half of rung 0: at least two per rung, and the same program for all."""
   plan = asha.Plan.from_dict(state["plan"])

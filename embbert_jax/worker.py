@@ -38,7 +38,6 @@ import dataclasses
 import math
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +46,7 @@ import ml_collections
 from optuna.trial import FrozenTrial, TrialState
 
 from embbert_jax import configs, data, early_stop, hostmem, ledger as ledger_lib, memory, pareto, propose
-from embbert_jax import scheduler
+from embbert_jax import compile_ahead, scheduler
 from embbert_jax import space as space_lib
 from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,
                                 open_ledger, prepare, say, summarize, trainer_config, wandb_mode)
@@ -59,84 +58,7 @@ def _trial_config(sw: Sweep, trial: FrozenTrial):
   """The trainer config of a trial's next call (with asha: its horizon, rung, evaluations, patience)."""
   a = trial.user_attrs
   cfg = trainer_config(sw, a["model"], trial.number, a["hash"], a.get("train"))
-  return _with_rung(sw, cfg, scheduler.target(trial) or 0)
-
-
-def _with_rung(sw: Sweep, cfg, rung: int):
-  """cfg with the asha fields of a call to `rung` (scheduler.rung_fields); as it is without asha."""
-  if sw.asha is not None:
-    fields = scheduler.rung_fields(sw.asha, rung, scheduler.eval_every(sw.asha), sw.settings.patience)
-    for key, value in fields.items():
-      if key in cfg or key not in scheduler.OPTIONAL_RUNG_FIELDS:
-        configs.set_field(cfg, key, value)
-  return cfg
-
-
-class CompileAhead:
-  """Compiles the programs of the config the sweep will start next (scheduler.next_start) on a thread,
-  with the trainer's `precompile(cfg)`, while this worker trains a trial; the trial, when it starts, loads
-  them from JAX's persistent compilation cache (precompile.py). One config at a time, each config once.
-  --compile-ahead auto: only where an accelerator trains (on a 2-core CPU the compile took the cores
-  the trial stepped on, and a 45-minute sweep trained no more configs: README, Compile time)."""
-
-  def __init__(self, sw: Sweep, led: ledger_lib.Ledger):
-    self.sw, self.led = sw, led
-    self.thread: threading.Thread | None = None
-    self.compiling = ""  # the hash of the config in flight
-    self.tried: set[str] = set()
-    self.compiled, self.seconds, self.waited = 0, 0.0, 0.0
-    mode = sw.settings.get("compile_ahead", "auto")
-    self.on = (mode == "on" or (mode == "auto" and _accelerator())) and sw.asha is not None and callable(
-        getattr(sw.trainer, "precompile", None))
-
-  def wait_for(self, trials: list[FrozenTrial]) -> None:
-    """Before training `trials`: if their config is the one compiling, its compile finishes first
-    (compiling it a second time on the main thread would only compete with it)."""
-    if self.thread is not None and self.thread.is_alive() and any(
-        t.user_attrs.get("shape") == self.compiling for t in trials):
-      t0 = time.perf_counter()
-      self.thread.join()
-      self.waited += time.perf_counter() - t0
-
-  def start(self) -> None:
-    if not self.on or (self.thread is not None and self.thread.is_alive()):
-      return
-    cand = scheduler.next_start(self.sw, self.led, self.sw.asha)
-    if cand is None or cand.hash in self.tried:
-      return
-    self.tried.add(cand.hash)
-    self.compiling = cand.hash
-    cfg = _with_rung(self.sw, trainer_config(self.sw, cand.model, 0, cand.hash, {}), 0)
-    self.thread = threading.Thread(target=self._run, args=(cand, cfg), name="compile-ahead", daemon=True)
-    self.thread.start()
-
-  def _run(self, cand, cfg) -> None:
-    try:
-      out = self.sw.trainer.precompile(cfg)
-      self.compiled += int(out.get("programs", 0))
-      self.seconds += float(out.get("seconds", 0.0))
-    except Exception as e:  # only time is lost: the trial compiles what it needs when it starts
-      self.sw.log(f"compiling {cand.describe()} ahead failed ({one_line(e)}); its trial will compile itself")
-
-  def close(self) -> None:
-    """Waits for a compile in flight (a process that exits under a compiling thread can crash); records
-    what this worker compiled ahead in the study (frontier.md's time line sums the workers)."""
-    if self.thread is not None:
-      self.thread.join()
-    if self.compiled:
-      self.sw.log(f"compiled ahead on a second thread: {self.compiled} programs of {len(self.tried)} "
-                  f"configs in {self.seconds:.0f} s")
-      self.led.set_study_attr(ledger_lib.COMPILE_AHEAD + self.led.worker, {
-          "programs": self.compiled, "configs": len(self.tried), "seconds": self.seconds,
-          "waited": self.waited})
-
-
-def _accelerator() -> bool:
-  """Whether the trainer's JAX trains on an accelerator (its host's cores then sit idle while it steps)."""
-  if "jax" not in sys.modules:
-    return False
-  import jax
-  return jax.default_backend() != "cpu"
+  return scheduler.with_rung(sw, cfg, scheduler.target(trial) or 0)
 
 
 def group_limit(sw: Sweep, cfg) -> int:
@@ -464,7 +386,7 @@ def work(sw: Sweep, led: ledger_lib.Ledger) -> int:
 def _work_asha(sw: Sweep, led: ledger_lib.Ledger) -> int:
   """The multi-fidelity worker loop (scheduler.py decides); returns the trainer calls this worker made."""
   ran = 0
-  ahead = CompileAhead(sw, led)
+  ahead = compile_ahead.CompileAhead(sw, led)
   try:
     while True:
       signals.check()
