@@ -285,7 +285,7 @@ def _started(plan: asha.Plan, trials: list[FrozenTrial]) -> dict[int, int]:
   return started
 
 
-def _start_pick(sw, plan: asha.Plan, trials: list[FrozenTrial], band: int):
+def _start_pick(sw, plan: asha.Plan, trials: list[FrozenTrial], band: int, started: dict[int, int]):
   """The config a new trial (target rung 0) starts from `band`, else from the band with the fewest
   started that still has configs: its first free config in memory-spread order; None when every fitting
   config is taken."""
@@ -297,13 +297,13 @@ def _start_pick(sw, plan: asha.Plan, trials: list[FrozenTrial], band: int):
       free.setdefault(plan.band(c.total(policy)), c)
   if not free:
     return None
-  started = _started(plan, trials)
   return free[band if band in free else min(free, key=lambda b: (started.get(b, 0), b))]
 
 
-def _start_in_band(sw, led, plan: asha.Plan, trials: list[FrozenTrial], band: int) -> bool:
+def _start_in_band(sw, led, plan: asha.Plan, trials: list[FrozenTrial], band: int,
+                   started: dict[int, int]) -> bool:
   """Adds a new config's trial (_start_pick); False when every fitting config is taken."""
-  cand = _start_pick(sw, plan, trials, band)
+  cand = _start_pick(sw, plan, trials, band, started)
   if cand is not None:
     _new_trial(sw, led, cand, 0, {})
   return cand is not None
@@ -320,7 +320,7 @@ def next_start(sw, led, state: dict):
   cap = (sw.settings.max_trials or 10 ** 9) if sw.settings.time_budget else plan.n0  # as next_trials caps
   if sum(started.values()) >= cap or time.time() >= search_until(state, plan, search, records(plan, trials)):
     return None
-  return _start_pick(sw, plan, trials, asha.start_band(plan, started))
+  return _start_pick(sw, plan, trials, asha.start_band(plan, started), started)
 
 
 def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
@@ -358,7 +358,7 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
         sw.log(f"trial {t.number}: promoted to rung {act.rung} ({plan.rung_steps[act.rung]} steps), band "
                f"{act.band}")
         return claim(sw, led, [led.trial(t._trial_id)])
-      if act.kind == "start" and _start_in_band(sw, led, plan, trials, act.band):
+      if act.kind == "start" and _start_in_band(sw, led, plan, trials, act.band, started):
         return claim(sw, led, sorted((t for t in led.trials((TrialState.WAITING,)) if claimable(t)),
                                      key=lambda t: t.number))
       if act.kind == "wait":
