@@ -230,6 +230,7 @@ _TRAINING_RANGES = (
     ("learning_rate", 0.0, None, False),
     ("stop_at", 0, None, True), ("patience", 0, None, True),
     ("weight_decay", 0.0, None, True), ("grad_clip", 0.0, None, True), ("label_smoothing", 0.0, 1.0, True),
+    ("token_lr_scale", 0.0, None, True),
     ("b1", 0.0, 1.0, True), ("b2", 0.0, 1.0, True), ("eps", 0.0, None, False),
     ("schedule.warmup_steps", 0, None, True), ("schedule.warmup_fraction", 0.0, 1.0, True),
     ("schedule.end_fraction", 0.0, 1.0, True),

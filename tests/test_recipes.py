@@ -65,8 +65,12 @@ def test_spec_recipe_keeps_the_constant_optimizer():
   adam = state[1].inner_state[0]  # the moments: one flat vector of all 7 parameters (optax.flatten)
   assert adam.mu.shape == adam.nu.shape == (7,)
   scratch = recipes.apply(train.get_config("nano"), "scratch")
-  assert len(losses.make_optimizer(scratch, total_steps=10).init({"w": jnp.zeros(3)})) == 3
-  assert scratch.recipe == "scratch" and not recipes.is_constant(scratch.schedule)
+  flat, token = losses.make_optimizer(scratch, total_steps=10).init({"w": jnp.zeros(3)})
+  assert len(flat) == 3  # clip + AdamW + the schedule's counter; then the token table's 10x (token)
+  assert scratch.recipe == "scratch" and not recipes.is_constant(scratch.schedule) and scratch.token_lr_scale == 10
+  assert "token table lr x10" in recipes.describe(scratch) and "token table" not in recipes.describe(cfg)
+  # the spec recipe sets the table's rate back: a switch of recipe leaves nothing of the other behind
+  assert recipes.apply(scratch, "spec").token_lr_scale == 1.0
 
 
 def test_grouped_members_under_a_schedule_match_lone_runs(tmp_path):
