@@ -196,6 +196,19 @@ def test_loss_rungs_do_not_apply_the_metric_noise_to_losses():
   assert out.trial == 2
 
 
+def test_rung_zero_ranks_on_the_metric_and_the_loss_only_breaks_its_ties():
+  """Band 2 of the 45-minute rt_polarity sweep of 2026-12-01 (the token table at 10x): ranked on the loss
+  alone, rung 0 promoted trial 2 (MCC 0.501, the lowest loss, 1.996 MB) over trial 5 (MCC 0.578, 1.106 MB)."""
+  plan = _plan(rung_steps=(883, 2650), band_edges=(906_900, 1_996_296), n0=100)
+  recs = [R(2, 0, 1_996_296, 0.5008, loss=0.5419), R(5, 0, 1_105_672, 0.5780, loss=0.5537),
+          R(8, 0, 1_486_344, 0.5377, loss=0.5749)]
+  act = asha.next_action(plan, recs, started={0: 3}, eps=0.03)
+  assert (act.kind, act.trial, act.rung) == ("promote", 5, 1)
+  # equal metrics (at chance, say): the lower loss first, whatever the size
+  tied = [R(0, 0, 1_000_000, 0.0, loss=0.69), R(1, 0, 1_500_000, 0.0, loss=0.60)]
+  assert [r.trial for r in asha.rank(tied, on_loss=True)] == [1, 0]
+
+
 def test_auto_rungs_keeps_rung_zero_long_enough_to_rank():
   assert asha.auto_rungs(2650, 3) == (3, ())  # no floor: rung 0 at 294 steps
   # Two epochs of 265 steps: 3 rungs would put rung 0 at 294 steps (1.1 epochs), 2 rungs at 883.
