@@ -48,7 +48,7 @@ def compiler_options(specs: list[str]) -> dict:
 def tree_step(cfg, total_steps: int):
   """The baseline: clip + AdamW + the schedule per parameter tensor, norms per tensor (the layout before
   losses.make_optimizer flattened it)."""
-  opt = optax.chain(*losses.update_parts(cfg, total_steps=total_steps))
+  opt = losses.with_token_scale(cfg, optax.chain(*losses.update_parts(cfg, total_steps=total_steps)))
   model = models.build_model(cfg.model)
   loss_fn = lambda p, b, r: losses.classify_loss(model, p, b, r, False)
 

@@ -28,9 +28,15 @@ def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float 
   kernels to compile (552 -> 270 fusions for a 2 MB sweep config; its compile 6.6 -> 4.6 s on this CPU,
   benchmarks/compile_options.py). The moments are flat vectors in the state: checkpoints of the per-tensor
   layout do not resume (a one-line error)."""
-  optimizer = optax.flatten(optax.chain(*update_parts(cfg, learning_rate, weight_decay, total_steps)))
+  return with_token_scale(cfg, optax.flatten(optax.chain(*update_parts(cfg, learning_rate, weight_decay,
+                                                                       total_steps))))
+
+
+def with_token_scale(cfg, optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`optimizer`, then the token table's whole update (decay included) times cfg.token_lr_scale (0 freezes
+  the table; 1 adds nothing)."""
   token_scale = float(cfg.get("token_lr_scale", 1.0))
-  if token_scale != 1.0:  # the token table's whole update (decay included) times this: 0 freezes it
+  if token_scale != 1.0:
     optimizer = optax.chain(optimizer, optax.masked(optax.scale(token_scale), token_table_mask))
   return optimizer
 
