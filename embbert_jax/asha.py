@@ -61,7 +61,7 @@ class Plan:
   n0: int
   final_per_band: int = 1
   final_seeds: int = 3
-  loss_rungs: int = 1  # rungs below this index rank on the metric, ties by validation loss, no eps
+  tiebreak_rungs: int = 1  # rungs below this index rank on the metric, ties by validation loss, no eps
   est_search_s: float = 0.0
   est_final_s: float = 0.0
   dropped: tuple[str, ...] = ()
@@ -84,12 +84,19 @@ class Plan:
   def band(self, nbytes: int) -> int:
     return band_of(nbytes, self.band_edges)
 
+  def tiebreak(self, rung: int) -> bool:
+    """Whether `rung` ranks on the metric with the loss breaking ties and no eps (the rungs too short
+    for the metric's noise to mean much), rather than on the metric within eps."""
+    return rung < self.tiebreak_rungs
+
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_dict(cls, d: dict) -> "Plan":
     fields = {f.name for f in dataclasses.fields(cls)}
+    if "loss_rungs" in d:  # the field's name in ledgers written before 2026-12-02
+      d = {**d, "tiebreak_rungs": d["loss_rungs"]}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
 
 
@@ -120,8 +127,8 @@ def band_of(nbytes: int, edges: Sequence[int]) -> int:
 LOSS_TIEBREAK = 1e-3
 
 
-def _score(r: Record, on_loss: bool) -> float:
-  value = r.metric - LOSS_TIEBREAK * r.loss if on_loss else r.metric
+def _score(r: Record, tiebreak: bool) -> float:
+  value = r.metric - LOSS_TIEBREAK * r.loss if tiebreak else r.metric
   return -math.inf if math.isnan(value) else value
 
 
@@ -130,14 +137,14 @@ def _dominates(a: tuple[float, int], b: tuple[float, int], eps: float) -> bool:
   return a[1] <= b[1] and (a[0] > b[0] + eps or (a[0] >= b[0] - eps and a[1] < b[1]))
 
 
-def rank(records: Sequence[Record], eps: float = 0.0, on_loss: bool = False) -> list[Record]:
+def rank(records: Sequence[Record], eps: float = 0.0, tiebreak: bool = False) -> list[Record]:
   """Records best first: non-dominated fronts on (score, memory), then score, then smaller memory.
 
   Scores within `eps` of each other are ties, and a tie goes to the smaller model: inside a front the next
   pick is the smallest model among those within eps of the best remaining score. Failed runs (NaN) come
   last. O(n^2), for the tens of records of one (band, rung). Deterministic: full ties keep trial order.
   """
-  keyed = [(_score(r, on_loss), r.bytes) for r in records]
+  keyed = [(_score(r, tiebreak), r.bytes) for r in records]
   remaining = [i for i, (s, _) in enumerate(keyed) if math.isfinite(s)]
   failed = [i for i, (s, _) in enumerate(keyed) if not math.isfinite(s)]
   ordered: list[int] = []
@@ -153,7 +160,7 @@ def rank(records: Sequence[Record], eps: float = 0.0, on_loss: bool = False) -> 
   return [records[i] for i in ordered + sorted(failed, key=lambda i: records[i].trial)]
 
 
-def promotable(records: Sequence[Record], eta: int, eps: float = 0.0, on_loss: bool = False) -> list[Record]:
+def promotable(records: Sequence[Record], eta: int, eps: float = 0.0, tiebreak: bool = False) -> list[Record]:
   """Which records of one (band, rung) may be promoted now, best first.
 
   floor(n / eta) of the n records may have left the rung in all; those already promoted count against it.
@@ -166,8 +173,8 @@ def promotable(records: Sequence[Record], eta: int, eps: float = 0.0, on_loss: b
   quota = n // eta - sum(r.promoted for r in records)
   if quota <= 0:
     return []
-  top = rank(records, eps, on_loss)[:n // eta]
-  return [r for r in top if not r.promoted and math.isfinite(_score(r, on_loss))][:quota]
+  top = rank(records, eps, tiebreak)[:n // eta]
+  return [r for r in top if not r.promoted and math.isfinite(_score(r, tiebreak))][:quota]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,10 +202,9 @@ def next_action(plan: Plan, records: Iterable[Record], started: dict[int, int] |
   for rung in range(plan.top - 1, -1, -1):
     best: Record | None = None
     for band in range(plan.bands):
-      on_loss = rung < plan.loss_rungs
-      cands = promotable(by_cell.get((band, rung), []), plan.eta, 0.0 if on_loss else eps, on_loss)
-      if cands and (best is None or _score(cands[0], rung < plan.loss_rungs)
-                    > _score(best, rung < plan.loss_rungs)):
+      tiebreak = plan.tiebreak(rung)
+      cands = promotable(by_cell.get((band, rung), []), plan.eta, 0.0 if tiebreak else eps, tiebreak)
+      if cands and (best is None or _score(cands[0], tiebreak) > _score(best, tiebreak)):
         best = cands[0]
     if best is not None:
       return Action("promote", trial=best.trial, rung=rung + 1, band=plan.band(best.bytes))
@@ -227,8 +233,9 @@ def close_out(plan: Plan, records: Iterable[Record], eps: float = 0.0) -> list[R
       continue
     high = max(r.rung for r in mine)
     paused = [r for r in mine if r.rung == high and not r.promoted]
-    ranked = rank(paused, 0.0 if high < plan.loss_rungs else eps, high < plan.loss_rungs)
-    if ranked and math.isfinite(_score(ranked[0], high < plan.loss_rungs)):
+    tiebreak = plan.tiebreak(high)
+    ranked = rank(paused, 0.0 if tiebreak else eps, tiebreak)
+    if ranked and math.isfinite(_score(ranked[0], tiebreak)):
       out.append(ranked[0])
   return out
 
@@ -366,6 +373,6 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
       raise ValueError(f"a {time_budget_s:.0f} s budget cannot train one step of one trial "
                        f"(a trial costs about {per_trial:.0f} s)")
   return Plan(eta=eta, rung_steps=steps, band_edges=band_edges(smallest, budget, bands), n0=n0,
-              final_seeds=seeds, loss_rungs=1 if n_rungs > 1 else 0,
+              final_seeds=seeds, tiebreak_rungs=1 if n_rungs > 1 else 0,
               est_search_s=n0 * per_trial / max(1, workers), est_final_s=final_s / max(1, workers),
               dropped=tuple(dropped))

@@ -174,7 +174,7 @@ def make_state(sw, started: float) -> dict[str, Any]:
     bands = asha.band_count(n0, s.eta)
     plan = asha.Plan(eta=s.eta, rung_steps=asha.rung_schedule(top_steps, s.eta, rungs),
                      band_edges=asha.band_edges(smallest, max(biggest, smallest), bands), n0=n0,
-                     final_seeds=s.final_seeds, loss_rungs=1 if rungs > 1 else 0)
+                     final_seeds=s.final_seeds, tiebreak_rungs=1 if rungs > 1 else 0)
     deadline = search_until = math.inf
     costs_d = {}
   return {"plan": plan.to_dict(), "started": started, "deadline": deadline, "search_until": search_until,

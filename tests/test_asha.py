@@ -52,9 +52,9 @@ def test_rank_breaks_metric_ties_below_eps_towards_the_smaller_model():
   assert asha.rank(recs, eps=0.01)[0].trial == 1
 
 
-def test_rank_on_loss_and_failed_runs_last():
+def test_rank_tiebreak_and_failed_runs_last():
   recs = [R(0, 0, 500, 0.5, loss=0.69), R(1, 0, 500, 0.5, loss=0.60), R(2, 0, 500, math.nan, loss=math.nan)]
-  assert [r.trial for r in asha.rank(recs, on_loss=True)] == [1, 0, 2]
+  assert [r.trial for r in asha.rank(recs, tiebreak=True)] == [1, 0, 2]
   assert asha.rank(recs)[-1].trial == 2
 
 
@@ -184,9 +184,10 @@ def test_plan_fits_its_budget_and_fills_every_band(budget_s):
   assert p.n0 >= 3 ** (len(p.rung_steps) - 1) * p.bands
 
 
-def test_loss_rungs_do_not_apply_the_metric_noise_to_losses():
-  """Rung 0 ranks on validation loss; the metric's eps (0.03 of MCC) must not make every early loss a tie
-  that goes to the smallest model (the first 45-minute sweep promoted its rung 0 by size)."""
+def test_tiebreak_rungs_do_not_apply_the_metric_noise_to_losses():
+  """Rung 0 ranks on the metric with the loss breaking ties; the metric's eps (0.03 of MCC) must not make
+  every early score a tie that goes to the smallest model (the first 45-minute sweep promoted its rung 0 by
+  size)."""
   plan = _plan(band_edges=(100_000, 2_000_000), n0=100)
   recs = [R(0, 0, 187_000, 0.07, loss=0.6917), R(1, 0, 1_996_000, 0.12, loss=0.6857),
           R(2, 0, 613_000, 0.16, loss=0.6732)]
@@ -206,7 +207,17 @@ def test_rung_zero_ranks_on_the_metric_and_the_loss_only_breaks_its_ties():
   assert (act.kind, act.trial, act.rung) == ("promote", 5, 1)
   # equal metrics (at chance, say): the lower loss first, whatever the size
   tied = [R(0, 0, 1_000_000, 0.0, loss=0.69), R(1, 0, 1_500_000, 0.0, loss=0.60)]
-  assert [r.trial for r in asha.rank(tied, on_loss=True)] == [1, 0]
+  assert [r.trial for r in asha.rank(tied, tiebreak=True)] == [1, 0]
+
+
+def test_a_plan_stored_under_the_old_field_name_keeps_its_tiebreak_rungs():
+  """Ledgers written before the rename store `loss_rungs`; a one-rung plan saved with 0 must not come back
+  with the default 1 (its only rung would then rank without eps)."""
+  stored = {**_plan(rung_steps=(900,)).to_dict(), "loss_rungs": 0}
+  del stored["tiebreak_rungs"]
+  plan = asha.Plan.from_dict(stored)
+  assert plan.tiebreak_rungs == 0 and not plan.tiebreak(0)
+  assert _plan(rung_steps=(300, 900)).tiebreak(0) and not _plan(rung_steps=(300, 900)).tiebreak(1)
 
 
 def test_auto_rungs_keeps_rung_zero_long_enough_to_rank():
