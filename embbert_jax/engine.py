@@ -73,8 +73,8 @@ SETTINGS = (
             "the most (up to 3) whose rung 0 trains >= 2 of the recipe's epochs"),
     Setting("eta", 3, "asha: promotion ratio (the best 1/eta of a band's rung moves up)"),
     Setting("final_seeds", 3, "asha: seeds of each band's best top-rung config (the frontier's mean +- sd)"),
-    Setting("patience", 6, "asha: stop a trial once its validation metric has not improved for this many "
-            "evaluations (two per rung-0 length); 0 = never"),
+    Setting("patience", 4, "asha: stop a trial once its validation metric has not improved for this many "
+            "evaluations (one per epoch, or two per rung 0 if that is sooner); 0 = never"),
     Setting("init", "auto", "encoder of every trial: auto (a shipped or cached supernet that holds every "
             "fitting config, else a shipped encoder when every fitting config is its model config, else "
             "embeddings), supernet (its slices), pretrained, embeddings (token vectors of the corpus, the "

@@ -82,10 +82,15 @@ def r_max(sw, cfg) -> int:
   return int(length(cfg)) if length else DEFAULT_R_MAX
 
 
+def epoch_steps(sw, cfg, top_steps: int) -> int:
+  """Steps of one of the recipe's epochs when R_max is the recipe's run; 0 with --steps (no epochs)."""
+  epochs = 0 if sw.settings.steps else int(getattr(cfg, "epochs", 0) or 0)
+  return top_steps // epochs if epochs else 0
+
+
 def min_rung0_steps(sw, cfg, top_steps: int) -> int:
   """MIN_RUNG0_EPOCHS of the recipe's epochs when R_max is the recipe's run; 0 with --steps (no epochs)."""
-  epochs = 0 if sw.settings.steps else int(getattr(cfg, "epochs", 0) or 0)
-  return MIN_RUNG0_EPOCHS * top_steps // epochs if epochs else 0
+  return MIN_RUNG0_EPOCHS * epoch_steps(sw, cfg, top_steps)
 
 
 class _SavedCompile:
@@ -178,7 +183,8 @@ def make_state(sw, started: float) -> dict[str, Any]:
     deadline = search_until = math.inf
     costs_d = {}
   return {"plan": plan.to_dict(), "started": started, "deadline": deadline, "search_until": search_until,
-          "eps": sw.eps, "costs": costs_d, "dropped": list(plan.dropped), "rungs_why": list(rungs_why)}
+          "eps": sw.eps, "costs": costs_d, "dropped": list(plan.dropped), "rungs_why": list(rungs_why),
+          "epoch_steps": epoch_steps(sw, median_cfg, top_steps)}
 
 
 def describe(state: dict) -> str:
@@ -498,9 +504,14 @@ def with_rung(sw, cfg, rung: int):
 
 
 def eval_every(state: dict) -> int:
-  """Validations every half of rung 0: at least two per rung, and the same program for all."""
+  """Validations once an epoch, or every half of rung 0 where that is sooner: at least two per rung, the
+  same for every trial. Every half of rung 0 alone was 1.7 epochs, too coarse for the best checkpoint of
+  a model that peaks after 2-4 epochs and then overfits (the scratch recipe's 10x token table). A study
+  planned before `epoch_steps` was recorded keeps its half-rung interval."""
   plan = asha.Plan.from_dict(state["plan"])
-  return max(1, plan.rung_steps[0] // 2)
+  half = max(1, plan.rung_steps[0] // 2)
+  epoch = int(state.get("epoch_steps") or 0)
+  return min(half, epoch) if epoch else half
 
 
 def rung_result(t: FrozenTrial, out: dict, metric: str, last: dict | None = None) -> list:

@@ -364,6 +364,23 @@ def test_calibration_prices_compile_cold_and_auto_rungs_say_why(tmp_path, fake, 
   assert floor(sw, ml_collections.ConfigDict(), 2650) == 0
 
 
+def test_trials_validate_once_an_epoch_or_twice_per_rung_zero_if_sooner():
+  """The 45-minute rt_polarity sweep of 2026-12-02 validated every 441 steps (half of rung 0, 1.7 epochs):
+  its seeds' best checkpoints came from step 441 where the same config, validated once an epoch, peaks
+  at 530-1060 steps and then overfits. Rung fields, cost and resumed studies use the one interval."""
+  plan = asha.Plan(eta=3, rung_steps=(883, 2650), band_edges=(100_000, 2_000_000), n0=9).to_dict()
+  assert scheduler.eval_every({"plan": plan, "epoch_steps": 265}) == 265
+  assert scheduler.eval_every({"plan": plan, "epoch_steps": 2000}) == 441  # two per rung 0 at least
+  assert scheduler.eval_every({"plan": plan, "epoch_steps": 0}) == 441  # --steps: no epochs
+  assert scheduler.eval_every({"plan": plan}) == 441  # a study planned before epochs were recorded
+  fields = scheduler.rung_fields({"plan": plan}, 0, scheduler.eval_every({"plan": plan, "epoch_steps": 265}), 4)
+  assert (fields["eval_every"], fields["stop_at"], fields["patience"]) == (265, 883, 4)
+  import ml_collections
+  sw = type("Sw", (), {"settings": ml_collections.ConfigDict(dict(steps=0))})()
+  assert scheduler.epoch_steps(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 265
+  assert scheduler.epoch_steps(sw, ml_collections.ConfigDict(), 2650) == 0
+
+
 class _Killed(BaseException):
   """The worker process dying at this point (nothing of it runs any further)."""
 
