@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted(p for p in run.rglob("metrics.jsonl") if "group_" not in str(p))
     if not files:
       sys.exit(f"{run}: no metrics.jsonl under it")
-    curves += [(f, c) for f in files if len(c := curve(f, args.metric)) >= 2]
+    curves += [c for f in files if len(c := curve(f, args.metric)) >= 2]
   print(f"{len(curves)} curves with 2+ validations, from {len(args.runs)} run folder(s)")
-  print("| patience | same checkpoint | most validation metric given up | test acc kept | test acc full run | evaluations saved |")
+  print("| patience | same checkpoint | most validation metric given up | test acc kept | test acc full run "
+        "| evaluations saved |")
   print("|---|---|---|---|---|---|")
   for p in args.patience:
     same, gave_up, kept_acc, full_acc, ran, total = 0, 0.0, [], [], 0, 0
-    for _, c in curves:
+    for c in curves:
       values = [v for v, _ in c]
       full, _ = replay(values, 0)
       kept, n = replay(values, p)
