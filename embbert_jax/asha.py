@@ -332,11 +332,12 @@ def search_cost_per_trial(steps: Sequence[int], eta: int, costs: Costs) -> float
 
 def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budget: int, eta: int = 3,
          rungs: int = 3, final_seeds: int = 3, max_bands: int = 4, margin: float = 0.1, workers: int = 1,
-         max_trials: int | None = None) -> Plan:
+         seed_width: int = 1, max_trials: int | None = None) -> Plan:
   """A schedule that fits `time_budget_s`: rungs up to r_max, n0 rung-0 trials, B bands, the final seeds.
 
   The worker-seconds left after setup and a safety margin are split between the final phase (the pick of
-  each band trained with final_seeds - 1 more full runs, compiles included) and the search phase. When the
+  each band trained with final_seeds - 1 more seeds, compiles included, in full runs of up to `seed_width`
+  seeds each: the trainer's group size) and the search phase. When the
   budget cannot give every band a full top rung, the planner gives things up in this order, each noted in
   `dropped`: final seeds (down to 1), rungs (down to one), then r_max itself (halved). `max_trials` caps n0.
   """
@@ -352,7 +353,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     # B needs n0 >= eta^2 B rung-0 trials, and each band's final seeds eat into n0: the most bands whose
     # own final phase still leaves them enough trials (iterating B down: a fixed point may not exist).
     for bands in range(max_bands, 0, -1):
-      final_s = bands * (seeds - 1) * full_run
+      final_s = bands * -(-(seeds - 1) // max(1, seed_width)) * full_run
       n0 = max(0, int((avail - final_s) // per_trial))
       if max_trials is not None:
         n0 = min(n0, max_trials)

@@ -71,6 +71,25 @@ def is_final(t: FrozenTrial) -> bool:
   return t.user_attrs.get("final_of") is not None
 
 
+def trial_config(sw, trial: FrozenTrial):
+  a = trial.user_attrs  # the trainer config of the trial's next call: horizon, rung, evaluations, patience
+  return with_rung(sw, trainer_config(sw, a["model"], trial.number, a["hash"], a.get("train")), target(trial) or 0)
+
+
+def group_limit(sw, cfg) -> int:
+  """How many member trials one program trains: 1 without train_group (or with --no-group)."""
+  t = sw.trainer
+  if not (sw.settings.group and hasattr(t, "train_group")):
+    return 1
+  return max(1, int(t.max_group_size(cfg))) if hasattr(t, "max_group_size") else len(sw.members)
+
+
+def seed_runs(sw, plan: asha.Plan, t: FrozenTrial) -> int:
+  """Trainings that give pick t its final_seeds - 1 more seeds: groups of group_limit (worker._claim_group)."""
+  n = plan.final_seeds - 1
+  return -(-n // group_limit(sw, trial_config(sw, t))) if n > 0 else 0
+
+
 # ----------------------------------------------------------------------------------------------- the plan
 
 
@@ -159,6 +178,7 @@ def make_state(sw, started: float) -> dict[str, Any]:
   smallest = min(c.total(s.policy) for c in sw.ordered)
   biggest = max(c.total(s.policy) for c in sw.ordered)
   median_cfg = trainer_config(sw, _median_candidate(sw).model, 0, "r_max", {})
+  workers = max(1, int(os.environ.get(WORKERS_ENV, "1")))
   top_steps = r_max(sw, median_cfg)
   rungs, rungs_why = s.rungs, ()
   if not rungs:
@@ -169,8 +189,8 @@ def make_state(sw, started: float) -> dict[str, Any]:
     costs = calibrate(sw, top_steps)
     elapsed = time.time() - started
     plan = asha.plan(budget_s - elapsed, costs, r_max=top_steps, smallest=smallest, budget=max(biggest, smallest),
-                     eta=s.eta, rungs=rungs, final_seeds=s.final_seeds, workers=max(1, int(os.environ.get(WORKERS_ENV, "1"))),
-                     max_trials=s.max_trials or None)
+                     eta=s.eta, rungs=rungs, final_seeds=s.final_seeds, workers=workers,
+                     seed_width=group_limit(sw, median_cfg), max_trials=s.max_trials or None)
     deadline = started + budget_s
     search_until = deadline - budget_s * 0.1 - plan.est_final_s
     costs_d = dict(step_s=costs.step_s, compile_s=costs.compile_s, eval_s=costs.eval_s)
@@ -184,7 +204,7 @@ def make_state(sw, started: float) -> dict[str, Any]:
     costs_d = {}
   return {"plan": plan.to_dict(), "started": started, "deadline": deadline, "search_until": search_until,
           "eps": sw.eps, "costs": costs_d, "dropped": list(plan.dropped), "rungs_why": list(rungs_why),
-          "epoch_steps": epoch_steps(sw, median_cfg, top_steps)}
+          "epoch_steps": epoch_steps(sw, median_cfg, top_steps), "workers": workers}
 
 
 def describe(state: dict) -> str:
@@ -324,7 +344,8 @@ def next_start(sw, led, state: dict):
   search = [t for t in trials if not is_final(t)]
   started = _started(plan, trials)
   cap = (sw.settings.max_trials or 10 ** 9) if sw.settings.time_budget else plan.n0  # as next_trials caps
-  if sum(started.values()) >= cap or time.time() >= search_until(state, plan, search, records(plan, trials)):
+  until = search_until(state, plan, search, records(plan, trials), lambda t: seed_runs(sw, plan, t))
+  if sum(started.values()) >= cap or time.time() >= until:
     return None
   return _start_pick(sw, plan, trials, asha.start_band(plan, started), started)
 
@@ -346,7 +367,7 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
     running = [t for t in trials if t.state == TrialState.RUNNING]
     search = [t for t in trials if not is_final(t)]
     recs = records(plan, trials)
-    searching = time.time() < search_until(state, plan, search, recs)
+    searching = time.time() < search_until(state, plan, search, recs, lambda t: seed_runs(sw, plan, t))
     if searching:
       started = _started(plan, trials)
       # With a time budget the clock ends the search, not plan.n0 (an estimate from the calibration);
@@ -393,7 +414,7 @@ def next_trials(sw, led, state: dict, claim: Callable) -> list[FrozenTrial]:
       if r.trial in have or plan.final_seeds <= 1:
         continue
       t = next(t for t in trials if t.number == r.trial)
-      seeds_s = _cost(state, t, plan.rung_steps[plan.top]) * (plan.final_seeds - 1)  # as if one after another
+      seeds_s = _cost(state, t, plan.rung_steps[plan.top]) * seed_runs(sw, plan, t)
       if time.time() + seeds_s > state["deadline"]:
         _drop(led, state, sw, f"no extra seeds for trial {t.number} (band {plan.band(r.bytes)})")
         continue
@@ -432,27 +453,32 @@ def settle(sw, led, plan: asha.Plan, trials: list[FrozenTrial]) -> bool:
   return done
 
 
-def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial], recs: list[asha.Record]) -> float:
+def search_until(state: dict, plan: asha.Plan, search: list[FrozenTrial], recs: list[asha.Record],
+                 runs: Callable[[FrozenTrial], int] | None = None) -> float:
   """When the search phase ends: the plan's estimate until a top-rung run has been measured, then the
-  deadline less the margin and what the final phase still needs at measured costs: each trial that
-  would get the final seeds now (asha.final_picks) costs its own measured wall time (over all its calls)
-  per seed, and each missing pick or close-out run (a band whose top rung is still empty) the longest
-  top-rung trial's. Measured: costing every pick at the longest trial's time ended a 45-minute sweep
-  after 36.4 min (its picks were 15-35 s runs priced at the 612 kB config's); the planner's estimate
-  before any top-rung run assumes seeds one after another and promoted configs 1.5x slower."""
+  deadline less the margin and the final phase at measured costs, spread over the workers (never less than
+  its longest item): each pick (asha.final_picks) costs its own measured wall time (all its calls) times
+  `runs(pick)`, the trainings its extra seeds take (seed_runs; None: one per seed); a missing pick or
+  close-out run costs the longest top-rung trial's. Measured on 45-minute sweeps: every pick priced at the
+  longest trial's time ended one at 36.4 min; seeds priced one per run ended one at 38.0 (they trained as
+  one group, 0.41-1.04x the pick's wall over 13 picks)."""
   if not math.isfinite(state["deadline"]):
     return state["search_until"]
   wall = {t.number: t.user_attrs["time_spent"]["wall_s"] for t in search if t.state == TrialState.COMPLETE
           and reached(t) >= plan.top and (t.user_attrs.get("time_spent") or {}).get("wall_s")}
   if not wall:
     return state["search_until"]
-  longest = max(wall.values())
+  by_number = {t.number: t for t in search}
+  n_runs = runs or (lambda t: plan.final_seeds - 1)
+  slowest = max(wall, key=wall.get)
+  longest, longest_runs = wall[slowest], n_runs(by_number[slowest])
   topped = {plan.band(t.user_attrs["bytes_total"]) for t in search
             if t.state == TrialState.COMPLETE and reached(t) >= plan.top}
   picks = asha.final_picks(plan, recs, state["eps"])
-  need = (plan.final_seeds - 1) * (sum(wall.get(r.trial, longest) for r in picks)
-                                   + max(0, plan.bands - len(picks)) * longest)
-  need += (plan.bands - len(topped)) * longest
+  items = [wall[r.trial] * n_runs(by_number[r.trial]) if r.trial in wall else longest * longest_runs
+           for r in picks]
+  items += [longest * longest_runs] * max(0, plan.bands - len(picks)) + [longest] * (plan.bands - len(topped))
+  need = max(sum(items) / max(1, state.get("workers", 1)), max(items, default=0.0))
   margin = 0.05 * (state["deadline"] - state["started"])  # measured, a smaller margin than the plan's 10 %
   return state["deadline"] - margin - need
 

@@ -49,37 +49,22 @@ from embbert_jax import configs, data, early_stop, hostmem, ledger as ledger_lib
 from embbert_jax import compile_ahead, scheduler
 from embbert_jax import space as space_lib
 from embbert_jax.engine import (PrunedTrial, Preempted, Sweep, member_attrs, member_hash, one_line,
-                                open_ledger, prepare, say, summarize, trainer_config, wandb_mode)
+                                open_ledger, prepare, say, summarize, wandb_mode)
 from embbert_jax import signals
 from embbert_jax.files import FolderBusy, write_json_atomic
 
 
-def _trial_config(sw: Sweep, trial: FrozenTrial):
-  """The trainer config of a trial's next call (with asha: its horizon, rung, evaluations, patience)."""
-  a = trial.user_attrs
-  cfg = trainer_config(sw, a["model"], trial.number, a["hash"], a.get("train"))
-  return scheduler.with_rung(sw, cfg, scheduler.target(trial) or 0)
-
-
-def group_limit(sw: Sweep, cfg) -> int:
-  """How many member trials one program trains: 1 without train_group (or with --no-group)."""
-  t = sw.trainer
-  if not (sw.settings.group and hasattr(t, "train_group")):
-    return 1
-  return max(1, int(t.max_group_size(cfg))) if hasattr(t, "max_group_size") else len(sw.members)
-
-
 def _claim_group(sw: Sweep, led: ledger_lib.Ledger, waiting: list[FrozenTrial]) -> list[FrozenTrial]:
   """Claims the lowest-numbered waiting trial and the waiting members of its config that can train with it
-  (equal trainer.group_key), up to group_limit (call with the lock held)."""
+  (equal trainer.group_key), up to scheduler.group_limit (call with the lock held)."""
   first, group = waiting[0], waiting[:1]
   mates = [t for t in waiting[1:] if pareto.shape_of(t.user_attrs) == pareto.shape_of(first.user_attrs)
            and not t.system_attrs.get(ledger_lib.SOLO)]
-  cfg = _trial_config(sw, first) if mates and not first.system_attrs.get(ledger_lib.SOLO) else None
-  limit = group_limit(sw, cfg) if cfg is not None else 1
+  cfg = scheduler.trial_config(sw, first) if mates and not first.system_attrs.get(ledger_lib.SOLO) else None
+  limit = scheduler.group_limit(sw, cfg) if cfg is not None else 1
   if limit > 1:
     key = getattr(sw.trainer, "group_key", None)
-    group += [t for t in mates if key is None or key(_trial_config(sw, t)) == key(cfg)][:limit - 1]
+    group += [t for t in mates if key is None or key(scheduler.trial_config(sw, t)) == key(cfg)][:limit - 1]
   claimed = [led.claim(t._trial_id) for t in group]
   return [t for t in claimed if t is not None]
 
@@ -150,7 +135,7 @@ class Member:
 
 
 def _member(sw: Sweep, trial: FrozenTrial) -> Member:
-  a, cfg = trial.user_attrs, _trial_config(sw, trial)
+  a, cfg = trial.user_attrs, scheduler.trial_config(sw, trial)
   # Absolute: orbax refuses relative checkpoint paths. Where a call pauses is not part of the run's name.
   run = {k: v for k, v in cfg.to_dict().items() if k != "stop_at"}
   workdir = (sw.out / "trials" / f"{trial.number:04d}-{a['hash']}-{configs.config_hash(run)[:6]}").resolve()
