@@ -345,7 +345,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     raise ValueError(f"time budget must be positive, got {time_budget_s}")
   dropped: list[str] = []
   avail = (time_budget_s * (1.0 - margin) - costs.setup_s) * max(1, workers)
-  seeds, n_rungs, top_steps = final_seeds, rungs, r_max
+  seeds, n_rungs, top_steps, width = final_seeds, rungs, r_max, max(1, seed_width)
   while True:
     steps = rung_schedule(top_steps, eta, n_rungs)
     full_run = costs.compile_s + top_steps * costs.step_s * costs.promoted_step_factor + costs.eval_s * n_rungs
@@ -353,7 +353,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     # B needs n0 >= eta^2 B rung-0 trials, and each band's final seeds eat into n0: the most bands whose
     # own final phase still leaves them enough trials (iterating B down: a fixed point may not exist).
     for bands in range(max_bands, 0, -1):
-      final_s = bands * -(-(seeds - 1) // max(1, seed_width)) * full_run
+      final_s = bands * -(-(seeds - 1) // width) * full_run
       n0 = max(0, int((avail - final_s) // per_trial))
       if max_trials is not None:
         n0 = min(n0, max_trials)
@@ -361,9 +361,12 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
         break
     if n0 >= max(1, eta ** (n_rungs - 1)) * bands:
       break
-    if seeds > 1:
-      dropped.append(f"final seeds {seeds} -> {seeds - 1}")
-      seeds -= 1
+    if seeds > 1:  # to the most seeds that save a run (grouped seeds cost one run per group)
+      fewer = seeds - 1
+      while fewer > 1 and -(-(fewer - 1) // width) == -(-(seeds - 1) // width):
+        fewer -= 1
+      dropped.append(f"final seeds {seeds} -> {fewer}")
+      seeds = fewer
     elif n_rungs > 1:
       dropped.append(f"rungs {n_rungs} -> {n_rungs - 1}")
       n_rungs -= 1

@@ -154,6 +154,9 @@ def test_plan_fits_the_budget_and_says_what_it_dropped():
   # Two extra seeds that train as one group cost one full run per band, not two: more search.
   grouped = asha.plan(2700, costs, r_max=1350, smallest=190_000, budget=2_000_000, seed_width=2)
   assert grouped.est_final_s == pytest.approx(p.est_final_s / 2) and grouped.n0 > p.n0
+  # Too tight for the seeds: 3 -> 2 would save nothing when both extra seeds train as one group.
+  tight_grouped = asha.plan(300, costs, r_max=1350, smallest=190_000, budget=2_000_000, seed_width=2)
+  assert tight_grouped.dropped[0] == "final seeds 3 -> 1" and tight_grouped.final_seeds == 1
   with pytest.raises(ValueError, match="cannot train"):
     asha.plan(1, asha.Costs(step_s=10.0, compile_s=100.0), r_max=10, smallest=1, budget=2)
 
