@@ -330,6 +330,11 @@ def search_cost_per_trial(steps: Sequence[int], eta: int, costs: Costs) -> float
   return total
 
 
+def seed_runs(final_seeds: int, width: int) -> int:
+  """Full runs, one after another, that train a pick's final_seeds - 1 extra seeds in groups of `width`."""
+  return -(-max(0, final_seeds - 1) // max(1, width))
+
+
 def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budget: int, eta: int = 3,
          rungs: int = 3, final_seeds: int = 3, max_bands: int = 4, margin: float = 0.1, workers: int = 1,
          seed_width: int = 1, max_trials: int | None = None) -> Plan:
@@ -345,7 +350,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     raise ValueError(f"time budget must be positive, got {time_budget_s}")
   dropped: list[str] = []
   avail = (time_budget_s * (1.0 - margin) - costs.setup_s) * max(1, workers)
-  seeds, n_rungs, top_steps, width = final_seeds, rungs, r_max, max(1, seed_width)
+  seeds, n_rungs, top_steps, width = final_seeds, rungs, r_max, seed_width
   while True:
     steps = rung_schedule(top_steps, eta, n_rungs)
     full_run = costs.compile_s + top_steps * costs.step_s * costs.promoted_step_factor + costs.eval_s * n_rungs
@@ -353,7 +358,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     # B needs n0 >= eta^2 B rung-0 trials, and each band's final seeds eat into n0: the most bands whose
     # own final phase still leaves them enough trials (iterating B down: a fixed point may not exist).
     for bands in range(max_bands, 0, -1):
-      final_s = bands * -(-(seeds - 1) // width) * full_run
+      final_s = bands * seed_runs(seeds, width) * full_run
       n0 = max(0, int((avail - final_s) // per_trial))
       if max_trials is not None:
         n0 = min(n0, max_trials)
@@ -363,7 +368,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
       break
     if seeds > 1:  # to the most seeds that save a run (grouped seeds cost one run per group)
       fewer = seeds - 1
-      while fewer > 1 and -(-(fewer - 1) // width) == -(-(seeds - 1) // width):
+      while fewer > 1 and seed_runs(fewer, width) == seed_runs(seeds, width):
         fewer -= 1
       dropped.append(f"final seeds {seeds} -> {fewer}")
       seeds = fewer

@@ -86,8 +86,7 @@ def group_limit(sw, cfg) -> int:
 
 def seed_runs(sw, plan: asha.Plan, t: FrozenTrial) -> int:
   """Trainings that give pick t its final_seeds - 1 more seeds: groups of group_limit (worker._claim_group)."""
-  n = plan.final_seeds - 1
-  return -(-n // group_limit(sw, trial_config(sw, t))) if n > 0 else 0
+  return asha.seed_runs(plan.final_seeds, group_limit(sw, trial_config(sw, t))) if plan.final_seeds > 1 else 0
 
 
 # ----------------------------------------------------------------------------------------------- the plan
