@@ -54,8 +54,8 @@ def run_split(task: str, seed: int, out: Path, train_args: list[str]) -> dict:
   refs = runs[0].get("baselines", {}).get("baselines", {})
   tfidf = refs.get(baselines.TFIDF, {}).get("test", {}).get("accuracy", math.nan)
   major = refs.get(baselines.MAJORITY, {}).get("test", {}).get("accuracy", math.nan)
-  n_test = sum(1 for line in path.read_text().splitlines() if json.loads(line)["split"] == "test")
-  return dict(split=seed, acc=[r["test"]["accuracy"] for r in runs], tfidf=tfidf, majority=major, n_test=n_test)
+  return dict(split=seed, acc=[r["test"]["accuracy"] for r in runs], tfidf=tfidf, majority=major,
+              n_test=len(data.load_task(str(path)).test))
 
 
 def summarize(rows: list[dict], level: float = 0.95) -> dict:

@@ -350,7 +350,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     raise ValueError(f"time budget must be positive, got {time_budget_s}")
   dropped: list[str] = []
   avail = (time_budget_s * (1.0 - margin) - costs.setup_s) * max(1, workers)
-  seeds, n_rungs, top_steps, width = final_seeds, rungs, r_max, seed_width
+  seeds, n_rungs, top_steps = final_seeds, rungs, r_max
   while True:
     steps = rung_schedule(top_steps, eta, n_rungs)
     full_run = costs.compile_s + top_steps * costs.step_s * costs.promoted_step_factor + costs.eval_s * n_rungs
@@ -358,7 +358,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
     # B needs n0 >= eta^2 B rung-0 trials, and each band's final seeds eat into n0: the most bands whose
     # own final phase still leaves them enough trials (iterating B down: a fixed point may not exist).
     for bands in range(max_bands, 0, -1):
-      final_s = bands * seed_runs(seeds, width) * full_run
+      final_s = bands * seed_runs(seeds, seed_width) * full_run
       n0 = max(0, int((avail - final_s) // per_trial))
       if max_trials is not None:
         n0 = min(n0, max_trials)
@@ -368,7 +368,7 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
       break
     if seeds > 1:  # to the most seeds that save a run (grouped seeds cost one run per group)
       fewer = seeds - 1
-      while fewer > 1 and seed_runs(fewer, width) == seed_runs(seeds, width):
+      while fewer > 1 and seed_runs(fewer, seed_width) == seed_runs(seeds, seed_width):
         fewer -= 1
       dropped.append(f"final seeds {seeds} -> {fewer}")
       seeds = fewer
