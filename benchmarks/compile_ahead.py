@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from embbert_jax import configs, loop, precompile, programs, train
-from torch_step import cpu_model  # (benchmarks/: no torch needed for this one)
+import machine
 
 TRAINS = {"model.vocab_size": 2048, "model.max_len": 64, "model.hidden": 64, "model.num_layers": 2}
 COMPILES = {"model.vocab_size": 2048, "model.max_len": 128, "model.hidden": 32, "model.embed_dim": 32,
@@ -122,7 +122,7 @@ def main() -> None:
   ap.add_argument("--nice", type=int, default=0, help="the compiling thread's nice value (Linux, per thread)")
   ap.add_argument("--seconds", type=float, default=15.0, help="how long each step rate is timed")
   args = ap.parse_args()
-  print(f"{cpu_model()}, {os.cpu_count()} cores, backend {jax.default_backend()}")
+  print(machine.describe())
   describe = lambda f: " ".join(f"{k.split('.')[-1]}={v}" for k, v in f.items())
   for name, run in (("alone", lambda: compile_alone(args.task)),
                     ("beside", lambda: steps_beside_a_compile(args.task, args.nice, args.seconds))):

@@ -18,8 +18,6 @@ same run.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
@@ -27,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from train_throughput import make_step, matmul_gflops, random_batch
+from machine import describe, matmul_gflops
+from train_throughput import make_step, random_batch
 from embbert_jax import configs, losses, models, recipes, train
 
 # A 2 MB config the 45-minute rt_polarity sweep trains (1.38 MB fp32, conv expansion 2: the toeplitz conv).
@@ -84,8 +83,8 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=5)
   args = ap.parse_args()
   jax.config.update("jax_enable_compilation_cache", False)
-  print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {jax.default_backend()}; "
-        f"2048^2 f32 matmul {matmul_gflops():.0f} GFLOP/s; recipe {args.recipe}, batch {args.batch}")
+  print(f"{describe()}; "
+        f"2048^2 f32 matmul {matmul_gflops(2048):.0f} GFLOP/s; recipe {args.recipe}, batch {args.batch}")
   print("| config | L | variant | compile s (median) | fusions | step ms (median of rounds) | compile / first | "
         "step / first |")
   print("|---|---|---|---|---|---|---|---|")

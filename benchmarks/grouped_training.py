@@ -27,7 +27,8 @@ import numpy as np
 
 from embbert_jax import batches as batch_lib
 from embbert_jax import loop, programs, train
-from train_throughput import matmul_gflops, step_flops
+from machine import describe, matmul_gflops, matmul_size
+from train_throughput import step_flops
 
 
 def group_state(cfg, g: int):
@@ -104,7 +105,7 @@ def main() -> None:
     peak = max(peak, matmul_gflops())
     for v in variants.values():
       v.run()
-  print(f"{jax.devices()[0].device_kind} ({jax.device_count()} device(s)); 2048^2 f32 matmul: {peak:.1f} "
+  print(f"{describe()}; {matmul_size()}^2 f32 matmul: {peak:.1f} "
         f"GFLOP/s\n")
   print("| preset | G | members as | compile s | group step s | member-steps/s | real tok/s | GFLOP/s "
         "| % of matmul | trials/h grouped | trials/h one at a time | speedup |")

@@ -92,8 +92,8 @@ def tokens_part(cfg, arrays: batch_lib.Arrays, auto_len: int, rounds: int, windo
            f"bucketed (window {window})": widths}
   epoch_s = {m: (sum(t[w][0] for w in ws), sum(t[w][1] for w in ws)) for m, ws in modes.items()}
   base = epoch_s[f"fixed L={auto_len} (auto)"][0]
-  out = [f"Step time per width, ms: " + ", ".join(f"L={w}: {fmt(t[w])}" for w in sample)
-         + f"; bucketed widths over the epoch: "
+  out = ["Step time per width, ms: " + ", ".join(f"L={w}: {fmt(t[w])}" for w in sample)
+         + "; bucketed widths over the epoch: "
          + ", ".join(f"{w}: {widths.count(w)}" for w in sorted(set(widths))),
          "", "| mode | padded tokens/epoch | real share | epoch s | real tokens/s | vs fixed auto |",
          "|---|---|---|---|---|---|"]

@@ -13,8 +13,6 @@ stay before all are flushed (programs.PROGRAM_CACHE_SIZE). Data and tokenizers c
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 from pathlib import Path
 
@@ -35,6 +33,7 @@ def main() -> None:
   ap.add_argument("--trim", action="store_true", help="malloc_trim(0) after every trial")
   args = ap.parse_args()
   from embbert_jax import hostmem, memory, programs, space as space_lib, train
+  from machine import describe
   if args.cache_size is not None:
     programs.PROGRAM_CACHE_SIZE = args.cache_size
   train.enable_compilation_cache()
@@ -43,7 +42,7 @@ def main() -> None:
                                                   memory.parse_budget(args.budget)), "fp32")
   # One vocabulary: the tokenizer is not what is measured.
   cands = [c for c in fitting if c.model.vocab_size == 2048][:args.trials]
-  print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {len(cands)} shapes x "
+  print(f"{describe()}; {len(cands)} shapes x "
         f"{args.steps} steps; program cache {programs.PROGRAM_CACHE_SIZE} shapes")
   print("trial  rss_MB  malloc_free_MB  mappings  config")
   with tempfile.TemporaryDirectory() as tmp:

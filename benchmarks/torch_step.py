@@ -22,31 +22,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
 import numpy as np
 
 from embbert_jax import configs, train
-from train_throughput import make_step, matmul_gflops, random_batch, step_flops
+from machine import cores, describe, matmul_gflops
+from train_throughput import make_step, random_batch, step_flops
 
 try:
   import torch
   import torch.nn.functional as F
 except ImportError:  # the optional extra
   torch = None
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
 
 
 if torch is not None:
@@ -194,14 +183,14 @@ def main() -> None:
   if torch is None:
     print("torch is not installed (pip install torch): nothing to compare against")
     return
-  cores = len(os.sched_getaffinity(0))
-  torch.set_num_threads(cores)
-  peak = matmul_gflops()
+  ncores = cores()
+  torch.set_num_threads(ncores)
+  peak = matmul_gflops(2048)
   load = os.getloadavg()[0]
-  print(f"{cpu_model()}, {cores} cores; jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+  print(f"{describe()}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); 2048^2 f32 matmul in this run: {peak:.1f} GFLOP/s; load {load:.1f}")
-  if load > 0.5 * cores:
-    print(f"WARNING: load average {load:.1f} on {cores} cores: other processes share them, and torch's OpenMP "
+  if load > 0.5 * ncores:
+    print(f"WARNING: load average {load:.1f} on {ncores} cores: other processes share them, and torch's OpenMP "
           "threads then wait a scheduler slice per op (about 15 ms each here), so the torch column and the "
           "matmul rate are not this machine's; rerun on a quiet machine")
   print("| preset | L | torch steps/s | ours steps/s | ours / torch | ours % of matmul | max logit diff |")

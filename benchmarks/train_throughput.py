@@ -21,16 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from embbert_jax import configs, losses, models, programs, train
-
-
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  t = time.perf_counter()
-  for _ in range(reps):
-    f(a).block_until_ready()
-  return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+from machine import describe, matmul_gflops, matmul_size
 
 
 def step_flops(compiled) -> float:
@@ -91,7 +82,8 @@ def main() -> None:
   ap.add_argument("--conv-impl", nargs="+", default=["auto"], choices=["auto", "xla", "shift"])
   args = ap.parse_args()
   peak = matmul_gflops()
-  print(f"backend {jax.default_backend()}, {jax.device_count()} device(s); 2048^2 f32 matmul: {peak:.1f} GFLOP/s")
+  n = matmul_size()
+  print(f"{describe()}; {n}^2 f32 matmul: {peak:.1f} GFLOP/s")
   if args.set:
     print("overrides: " + " ".join(args.set))
   print("| preset | conv | L | compile s | steps/s | tokens/s | GFLOP/step | GFLOP/s | % of matmul | "
