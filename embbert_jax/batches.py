@@ -270,18 +270,35 @@ def prefetch(iterator: Iterable, size: int = 2, put: Callable[[Any], Any] = to_d
     thread.join(timeout=1.0)
 
 
-def eval_batches(arrays: Arrays, batch_size: int) -> Iterator[dict]:
-  """Fixed-shape batches covering every example once; the tail is padded and weighted 0."""
-  for start in range(0, len(arrays), batch_size):
-    ids = arrays.ids[start:start + batch_size]
-    labels = arrays.labels[start:start + batch_size]
+def eval_batches(arrays: Arrays, batch_size: int, widths: tuple[int, ...] | None = None,
+                 multiple: int = 32) -> Iterator[dict]:
+  """Fixed-shape batches covering every example once; the tail is padded and weighted 0; "index" names
+  each row's example (-1 on padding rows).
+
+  With `widths` (ascending batch widths, e.g. a bucketed run's ladder) the examples go in order of length
+  and each batch is trimmed to the narrowest of `widths` or the arrays' length that holds its longest
+  example, never cutting a real token: for a model whose outputs do not depend on right padding
+  (configs.padding_invariant) the same logits for a fraction of the work, at the widths the run compiled.
+  """
+  n_all, full = arrays.ids.shape
+  order = np.arange(n_all)
+  if widths:
+    lengths = example_lengths(arrays.ids)
+    order = np.argsort(lengths, kind="stable")
+    ladder = np.asarray(sorted({int(w) for w in widths if w < full} | {full}))
+  for start in range(0, n_all, batch_size):
+    index = order[start:start + batch_size]
+    ids, labels = arrays.ids[index], arrays.labels[index]
+    if widths:
+      ids = ids[:, :int(ladder[np.searchsorted(ladder, width_for(int(lengths[index].max()), full, multiple))])]
     n = len(ids)
     weights = np.ones(batch_size, np.float32)
     if n < batch_size:
       ids = np.concatenate([ids, np.zeros((batch_size - n, ids.shape[1]), ids.dtype)])
       labels = np.concatenate([labels, np.zeros(batch_size - n, labels.dtype)])
+      index = np.concatenate([index, np.full(batch_size - n, -1)])
       weights[n:] = 0
-    yield {"ids": ids, "labels": labels, "weights": weights}
+    yield {"ids": ids, "labels": labels, "weights": weights, "index": index}
 
 
 # ---------------------------------------------------------------------------------------- pre-training

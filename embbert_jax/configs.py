@@ -161,6 +161,13 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 EMBBERT_PRESETS = ("nano", "tiny", "embbert", "med", "big")
 
 
+def padding_invariant(cfg) -> bool:
+  """True when right padding changes no output at real positions nor the logits: every model with the
+  published padding switches (PUBLISHED) off; then a batch may be cut to any width that holds its longest
+  example (bucketed training, bucketed evaluation)."""
+  return not (cfg.get("attend_to_pad", False) or cfg.get("pool_over_pad", False))
+
+
 class ConfigError(ValueError):
   """A model config that cannot be built (unknown preset, bad field, impossible shape)."""
 

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from embbert_jax import batches as batch_lib
 from embbert_jax import configs, loop, models, programs
 
 
@@ -70,8 +71,10 @@ def precompile(cfg, group_size: int = 1) -> dict:
              "labels": jax.ShapeDtypeStruct((g, cfg.batch_size), np.asarray(arrays.labels).dtype,
                                             sharding=shard)}
     lowered.append(progs.step.lower(state, batch))
-  ids = jax.ShapeDtypeStruct((cfg.batch_size, int(enc["validation"].ids.shape[1])), np.int32)
-  lowered.append(progs.apply.lower(state["params"], ids))
+  ew = loop.eval_widths(cfg, ladder)
+  for w in sorted({b["ids"].shape[1] for split in ("validation", "test")
+                   for b in batch_lib.eval_batches(enc[split], cfg.batch_size, ew)}):
+    lowered.append(progs.apply.lower(state["params"], jax.ShapeDtypeStruct((cfg.batch_size, w), np.int32)))
   lowered.append(progs.keep_best.lower(state, vec(bool), vec(np.float32), metrics_G,
                                        jax.ShapeDtypeStruct((), np.int32)))
   for low in lowered:

@@ -250,3 +250,28 @@ def test_slow_consumer_bounds_the_queue():
   time.sleep(0.3)
   assert len(produced) <= 1 + 2 + 1  # the consumed item, the queue, one waiting to be put
   it.close()
+
+
+@pytest.mark.parametrize("widths", [None, (64, 256), (32, 96)])
+def test_eval_batches_cover_every_example_once_at_the_narrowest_width_that_holds_it(widths):
+  arr, lengths = arrays(n=203, max_len=128)
+  got = list(batches.eval_batches(arr, 32, widths))
+  index = np.concatenate([b["index"] for b in got])
+  real = index >= 0
+  np.testing.assert_array_equal(np.sort(index[real]), np.arange(203))  # each example exactly once
+  np.testing.assert_array_equal(real, np.concatenate([b["weights"] for b in got]) > 0)
+  assert (~real).sum() == 32 * 7 - 203 and not real[-(~real).sum():].any()  # padding rows only at the end
+  for b in got:
+    rows = b["index"] >= 0
+    np.testing.assert_array_equal(b["labels"][rows], arr.labels[b["index"][rows]])
+    width = b["ids"].shape[1]
+    np.testing.assert_array_equal(b["ids"][rows], arr.ids[b["index"][rows], :width])  # no real token cut
+    if widths is None:  # the arrays' order and length, as before bucketing
+      assert width == 128
+    else:  # the narrowest of the widths (below the arrays' 128) or 128 that holds the batch's longest
+      need = -(-lengths[b["index"][rows]].max() // 32) * 32
+      assert width == min(w for w in [w for w in widths if w < 128] + [128] if w >= need)
+  if widths is None:
+    np.testing.assert_array_equal(index[real], np.arange(203))
+  else:
+    assert len({b["ids"].shape[1] for b in got}) > 1

@@ -46,8 +46,9 @@ def test_a_run_loads_every_program_precompile_compiled_and_compiles_none(tmp_pat
   assert proc.returncode == 0, proc.stderr[-3000:]
   r = json.loads(proc.stdout.split("RESULT", 1)[1])
   assert r["nothing"]["programs"] == 0
-  # Initial params, state, the step at both widths, evaluation, keep-best: each compiled once, ahead...
-  assert r["out"]["programs"] == 6 and r["ahead"] == 6
+  # Initial params, state, the step and the evaluation at both widths, keep-best: each compiled once,
+  # ahead...
+  assert r["out"]["programs"] == 7 and r["ahead"] == 7
   # ... and the two-member bucketed run that follows, at both widths, finds every one of them.
   assert r["widths"] == [32, 64] and r["status"] == ["complete", "complete"]
   assert r["run"] == 0

@@ -570,3 +570,36 @@ def test_evaluations_do_not_retrace_the_step(tmp_path):
   train.train_and_evaluate(cfg, tmp_path / "run")
   [progs] = programs._PROGRAMS.values()
   assert progs.step._cache_size() == 1 and progs.keep_best._cache_size() == 1
+
+
+@pytest.mark.parametrize("preset", ["embbert", "bert"])
+def test_bucketed_evaluation_gives_the_full_width_metrics(preset):
+  """A padding-invariant model is evaluated at the run's narrower widths, in length order, with the
+  metrics of every example at the arrays' full width; a published one (bert reads its padding) is not."""
+  from types import SimpleNamespace
+  cfg = train.get_config(preset, vocab_size=96, max_len=96, hidden=16, num_layers=1, num_labels=3,
+                         **(dict(embed_dim=8, conv_kernel=4) if preset == "embbert" else
+                            dict(ffn_dim=32, num_heads=2, attend_to_pad=True)))
+  rng = np.random.default_rng(0)
+  lengths = rng.choice([3, 20, 40, 90], 150)
+  ids = rng.integers(5, 96, (150, 96)).astype(np.int32)
+  ids[np.arange(96)[None] >= lengths[:, None]] = 0
+  enc = {s: batches.Arrays(ids[i::2], rng.integers(0, 3, 75).astype(np.int32)) for i, s in
+         enumerate(("validation", "test"))}
+  model = models.Classifier(configs.ModelConfig.from_dict(cfg.model))
+  params_G = jax.vmap(lambda k: model.init(k, ids[:2])["params"])(jax.random.split(jax.random.key(0), 2))
+  shapes = []
+
+  def apply(p_G, batch_ids):
+    shapes.append(batch_ids.shape[1])
+    return jax.vmap(lambda p: model.apply({"params": p}, batch_ids))(p_G)
+
+  full = loop._make_classify_eval(SimpleNamespace(apply=apply), cfg, enc, False)(params_G)
+  assert set(shapes) == {96}
+  shapes.clear()
+  bucketed = loop._make_classify_eval(SimpleNamespace(apply=apply), cfg, enc, False, (32, 64, 96))(params_G)
+  assert set(shapes) == ({32, 64, 96} if preset == "embbert" else {96})
+  for member_full, member_bucketed in zip(full, bucketed):
+    for split in enc:
+      for name, value in member_full[split].items():
+        assert member_bucketed[split][name] == pytest.approx(value, abs=1e-5), (split, name)
