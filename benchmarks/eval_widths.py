@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import loop, programs, train
+from embbert_jax import evaluation, loop, programs, train
 from machine import describe, matmul_gflops, matmul_size
 
 
@@ -66,8 +66,8 @@ def main(argv=None) -> int:
         f"{int(np.median(np.concatenate(list(lengths.values()))))}")
   variants = {
       "full, read per batch": per_batch_eval(progs, cfg, enc),
-      "full, read per split": loop._make_classify_eval(progs, cfg, enc, task.is_regression),
-      "bucketed": loop._make_classify_eval(progs, cfg, enc, task.is_regression, ladder),
+      "full, read per split": evaluation.classify_eval(progs, cfg, enc, task.is_regression),
+      "bucketed": evaluation.classify_eval(progs, cfg, enc, task.is_regression, ladder),
   }
   results = {name: fn(params_G) for name, fn in variants.items()}  # compiles every program once
   full, bucketed = ([m["test"]["accuracy"] for m in results[k]] for k in ("full, read per split", "bucketed"))

@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, data, files, memory, metrics, signals, wordvecs
+from embbert_jax import configs, data, evaluation, files, memory, signals, wordvecs
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
                                   run_ladder, save_params)
@@ -353,7 +353,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   t0 = time.perf_counter()
   out = fit(programs=progs, members=[Member(c, d) for c, d in zip(cfgs, member_dirs)], init_params_G=params,
             train_arrays=enc["train"], total_steps=total, eval_every=eval_every,
-            evaluate=_make_classify_eval(progs, first, enc, task.is_regression, ladder), select=task.metric,
+            evaluate=evaluation.classify_eval(progs, first, enc, task.is_regression, ladder), select=task.metric,
             group_dir=gdir, batch_size=first.batch_size, report=report, log_every=first.log_every,
             checkpoint_every=first.checkpoint_every, bucket_window=first.bucket_window,
             desc=f"finetune {first.preset}", stop_at=int(first.get("stop_at", 0)),
@@ -412,39 +412,6 @@ def train_and_evaluate(cfg, workdir, report: Callable | None = None) -> dict:
   if status == "pruned":
     raise Pruned(res["error"])
   return res
-
-
-def eval_widths(cfg, ladder: tuple[int, ...] | None) -> tuple[int, ...] | None:
-  """The widths a fine-tuning run evaluates at (batches.eval_batches): its bucket ladder where the model
-  is padding-invariant, else None (every batch at the arrays' length, as the published models read it)."""
-  return tuple(ladder) if ladder and configs.padding_invariant(cfg.model) else None
-
-
-def _make_classify_eval(progs: Programs, cfg, enc, is_regression, ladder: tuple[int, ...] | None = None):
-  """Validation and test metrics per member. A padding-invariant model is evaluated in length order at
-  the run's bucket widths (batches.eval_batches), and every batch is dispatched before any is read back,
-  so the host waits once per split instead of once per batch."""
-  names = (["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1", "loss"])
-  batches = {split: list(batch_lib.eval_batches(enc[split], cfg.batch_size, eval_widths(cfg, ladder)))
-             for split in ("validation", "test")}
-
-  def evaluate(params_G):
-    if params_G is None:
-      return [f"{s}/{n}" for s in ("validation", "test") for n in names]
-    g = jax.tree.leaves(params_G)[0].shape[0]
-    out = [{} for _ in range(g)]
-    for split, split_batches in batches.items():
-      pending = [(progs.apply(params_G, b["ids"]), b["index"]) for b in split_batches]
-      logits_G = None
-      for logits, index in pending:
-        logits, real = np.asarray(logits), index >= 0
-        if logits_G is None:
-          logits_G = np.zeros((g, len(enc[split])) + logits.shape[2:], logits.dtype)
-        logits_G[:, index[real]] = logits[:, real]
-      for i in range(g):
-        out[i][split] = metrics.task_metrics(enc[split].labels, logits_G[i], is_regression)
-    return out
-  return evaluate
 
 
 @files.releases_folder_locks

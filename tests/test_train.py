@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embbert_jax import batches, configs, loop, memory, metrics, models, programs, runlog, train
+from embbert_jax import batches, configs, evaluation, loop, memory, metrics, models, programs, runlog, train
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
 TINY_MODEL = dict(vocab_size=96, max_len=32, hidden=16, embed_dim=8, conv_kernel=4, num_layers=1)
@@ -594,10 +594,10 @@ def test_bucketed_evaluation_gives_the_full_width_metrics(preset):
     shapes.append(batch_ids.shape[1])
     return jax.vmap(lambda p: model.apply({"params": p}, batch_ids))(p_G)
 
-  full = loop._make_classify_eval(SimpleNamespace(apply=apply), cfg, enc, False)(params_G)
+  full = evaluation.classify_eval(SimpleNamespace(apply=apply), cfg, enc, False)(params_G)
   assert set(shapes) == {96}
   shapes.clear()
-  bucketed = loop._make_classify_eval(SimpleNamespace(apply=apply), cfg, enc, False, (32, 64, 96))(params_G)
+  bucketed = evaluation.classify_eval(SimpleNamespace(apply=apply), cfg, enc, False, (32, 64, 96))(params_G)
   assert set(shapes) == ({32, 64, 96} if preset == "embbert" else {96})
   for member_full, member_bucketed in zip(full, bucketed):
     for split in enc:
