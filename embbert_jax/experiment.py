@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from embbert_jax import configs, data, inits, memory, report
+from embbert_jax import baselines, configs, data, inits, memory, report
 from embbert_jax.files import write_json_atomic, write_text_atomic
 from embbert_jax.study import MODES, StudyError, arm_config, load_study, plan, task_slug
 
@@ -166,6 +166,8 @@ def run_study(study, out: Path, log=print) -> dict[str, Any]:
     for i, (arm, task) in enumerate(pairs):
       bar.update(job, description=f"{study.name}: {arm['name']} on {task_slug(task)}")
       rec = run_arm(study, arm, task, out, log=log)
+      if rec["status"] == "ok":  # the task's reference lines, fitted on the same split (memoised, cached)
+        rec = {**rec, "references": baselines.for_task(task, arm_config(study, arm, task).cache_dir or None)}
       records.append(rec)
       log(f"[{i + 1}/{len(pairs)}] {task_slug(task)} / {arm['name']}: " + _outcome(rec))
       bar.advance(job)

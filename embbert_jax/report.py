@@ -83,6 +83,7 @@ def format_markdown(study, records: list[dict]) -> str:
       cells += [mean_std(r, "test/accuracy"), mean_std(r, "test/mcc")]
     cells.append(paper_cell(first.get("paper") or {}))
     lines.append("| " + " | ".join(cells) + " |")
+  lines += reference_rows(records, tasks)
   failed = [r for r in records if r.get("status") == "failed"]
   for r in failed:
     lines.append(f"\nfailed: {r['arm']} on {r['task']}: {r.get('error', '')}")
@@ -94,6 +95,24 @@ def format_markdown(study, records: list[dict]) -> str:
   lines += ["", f"{len(records)} runs ({len(failed)} failed{reused}); {length}; {wall / 60:.1f} min of wall time "
             "summed over this study's runs (pre-training included)"]
   return "\n".join(lines)
+
+
+def reference_rows(records: list[dict], tasks: list[str]) -> list[str]:
+  """Table rows for each reference model of the tasks (the majority class, TF-IDF + a linear model: a
+  record's "references", baselines.compute) on the same test split, in %; then any note (no sklearn)."""
+  refs = {}
+  for r in records:
+    refs.setdefault(r["task"], r.get("references"))
+  names = list(dict.fromkeys(n for ref in refs.values() if ref for n in ref["baselines"]))
+  rows = []
+  for name in names:
+    cells = [f"reference: {name}", "same split", "", "", "", ""]
+    for t in tasks:
+      test = ((refs.get(t) or {}).get("baselines", {}).get(name) or {}).get("test", {})
+      cells += [f"{100 * test[k]:.1f}" if k in test else "" for k in ("accuracy", "mcc")]
+    rows.append("| " + " | ".join(cells + [""]) + " |")
+  notes = sorted({ref["note"] for ref in refs.values() if ref and ref.get("note")})
+  return rows + [f"\n{n}" for n in notes]
 
 
 def write_tables(study, records: list[dict], out: Path) -> dict[str, Path]:

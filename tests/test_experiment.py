@@ -47,6 +47,14 @@ def test_tiny_study_end_to_end_then_resume_skips_finished_arms(tmp_path, monkeyp
   assert int(rows[0]["params"]) > 0 and int(rows[0]["int8_total_bytes"]) < int(rows[0]["fp32_total_bytes"])
   md = (out / "results.md").read_text()
   assert "| plain |" in md and "| pretrained |" in md and "87.19 (TinyNLP acc)" in md
+  # The task's references on the same test split, as `train` prints them (issue 12): the majority class
+  # (the fixture's labels alternate, so exactly half) and TF-IDF + logistic regression.
+  from embbert_jax import baselines
+  ref = baselines.for_task(str(tmp_path / "task.jsonl"), str(tmp_path / "cache"))["baselines"]
+  assert "| reference: majority class | same split |  |  |  |  | 50.0 | 0.0 |  |" in md
+  tfidf = ref[baselines.TFIDF]["test"]
+  assert (f"| reference: {baselines.TFIDF} | same split |  |  |  |  | {100 * tfidf['accuracy']:.1f} | "
+          f"{100 * tfidf['mcc']:.1f} |  |") in md
   assert (out / "tiny_study.png").stat().st_size > 10_000
   assert len([p for p in (out / "pretrain").iterdir() if p.is_dir()]) == 1  # pre-trained once for the arm
   ft = json.loads((out / "runs" / "task" / "pretrained" / "finetune" / "config.json").read_text())
