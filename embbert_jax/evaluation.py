@@ -21,17 +21,31 @@ def eval_widths(cfg, ladder: tuple[int, ...] | None) -> tuple[int, ...] | None:
   return tuple(ladder) if ladder and configs.padding_invariant(cfg.model) else None
 
 
+SPLITS = ("validation", "test")
+
+
+def metric_names(is_regression: bool) -> list[str]:
+  """The "<split>/<metric>" keys an evaluation returns per member."""
+  names = ["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1", "loss"]
+  return [f"{s}/{n}" for s in SPLITS for n in names]
+
+
+def batch_widths(cfg, enc, ladder: tuple[int, ...] | None) -> list[int]:
+  """Every batch width an evaluation of the run calls its forward program at (what precompile compiles)."""
+  return sorted({b["ids"].shape[1] for s in SPLITS
+                 for b in batch_lib.eval_batches(enc[s], cfg.batch_size, eval_widths(cfg, ladder))})
+
+
 def classify_eval(progs, cfg, enc, is_regression, ladder: tuple[int, ...] | None = None):
   """Validation and test metrics per member. A padding-invariant model is evaluated in length order at
   the run's bucket widths (batches.eval_batches), and every batch is dispatched before any is read back,
   so the host waits once per split instead of once per batch."""
-  names = (["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1", "loss"])
   batches = {split: list(batch_lib.eval_batches(enc[split], cfg.batch_size, eval_widths(cfg, ladder)))
-             for split in ("validation", "test")}
+             for split in SPLITS}
 
   def evaluate(params_G):
     if params_G is None:
-      return [f"{s}/{n}" for s in ("validation", "test") for n in names]
+      return metric_names(is_regression)
     g = jax.tree.leaves(params_G)[0].shape[0]
     out = [{} for _ in range(g)]
     for split, split_batches in batches.items():

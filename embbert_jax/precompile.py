@@ -26,7 +26,6 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from embbert_jax import batches as batch_lib
 from embbert_jax import configs, evaluation, loop, models, programs
 
 
@@ -54,7 +53,7 @@ def precompile(cfg, group_size: int = 1) -> dict:
   lowered.append(programs.init_program(model_cfg, "classify").lower(seed))
   one = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0), "classify"))
   params_G = jax.tree.map(lambda x: jax.ShapeDtypeStruct((g,) + x.shape, x.dtype), one)
-  names = sorted(evaluation.classify_eval(progs, cfg, enc, task.is_regression)(None))
+  names = sorted(evaluation.metric_names(task.is_regression))
   metrics_G = {k: jax.ShapeDtypeStruct((g,), np.float32) for k in names}
   vec = lambda dtype: jax.ShapeDtypeStruct((g,), dtype)
   init_args = (vec(np.int32), vec(np.float32), vec(np.float32), params_G, metrics_G)
@@ -71,9 +70,7 @@ def precompile(cfg, group_size: int = 1) -> dict:
              "labels": jax.ShapeDtypeStruct((g, cfg.batch_size), np.asarray(arrays.labels).dtype,
                                             sharding=shard)}
     lowered.append(progs.step.lower(state, batch))
-  ew = evaluation.eval_widths(cfg, ladder)
-  for w in sorted({b["ids"].shape[1] for split in ("validation", "test")
-                   for b in batch_lib.eval_batches(enc[split], cfg.batch_size, ew)}):
+  for w in evaluation.batch_widths(cfg, enc, ladder):
     lowered.append(progs.apply.lower(state["params"], jax.ShapeDtypeStruct((cfg.batch_size, w), np.int32)))
   lowered.append(progs.keep_best.lower(state, vec(bool), vec(np.float32), metrics_G,
                                        jax.ShapeDtypeStruct((), np.int32)))

@@ -101,17 +101,18 @@ def reference_rows(records: list[dict], tasks: list[str]) -> list[str]:
   """Table rows for each reference model of the tasks (the majority class, TF-IDF + a linear model: a
   record's "references", baselines.compute) on the same test split, in %; then any note (no sklearn)."""
   refs = {}
-  for r in records:
-    refs.setdefault(r["task"], r.get("references"))
-  names = list(dict.fromkeys(n for ref in refs.values() if ref for n in ref["baselines"]))
+  for r in records:  # the first record of a task that has them (a failed arm has none)
+    if r.get("references"):
+      refs.setdefault(r["task"], r["references"])
+  names = list(dict.fromkeys(n for ref in refs.values() for n in ref["baselines"]))
   rows = []
   for name in names:
     cells = [f"reference: {name}", "same split", "", "", "", ""]
     for t in tasks:
-      test = ((refs.get(t) or {}).get("baselines", {}).get(name) or {}).get("test", {})
+      test = refs.get(t, {}).get("baselines", {}).get(name, {}).get("test", {})
       cells += [f"{100 * test[k]:.1f}" if k in test else "" for k in ("accuracy", "mcc")]
     rows.append("| " + " | ".join(cells + [""]) + " |")
-  notes = sorted({ref["note"] for ref in refs.values() if ref and ref.get("note")})
+  notes = sorted({ref["note"] for ref in refs.values() if ref.get("note")})
   return rows + [f"\n{n}" for n in notes]
 
 

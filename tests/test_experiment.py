@@ -93,6 +93,8 @@ def test_a_failing_arm_is_recorded_and_the_study_goes_on_then_retried(tmp_path, 
   assert rows["nan_arm"]["status"] == "failed" and "TrainingDiverged: loss is nan" in rows["nan_arm"]["error"]
   assert rows["good"]["status"] == "ok" and float(rows["good"]["test_accuracy_mean"]) == 0.75
   assert "| nan_arm |" in (out / "results.md").read_text() and "failed" in (out / "results.md").read_text()
+  # the failed first arm has no references; the task's come from the next arm's record
+  assert "| reference: majority class | same split |" in (out / "results.md").read_text()
   assert (out / "tiny_study.png").is_file()
   monkeypatch.setattr(train, "run_seeds", lambda cfg, workdir, seeds: fake_result(0.6))
   assert experiment.main([str(study), "--out", str(out)]) == 0  # failed arms run again, finished ones not
