@@ -29,7 +29,7 @@ from embbert_jax import data, files, metrics
 VERSION = 1  # bump when a baseline's definition changes: old cache entries are then ignored
 MAJORITY, TFIDF = "majority class", "TF-IDF (1-2 grams) + logistic regression"
 TFIDF_REGRESSION = "TF-IDF (1-2 grams) + ridge regression"
-EVAL_SPLITS = ("validation", "test")
+EVAL_SPLITS = data.EVAL_SPLITS
 
 
 def sklearn_version() -> str | None:

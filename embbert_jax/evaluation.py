@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, metrics
+from embbert_jax import configs, data, metrics
 
 
 def eval_widths(cfg, ladder: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -21,7 +21,7 @@ def eval_widths(cfg, ladder: tuple[int, ...] | None) -> tuple[int, ...] | None:
   return tuple(ladder) if ladder and configs.padding_invariant(cfg.model) else None
 
 
-SPLITS = ("validation", "test")
+SPLITS = data.EVAL_SPLITS
 
 
 def metric_names(is_regression: bool) -> list[str]:

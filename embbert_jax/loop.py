@@ -523,7 +523,7 @@ def _seed_summary(outcomes: list[dict]) -> dict:
   if not runs:
     raise TrainingDiverged(f"every seed failed; the first: {failed[0]['error']}")
   summary = {}
-  for split in ("validation", "test"):
+  for split in evaluation.SPLITS:
     for k in runs[0][split]:
       vals = np.array([r[split][k] for r in runs])
       summary[f"{split}/{k}"] = (float(vals.mean()), float(vals.std()))

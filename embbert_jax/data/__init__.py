@@ -18,13 +18,14 @@ from embbert_jax.data.corpus import (DEFAULT_CORPUS_SOURCES, default_corpus_id, 
 from embbert_jax.data.fetch import (CACHE_ENV, ArchiveSource, DataError, ensure_archive, fetch_archive,
                                     resolve_cache_dir)
 from embbert_jax.data.hub import HUB_TASKS, HubTask, task_from_dataset_dict
-from embbert_jax.data.splits import (SPLITS, Split, TaskData, encode_labels, normalize_text, split_sentences,
+from embbert_jax.data.splits import (EVAL_SPLITS, SPLITS, Split, TaskData, encode_labels, normalize_text, split_sentences,
                                      stratified_split)
 from embbert_jax.data.tasks import REGISTRY, RegisteredTask, load_local_task, load_task, task_with_fields
 from embbert_jax.files import sha256_file, write_text_atomic
 
 __all__ = [
     "SPLITS",
+    "EVAL_SPLITS",
     "CACHE_ENV",
     "DataError",
     "Split",

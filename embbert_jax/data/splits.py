@@ -17,6 +17,7 @@ from embbert_jax.data.fetch import DataError
 
 
 SPLITS = ("train", "validation", "test")
+EVAL_SPLITS = SPLITS[1:]  # the held-out splits a run is evaluated and reported on
 
 
 @dataclasses.dataclass(frozen=True)
