@@ -26,8 +26,7 @@ SPLITS = data.EVAL_SPLITS
 
 def metric_names(is_regression: bool) -> list[str]:
   """The "<split>/<metric>" keys an evaluation returns per member."""
-  names = ["spearman", "pearson", "mse"] if is_regression else ["accuracy", "mcc", "macro_f1", "loss"]
-  return [f"{s}/{n}" for s in SPLITS for n in names]
+  return [f"{s}/{n}" for s in SPLITS for n in metrics.metric_keys(is_regression)]
 
 
 def batch_widths(cfg, enc, ladder: tuple[int, ...] | None) -> list[int]:

@@ -61,5 +61,11 @@ def regression_metrics(labels: np.ndarray, preds: np.ndarray) -> dict[str, float
           "mse": float(np.mean((labels - preds) ** 2))}
 
 
+def metric_keys(is_regression: bool) -> list[str]:
+  """The keys `task_metrics` returns, read off the metric functions themselves (on two dummy examples),
+  so a metric added there reaches every caller that sizes or names its outputs ahead (precompile)."""
+  return list(task_metrics(np.zeros(2), np.zeros((2, 1 if is_regression else 2)), is_regression))
+
+
 def task_metrics(labels: np.ndarray, outputs: np.ndarray, is_regression: bool) -> dict[str, float]:
   return regression_metrics(labels, outputs) if is_regression else classification_metrics(labels, outputs)
