@@ -7,7 +7,8 @@ so later configs reuse the ops of earlier ones).
 Each mode runs in its own process, so none finds another's programs. `jit` and `eager` run with JAX's
 persistent compilation cache off and keep JAX's in-memory caches; `released` is op by op as a sweep
 would run it: JAX's caches cleared after every config (as `programs.release_programs` does between
-shapes) and the persistent cache on, in a new folder, for programs of any compile time and size; the time per config is the wall time from config to host arrays (compile included).
+shapes) and the persistent cache on, in a new folder, for programs of any compile time and size. The time
+per config is the wall time from config to host arrays (compile included).
 The configs are 12 points of the sweep's 2 MB space in the order a sweep could start them. Also printed:
 the largest difference between the two modes' values for the first config (the op-by-op normal draws
 are not fused as in the program, so they need not be bit-equal).
@@ -19,6 +20,8 @@ import os
 import subprocess
 import sys
 import time
+
+from machine import describe
 
 # V, L, d, r, k, N (conv_expansion 1): the sweep's config names' letters.
 CONFIGS = [(2048, 64, 32, 16, 8, 1), (2048, 128, 64, 16, 32, 1), (2048, 128, 64, 32, 16, 2),
@@ -35,12 +38,13 @@ def model_configs():
 
 
 def params(cfg, mode: str):
+  """Config `cfg`'s initial params from seed 0: `jit`, the program `programs.init_members` calls; else op by op."""
   import jax
   import numpy as np
-  from embbert_jax import models
+  from embbert_jax import models, programs
   if mode == "jit":
-    return jax.device_get(jax.jit(lambda s: models.init_params(cfg, jax.random.key(s)))(np.int32(0)))
-  return jax.device_get(models.init_params(cfg, jax.random.key(0)))
+    return jax.device_get(programs.init_program(cfg, "classify")(np.int32(0)))
+  return jax.device_get(models.init_params(cfg, jax.random.key(0), "classify"))
 
 
 def run(mode: str) -> None:
@@ -66,8 +70,6 @@ def run(mode: str) -> None:
 def main() -> None:
   if len(sys.argv) > 1:
     return run(sys.argv[1])
-  sys.path.insert(0, os.path.dirname(__file__))
-  from machine import describe
   print(describe())
   rows = {}
   for mode in ("jit", "eager", "released"):

@@ -8,8 +8,9 @@ from benchmark_scripts import load
 def test_every_variant_computes_its_product():
   bench = load("attention_matmuls")
   b, l, d = 2, 8, 4
-  out = {name: np.asarray(f(*xs)) for name, f, xs, _ in bench.variants(b, l, d)}
-  (_, _, (q, u), useful), (_, _, (w, _), _) = bench.variants(b, l, d)[:2]
+  variants = bench.variants(b, l, d)
+  out = {name: np.asarray(f(*xs)) for name, f, xs, _ in variants}
+  (_, _, (q, u), useful), (_, _, (w, _), _) = variants[:2]
   q, u, w = map(np.asarray, (q, u, w))
   assert useful == 2 * b * l * l * d
   scores = q @ u.transpose(0, 2, 1)
