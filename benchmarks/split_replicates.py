@@ -17,7 +17,6 @@ fits on the same split. It prints one row per split and the mean gap over splits
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -27,25 +26,14 @@ import numpy as np
 
 from compare_runs import seed_results  # benchmarks/ is on sys.path when this runs as a script
 
-from embbert_jax import baselines, data, files
-
-
-def write_split(task: str, seed: int, path: Path) -> data.TaskData:
-  """The task's split `seed` as one .jsonl with a "split" column (atomic; labels as their names)."""
-  t = data.load_task(task, seed=seed)
-  if t.is_pair or t.is_regression:
-    raise SystemExit(f"error: {task}: only single-text classification tasks are supported here")
-  rows = [json.dumps({"text": text, "label": t.label_names[int(label)], "split": name})
-          for name, split in t.splits.items() for text, label in zip(split.text, split.label)]
-  files.write_text_atomic(path, "\n".join(rows) + "\n")
-  return t
+from embbert_jax import baselines, data, files, replicate
 
 
 def run_split(task: str, seed: int, out: Path, train_args: list[str]) -> dict:
   """Trains (or resumes) split `seed`; returns its row: seeds' test accuracies and the references."""
   path = out / f"split{seed}.jsonl"
   if not path.is_file():
-    write_split(task, seed, path)
+    replicate.write_split(task, seed, path)
   workdir = out / f"split{seed}"
   cmd = [sys.executable, "-m", "embbert_jax.train", "--task", str(path), "--workdir", str(workdir), *train_args]
   print("$", " ".join(cmd), flush=True)
@@ -60,14 +48,7 @@ def run_split(task: str, seed: int, out: Path, train_args: list[str]) -> dict:
 
 def summarize(rows: list[dict], level: float = 0.95) -> dict:
   """Mean over splits of (the seeds' mean accuracy - TF-IDF's), its t interval over splits, wins."""
-  gaps = np.array([np.mean(r["acc"]) - r["tfidf"] for r in rows])
-  k = len(gaps)
-  mean = float(gaps.mean())
-  if k < 2:
-    return dict(mean=mean, low=math.nan, high=math.nan, wins=int((gaps > 0).sum()), splits=k)
-  from scipy import stats
-  half = float(stats.t.ppf(0.5 + level / 2, k - 1) * gaps.std(ddof=1) / math.sqrt(k))
-  return dict(mean=mean, low=mean - half, high=mean + half, wins=int((gaps > 0).sum()), splits=k)
+  return replicate.gap_summary([np.mean(r["acc"]) - r["tfidf"] for r in rows], level)
 
 
 def table(rows: list[dict], s: dict) -> str:

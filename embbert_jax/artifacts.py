@@ -342,7 +342,8 @@ def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
       return list(run["label_names"]), bool(run.get("add_cls", True))
     if "task" in run:
       try:
-        task = data.load_task(run["task"], cache_dir=run.get("cache_dir") or None, seed=run.get("seed", 0))
+        # the split the task loads as (not the run's "seed": that is its training seed, not a split)
+        task = data.load_task(run["task"], cache_dir=run.get("cache_dir") or None)
         return list(task.label_names), bool(run.get("add_cls", True))
       except Exception:  # a task that cannot be loaded here: fall back to numbered labels
         return None, bool(run.get("add_cls", True))

@@ -115,6 +115,8 @@ def _print_summary(result: dict, out: Path) -> None:
   print(f"\nfiles: {files['trials_csv']}, {files['trials_jsonl']}, {files['plot']} (folder {out})")
   if not result["finished"]:
     print("(some trials are still running or waiting: other workers are on it, or relaunch to resume)")
+  else:  # one split's test set cannot tell a point's lead over the linear model from its luck
+    print(f"to check the frontier against TF-IDF + LR on 5 splits: python -m embbert_jax.replicate {out}")
 
 
 def run_main(argv: list[str]) -> int:

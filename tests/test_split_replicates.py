@@ -1,30 +1,12 @@
-"""benchmarks/split_replicates.py: the split it writes is the split the trainer reads, and its interval."""
+"""benchmarks/split_replicates.py: its interval is over splits, from the rows it reads back (the split files it
+writes are replicate.write_split's, tested in test_replicate.py)."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 
 from benchmark_scripts import load
-from embbert_jax import data
-
-
-def test_a_written_split_reads_back_as_the_same_split(tmp_path):
-  bench = load("split_replicates")
-  pool = tmp_path / "pool.jsonl"
-  rows = [{"text": f"review number {i} {'good' if i % 3 else 'bad'}", "label": "pos" if i % 3 else "neg"}
-          for i in range(60)]
-  pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  for seed in (0, 1):
-    want = bench.write_split(str(pool), seed, tmp_path / f"split{seed}.jsonl")
-    got = data.load_task(str(tmp_path / f"split{seed}.jsonl"))
-    assert got.label_names == want.label_names
-    for name in ("train", "validation", "test"):
-      assert got.splits[name].text == want.splits[name].text
-      assert np.array_equal(got.splits[name].label, want.splits[name].label)
-  # split 1 is another draw of the same pool, not the canonical one
-  assert data.load_task(str(pool), seed=1).test.text != data.load_task(str(pool)).test.text
 
 
 def test_the_gap_interval_is_over_splits():

@@ -18,8 +18,8 @@ from embbert_jax.data.corpus import (DEFAULT_CORPUS_SOURCES, default_corpus_id, 
 from embbert_jax.data.fetch import (CACHE_ENV, ArchiveSource, DataError, ensure_archive, fetch_archive,
                                     resolve_cache_dir)
 from embbert_jax.data.hub import HUB_TASKS, HubTask, task_from_dataset_dict
-from embbert_jax.data.splits import (EVAL_SPLITS, SPLITS, Split, TaskData, encode_labels, normalize_text, split_sentences,
-                                     stratified_split)
+from embbert_jax.data.splits import (EVAL_SPLITS, SPLITS, Split, TaskData, encode_labels, normalize_text, resplit,
+                                     split_sentences, stratified_split)
 from embbert_jax.data.tasks import REGISTRY, RegisteredTask, load_local_task, load_task, task_with_fields
 from embbert_jax.files import sha256_file, write_text_atomic
 
@@ -39,6 +39,7 @@ __all__ = [
     "resolve_cache_dir",
     "normalize_text",
     "split_sentences",
+    "resplit",
     "stratified_split",
     "ensure_archive",
     "fetch_archive",

@@ -149,6 +149,21 @@ def stratified_split(
           for name, parts in out.items()}
 
 
+def resplit(splits: Mapping[str, Split], seed: int) -> dict[str, Split]:
+  """Split `seed` of a task whose splits were given (a file's split column): the three pooled and split
+  again (stratified_split, seeded) into the same validation and test fractions; seed 0 keeps the given
+  splits. Replicate splits of a fixed split, so a result can be checked on test sets other than the one
+  it was chosen on (python -m embbert_jax.replicate)."""
+  if seed == 0:
+    return dict(splits)
+  parts = [splits[s] for s in SPLITS]
+  pairs = None if parts[0].text_pair is None else [x for p in parts for x in p.text_pair]
+  full = Split([x for p in parts for x in p.text], pairs, np.concatenate([p.label for p in parts]))
+  fractions = {s: len(splits[s]) / len(full) for s in EVAL_SPLITS}
+  idx = stratified_split(full.label, full.text, full.text_pair, seed=seed, fractions=fractions)
+  return {s: full.subset(idx[s]) for s in SPLITS}
+
+
 def _as_number(value: Any) -> float | None:
   if isinstance(value, bool):
     return float(value)

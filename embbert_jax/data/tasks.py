@@ -32,7 +32,7 @@ import numpy as np
 
 import embbert_jax.data.hub as hub
 from embbert_jax.data.fetch import ArchiveSource, DataError, _say, ensure_archive, resolve_cache_dir
-from embbert_jax.data.splits import SPLITS, Split, TaskData, encode_labels, stratified_split
+from embbert_jax.data.splits import SPLITS, Split, TaskData, encode_labels, resplit, stratified_split
 from embbert_jax.files import write_text_atomic
 
 
@@ -323,7 +323,8 @@ def check_classes(task: TaskData, where: str) -> TaskData:
 
 def _assign_splits(full: Split, given: list[str] | None, seed: int, path: Path) -> dict[str, Split]:
   """Use the given split names; carve a missing validation/test split out of train (10 % of train each,
-  the spec's rule for validation; with only train rows this is the usual 80/10/10)."""
+  the spec's rule for validation; with only train rows this is the usual 80/10/10). Split `seed` > 0 of
+  given splits pools them and splits again in the same fractions (splits.resplit)."""
   if given is None:
     idx = stratified_split(full.label, full.text, full.text_pair, seed=seed)
     return {s: full.subset(idx[s]) for s in SPLITS}
@@ -340,7 +341,8 @@ def _assign_splits(full: Split, given: list[str] | None, seed: int, path: Path) 
     train = splits["train"]
     idx = stratified_split(train.label, train.text, train.text_pair, seed=seed, fractions=missing)
     splits.update({s: train.subset(idx[s]) for s in (*missing, "train")})
-  return splits
+    return splits  # seed already picked the carved splits
+  return resplit(splits, seed)
 
 
 # "<task>:text=NAME,label=NAME" names the fields of a local file (or an unlisted hub: dataset) inside the

@@ -1,0 +1,183 @@
+"""`python -m embbert_jax.replicate runs/sweep-x`: a sweep's frontier points on other splits of its task,
+each next to TF-IDF + logistic regression on the same split, so a user sees whether a point's lead over the
+linear model is real or its test set's luck.
+
+A sweep ranks and reports its configs on one split (a few hundred test texts on the small tasks), and
+its frontier's gaps to the linear model are inside the split-to-split spread (README, "Is a gap to TF-IDF +
+LR real?"). For each frontier point this retrains the point's own trial config (its finetune/config.json:
+the same recipe, steps, validation interval, patience and seeds as the sweep's top rung) on split k of the
+task for every k of `--splits` (data.load_task's seed: 0 the sweep's split, k > 0 a seeded stratified
+split of the pooled examples in the same fractions), written as <out>/split<k>.jsonl with a "split" column.
+It fits the reference baselines on each split (baselines.for_task) and reports, per point, the seed means
+per split, the mean gap to TF-IDF + LR over splits with its t interval (the splits are the replicates: the
+interval holds test-set and seed noise together) and on how many splits the point is above.
+
+Runs already finished under <out> are read back, an interrupted one resumes from its checkpoint, and
+replicates.md / replicates.json are rewritten (atomically) after every split, so a killed run loses at
+most the training it was in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from embbert_jax import baselines, cli, data, files
+
+OUT_NAME = "replicates"
+
+
+def write_split(task: str, split: int, path: Path, cache_dir: str | None = None) -> data.TaskData:
+  """Split `split` of `task` as one .jsonl with a "split" column (atomic; labels as their names)."""
+  t = data.load_task(task, cache_dir=cache_dir, seed=split)
+  if t.is_pair or t.is_regression:
+    raise data.DataError(f"{task}: only single-text classification tasks can be replicated on other splits")
+  rows = [json.dumps({"text": text, "label": t.label_names[int(label)], "split": name})
+          for name, part in t.splits.items() for text, label in zip(part.text, part.label)]
+  files.write_text_atomic(path, "\n".join(rows) + "\n")
+  return t
+
+
+def gap_summary(gaps, level: float = 0.95) -> dict:
+  """Mean of per-split gaps, its t interval over splits (NaN with one split) and the splits above 0."""
+  from scipy import stats
+  gaps = np.asarray(gaps, dtype=float)
+  k, mean = len(gaps), float(np.mean(gaps))
+  half = float(stats.t.ppf(0.5 + level / 2, k - 1) * gaps.std(ddof=1) / math.sqrt(k)) if k > 1 else math.nan
+  return dict(mean=mean, low=mean - half, high=mean + half, wins=int((gaps > 0).sum()), splits=k)
+
+
+def frontier_points(sweep: Path, trials: list[int] | None = None) -> list[dict]:
+  """The sweep's frontier rows (frontier.csv, `pareto` True), or the rows of `trials`, each with the
+  config of its trial's run (trials/<number>-*/finetune/config.json)."""
+  path = sweep / "frontier.csv"
+  if not path.is_file():
+    raise data.DataError(f"{sweep}: no frontier.csv (not a finished sweep's --out folder)")
+  rows = list(csv.DictReader(path.open()))
+  pick = [r for r in rows if (int(r["trial"]) in trials if trials else r.get("pareto") == "True")]
+  if trials and len(pick) != len(set(trials)):
+    missing = sorted(set(trials) - {int(r["trial"]) for r in pick})
+    raise data.DataError(f"{path}: no frontier row for trial(s) {missing} (rows: {[r['trial'] for r in rows]})")
+  points = []
+  for r in pick:
+    found = sorted((sweep / "trials").glob(f"{int(r['trial']):04d}-*/finetune/config.json"))
+    if not found:
+      raise data.DataError(f"{sweep}/trials: no finetune/config.json for trial {r['trial']}")
+    points.append(dict(trial=int(r["trial"]), memory_bytes=int(float(r["memory_bytes"])), config=r["config"],
+                       run_config=json.loads(found[0].read_text())))
+  return points
+
+
+def seed_runs(cfg: ml_collections.ConfigDict, workdir: Path, seeds: int) -> list[dict]:
+  """The seeds' results: read back where every seed finished, else trained (or resumed) by loop.run_seeds."""
+  done = [workdir / f"seed_{cfg.seed + i}" / "finetune" / "result.json" for i in range(seeds)]
+  if seeds == 1:
+    done = [workdir / "finetune" / "result.json"]
+  if all(f.is_file() for f in done):
+    return [json.loads(f.read_text()) for f in done]
+  from embbert_jax import loop
+  return loop.run_seeds(cfg, workdir, seeds)["runs"]
+
+
+def replicate_point(point: dict, split: int, split_file: Path, out: Path, seeds: int) -> dict:
+  """One point on one split: its seeds' test accuracies and the split's references."""
+  cfg = ml_collections.ConfigDict(point["run_config"])
+  cfg.task = str(split_file)
+  cfg.wandb.mode = "disabled"
+  runs = seed_runs(cfg, out / f"trial{point['trial']}" / f"split{split}", seeds)
+  refs = baselines.for_task(str(split_file), cfg.cache_dir or None).get("baselines", {})
+  test = lambda name: refs.get(name, {}).get("test", {}).get("accuracy", math.nan)
+  return dict(split=split, acc=[float(r["test"]["accuracy"]) for r in runs],
+              tfidf=test(baselines.TFIDF), majority=test(baselines.MAJORITY))
+
+
+def summarize(points: list[dict]) -> list[dict]:
+  """Per point: accuracy mean and sd over splits (of the seed means) and gap_summary of the TF-IDF gaps."""
+  out = []
+  for p in points:
+    means = [float(np.mean(r["acc"])) for r in p["rows"]]
+    gaps = [m - r["tfidf"] for m, r in zip(means, p["rows"])]
+    out.append({**{k: p[k] for k in ("trial", "memory_bytes", "config")}, "rows": p["rows"],
+                "acc_mean": float(np.mean(means)), "acc_sd": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+                "gap": gap_summary(gaps) if gaps else None})
+  return out
+
+
+def table(summary: list[dict], task: str, seeds: int) -> str:
+  pct = lambda x: f"{x * 100:.2f}"
+  lines = [f"Frontier points of the sweep on {task}, retrained on each split with their trial's config "
+           f"({seeds} seed{'s' * (seeds > 1)} per split; test accuracy, the seeds' mean per split), against "
+           "TF-IDF (1-2 grams) + logistic regression fitted on the same split", "",
+           "| trial | fp32 memory | config | test accuracy per split | mean +- sd | TF-IDF + LR per split "
+           "| gap [95 % t over splits] | splits above |", "|---|---|---|---|---|---|---|---|"]
+  for s in summary:
+    rows, g = s["rows"], s["gap"]
+    per_split = ", ".join(f"{k}: {pct(float(np.mean(r['acc'])))}" for k, r in zip((r["split"] for r in rows), rows))
+    tfidf = ", ".join(pct(r["tfidf"]) for r in rows)
+    interval = "" if g is None or math.isnan(g["low"]) else f" [{g['low'] * 100:+.2f}, {g['high'] * 100:+.2f}]"
+    gap = "-" if g is None else f"{g['mean'] * 100:+.2f}{interval}"
+    above = "-" if g is None else f"{g['wins']} of {g['splits']}"
+    lines.append(f"| {s['trial']} | {s['memory_bytes'] / 1000:.1f} kB | {s['config']} | {per_split} | "
+                 f"{pct(s['acc_mean'])} +- {pct(s['acc_sd'])} | {tfidf} | {gap} | {above} |")
+  return "\n".join(lines)
+
+
+def write_report(out: Path, sweep: Path, task: str, seeds: int, points: list[dict]) -> str:
+  summary = summarize(points)
+  text = table(summary, task, seeds)
+  files.write_text_atomic(out / f"{OUT_NAME}.md", text + "\n")
+  files.write_json_atomic(out / f"{OUT_NAME}.json", dict(sweep=str(sweep), task=task, seeds=seeds, points=summary))
+  return text
+
+
+def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int] | None = None) -> list[dict]:
+  points = [{**p, "rows": []} for p in frontier_points(sweep, trials)]
+  if not points:
+    raise data.DataError(f"{sweep}/frontier.csv: no frontier point to replicate")
+  task = str(points[0]["run_config"]["task"])  # as the trials loaded it (a local file's fields included)
+  cache_dir = points[0]["run_config"].get("cache_dir") or None
+  out.mkdir(parents=True, exist_ok=True)
+  from embbert_jax.train import enable_compilation_cache
+  enable_compilation_cache()
+  for k in splits:  # split by split: the report covers every point on the splits done so far
+    split_file = out / f"split{k}.jsonl"
+    if not split_file.is_file():
+      write_split(task, k, split_file, cache_dir)
+    for p in points:
+      print(f"trial {p['trial']} ({p['config']}) on split {k}", flush=True)
+      p["rows"].append(replicate_point(p, k, split_file, out, seeds))
+    print(write_report(out, sweep, task, seeds, points), flush=True)
+  return summarize(points)
+
+
+def main(argv: list[str] | None = None) -> None:
+  ap = cli.parser("python -m embbert_jax.replicate", "Retrain a sweep's frontier points on other splits of its "
+                  "task, each against TF-IDF + logistic regression on the same split.")
+  ap.add_argument("sweep", help="a finished sweep's --out folder (frontier.csv, trials/)")
+  ap.add_argument("--splits", type=cli.at_least(0), nargs="+", default=[0, 1, 2, 3, 4],
+                  help="the split seeds (0: the sweep's split)")
+  ap.add_argument("--seeds", type=cli.at_least(1), default=3, help="training seeds per point and split")
+  ap.add_argument("--trials", type=cli.at_least(0), nargs="+", default=None,
+                  help="these frontier rows' trials (default: every frontier point)")
+  ap.add_argument("--out", default=None, help=f"folder for the splits and runs (default: <sweep>/{OUT_NAME})")
+  a = ap.parse_args(argv)
+  sweep = Path(a.sweep)
+  out = Path(a.out) if a.out else sweep / OUT_NAME
+  if (why := files.unwritable(out, folder=True)):
+    cli.bad_input(why)
+  try:
+    run(sweep, list(dict.fromkeys(a.splits)), a.seeds, out, a.trials)
+  except (data.DataError, json.JSONDecodeError, KeyError) as e:
+    cli.bad_input(e)
+  except (RuntimeError, ValueError) as e:
+    cli.failure(e)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
