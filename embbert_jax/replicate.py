@@ -28,7 +28,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from embbert_jax import baselines, cli, data, files
+from embbert_jax import baselines, cli, data, files, memory
 
 OUT_NAME = "replicates"
 
@@ -70,6 +70,7 @@ def frontier_points(sweep: Path, trials: list[int] | None = None) -> list[dict]:
     if not found:
       raise data.DataError(f"{sweep}/trials: no finetune/config.json for trial {r['trial']}")
     points.append(dict(trial=int(r["trial"]), memory_bytes=int(float(r["memory_bytes"])), config=r["config"],
+                       sweep_acc=float(r.get("test_accuracy") or math.nan),
                        run_config=json.loads(found[0].read_text())))
   return points
 
@@ -103,7 +104,7 @@ def summarize(points: list[dict]) -> list[dict]:
   for p in points:
     means = [float(np.mean(r["acc"])) for r in p["rows"]]
     gaps = [m - r["tfidf"] for m, r in zip(means, p["rows"])]
-    out.append({**{k: p[k] for k in ("trial", "memory_bytes", "config")}, "rows": p["rows"],
+    out.append({**{k: p[k] for k in ("trial", "memory_bytes", "config", "sweep_acc")}, "rows": p["rows"],
                 "acc_mean": float(np.mean(means)), "acc_sd": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
                 "gap": gap_summary(gaps) if gaps else None})
   return out
@@ -114,16 +115,17 @@ def table(summary: list[dict], task: str, seeds: int) -> str:
   lines = [f"Frontier points of the sweep on {task}, retrained on each split with their trial's config "
            f"({seeds} seed{'s' * (seeds > 1)} per split; test accuracy, the seeds' mean per split), against "
            "TF-IDF (1-2 grams) + logistic regression fitted on the same split", "",
-           "| trial | fp32 memory | config | test accuracy per split | mean +- sd | TF-IDF + LR per split "
-           "| gap [95 % t over splits] | splits above |", "|---|---|---|---|---|---|---|---|"]
+           "| trial | fp32 memory | config | the sweep's test accuracy | test accuracy per split | mean +- sd "
+           "| TF-IDF + LR per split | gap [95 % t over splits] | splits above |", "|---|---|---|---|---|---|---|---|---|"]
   for s in summary:
     rows, g = s["rows"], s["gap"]
-    per_split = ", ".join(f"{k}: {pct(float(np.mean(r['acc'])))}" for k, r in zip((r["split"] for r in rows), rows))
+    per_split = ", ".join(f"{r['split']}: {pct(float(np.mean(r['acc'])))}" for r in rows)
     tfidf = ", ".join(pct(r["tfidf"]) for r in rows)
     interval = "" if g is None or math.isnan(g["low"]) else f" [{g['low'] * 100:+.2f}, {g['high'] * 100:+.2f}]"
     gap = "-" if g is None else f"{g['mean'] * 100:+.2f}{interval}"
     above = "-" if g is None else f"{g['wins']} of {g['splits']}"
-    lines.append(f"| {s['trial']} | {s['memory_bytes'] / 1000:.1f} kB | {s['config']} | {per_split} | "
+    lines.append(f"| {s['trial']} | {memory.format_bytes(s['memory_bytes'])} | {s['config']} | "
+                 f"{pct(s['sweep_acc'])} | {per_split} | "
                  f"{pct(s['acc_mean'])} +- {pct(s['acc_sd'])} | {tfidf} | {gap} | {above} |")
   return "\n".join(lines)
 

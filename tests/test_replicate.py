@@ -65,10 +65,10 @@ def _sweep_folder(root, cfg, trials=(3,)):
   sweep = root / "sweep"
   sweep.mkdir()
   with (sweep / "frontier.csv").open("w", newline="") as f:
-    w = csv.DictWriter(f, ["trial", "memory_bytes", "config", "pareto"])
+    w = csv.DictWriter(f, ["trial", "memory_bytes", "config", "test_accuracy", "pareto"])
     w.writeheader()
     for t in trials:
-      w.writerow(dict(trial=t, memory_bytes=12345, config=f"tiny {t}", pareto=True))
+      w.writerow(dict(trial=t, memory_bytes=12345, config=f"tiny {t}", test_accuracy=0.625, pareto=True))
     w.writerow(dict(trial=99, memory_bytes=999999, config="dominated", pareto=False))
   for t in trials:
     run = sweep / "trials" / f"{t:04d}-abcdef-123456" / "finetune"
@@ -92,7 +92,7 @@ def test_a_sweeps_points_retrain_per_split_and_read_back(tmp_path, monkeypatch):
     assert row["majority"] == pytest.approx(np.mean(task.test.label == np.bincount(task.train.label).argmax()))
   assert point["gap"]["splits"] == 2
   report = (out / "replicates.md").read_text()
-  assert "| 3 | 12.3 kB | tiny 3 |" in report and "of 2 |" in report
+  assert "| 3 | 12.35 kB | tiny 3 | 62.50 | 0: " in report and "of 2 |" in report
   assert json.loads((out / "replicates.json").read_text())["points"][0]["rows"] == point["rows"]
   # a second call reads every finished seed back and trains nothing
   monkeypatch.setattr(loop, "run_seeds", lambda *a, **k: pytest.fail("retrained a finished run"))
