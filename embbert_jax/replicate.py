@@ -28,7 +28,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from embbert_jax import baselines, cli, data, files, memory
+from embbert_jax import baselines, cli, data, files, memory, pareto
 
 OUT_NAME = "replicates"
 
@@ -99,7 +99,9 @@ def replicate_point(point: dict, split: int, split_file: Path, out: Path, seeds:
 
 
 def summarize(points: list[dict]) -> list[dict]:
-  """Per point: accuracy mean and sd over splits (of the seed means) and gap_summary of the TF-IDF gaps."""
+  """Per point: accuracy mean and sd over splits (of the seed means), gap_summary of the TF-IDF gaps, and
+  whether it is on the frontier of (memory, mean accuracy over splits): the points a user should choose
+  among once the splits have spoken, which need not be the sweep's own order."""
   out = []
   for p in points:
     means = [float(np.mean(r["acc"])) for r in p["rows"]]
@@ -107,7 +109,8 @@ def summarize(points: list[dict]) -> list[dict]:
     out.append({**{k: p[k] for k in ("trial", "memory_bytes", "config", "sweep_acc")}, "rows": p["rows"],
                 "acc_mean": float(np.mean(means)), "acc_sd": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
                 "gap": gap_summary(gaps) if gaps else None})
-  return out
+  front = set(pareto.pareto_front([(s["memory_bytes"], s["acc_mean"]) for s in out]))
+  return [{**s, "front": i in front} for i, s in enumerate(out)]
 
 
 def table(summary: list[dict], task: str, seeds: int) -> str:
@@ -116,7 +119,8 @@ def table(summary: list[dict], task: str, seeds: int) -> str:
            f"({seeds} seed{'s' * (seeds > 1)} per split; test accuracy, the seeds' mean per split), against "
            "TF-IDF (1-2 grams) + logistic regression fitted on the same split", "",
            "| trial | fp32 memory | config | the sweep's test accuracy | test accuracy per split | mean +- sd "
-           "| TF-IDF + LR per split | gap [95 % t over splits] | splits above |", "|---|---|---|---|---|---|---|---|---|"]
+           "| TF-IDF + LR per split | gap [95 % t over splits] | splits above | on the frontier over splits |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for s in summary:
     rows, g = s["rows"], s["gap"]
     per_split = ", ".join(f"{r['split']}: {pct(float(np.mean(r['acc'])))}" for r in rows)
@@ -126,7 +130,8 @@ def table(summary: list[dict], task: str, seeds: int) -> str:
     above = "-" if g is None else f"{g['wins']} of {g['splits']}"
     lines.append(f"| {s['trial']} | {memory.format_bytes(s['memory_bytes'])} | {s['config']} | "
                  f"{pct(s['sweep_acc'])} | {per_split} | "
-                 f"{pct(s['acc_mean'])} +- {pct(s['acc_sd'])} | {tfidf} | {gap} | {above} |")
+                 f"{pct(s['acc_mean'])} +- {pct(s['acc_sd'])} | {tfidf} | {gap} | {above} | "
+                 f"{'yes' if s['front'] else 'no'} |")
   return "\n".join(lines)
 
 

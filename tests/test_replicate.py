@@ -51,6 +51,18 @@ def test_given_splits_are_replicated_by_pooling_in_the_same_fractions(tmp_path):
   assert set(np.unique(other.test.label)) == {0, 1}  # stratified: both classes held out
 
 
+def test_the_frontier_over_splits_drops_a_point_a_smaller_one_matches():
+  """The sweep's order came from one split: over splits a bigger point that is no better leaves the front."""
+  row = lambda acc, tfidf=0.7: dict(split=0, acc=acc, tfidf=tfidf)
+  points = [dict(trial=1, memory_bytes=100, config="small", sweep_acc=0.70, rows=[row([0.72, 0.74]), row([0.70])]),
+            dict(trial=2, memory_bytes=300, config="big", sweep_acc=0.75, rows=[row([0.71]), row([0.71])]),
+            dict(trial=3, memory_bytes=900, config="bigger", sweep_acc=0.74, rows=[row([0.76]), row([0.74])])]
+  got = replicate.summarize(points)
+  assert [s["front"] for s in got] == [True, False, True]
+  assert got[0]["acc_mean"] == pytest.approx(0.715) and got[0]["gap"]["wins"] == 1
+  assert "| 2 | 300 B | big | 75.00 | 0: 71.00, 0: 71.00 |" in replicate.table(got, "t", 1)
+
+
 def test_the_gap_interval_is_over_splits():
   gaps = np.array([0.01, 0.02, -0.01])
   s = replicate.gap_summary(gaps)
