@@ -150,6 +150,10 @@ def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int]
   task = str(points[0]["run_config"]["task"])  # as the trials loaded it (a local file's fields included)
   cache_dir = points[0]["run_config"].get("cache_dir") or None
   out.mkdir(parents=True, exist_ok=True)
+  source, want = out / "source.json", {"sweep": str(sweep.resolve()), "task": task}
+  if source.is_file() and json.loads(source.read_text()) != want:  # finished runs there are read back unchecked
+    raise data.DataError(f"{out} holds replicates of {json.loads(source.read_text())}; use another --out")
+  files.write_json_atomic(source, want)
   from embbert_jax.train import enable_compilation_cache
   enable_compilation_cache()
   for k in splits:  # split by split: the report covers every point on the splits done so far

@@ -109,6 +109,11 @@ def test_a_sweeps_points_retrain_per_split_and_read_back(tmp_path, monkeypatch):
   # a second call reads every finished seed back and trains nothing
   monkeypatch.setattr(loop, "run_seeds", lambda *a, **k: pytest.fail("retrained a finished run"))
   assert replicate.run(sweep, [0, 1], 2, out)[0]["rows"] == point["rows"]
+  # another sweep's trial 3 must not read these runs back as its own
+  other = tmp_path / "other"
+  sweep.rename(other)
+  with pytest.raises(data.DataError, match="holds replicates of"):
+    replicate.run(other, [0], 2, out)
 
 
 def test_bad_sweep_folders_fail_in_one_line(tmp_path):
