@@ -12,6 +12,9 @@ task as a local .jsonl with a "split" column (<out>/split<k>.jsonl), trains it w
 finished), and reads the seeds' test accuracy and the TF-IDF + LR and majority references that `train`
 fits on the same split. It prints one row per split and the mean gap over splits with its t interval
 (the splits are the replicates: the interval holds test-set and seed noise together, split-to-split).
+A finished sweep's frontier points are checked the same way by `python -m embbert_jax.replicate <sweep
+folder>` (the package's command, whose split files and interval this script uses); this script takes any
+config as `train` arguments.
 """
 
 from __future__ import annotations
