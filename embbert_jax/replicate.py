@@ -69,9 +69,12 @@ def frontier_points(sweep: Path, trials: list[int] | None = None) -> list[dict]:
     found = sorted((sweep / "trials").glob(f"{int(r['trial']):04d}-*/finetune/config.json"))
     if not found:
       raise data.DataError(f"{sweep}/trials: no finetune/config.json for trial {r['trial']}")
+    run_config = json.loads(found[0].read_text())
+    if not all(k in run_config for k in ("model", "task", "seed", "wandb")):
+      raise data.DataError(f"{found[0]}: not a config of embbert_jax.train (a sweep with another --trainer "
+                           "cannot be replicated here)")
     points.append(dict(trial=int(r["trial"]), memory_bytes=int(float(r["memory_bytes"])), config=r["config"],
-                       sweep_acc=float(r.get("test_accuracy") or math.nan),
-                       run_config=json.loads(found[0].read_text())))
+                       sweep_acc=float(r.get("test_accuracy") or math.nan), run_config=run_config))
   return points
 
 

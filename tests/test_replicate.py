@@ -121,7 +121,11 @@ def test_bad_sweep_folders_fail_in_one_line(tmp_path):
   sweep = _sweep_folder(tmp_path, cfg)
   with pytest.raises(data.DataError, match="no frontier row for trial"):
     replicate.frontier_points(sweep, [7])
-  (sweep / "trials" / "0003-abcdef-123456" / "finetune" / "config.json").unlink()
+  own = sweep / "trials" / "0003-abcdef-123456" / "finetune" / "config.json"
+  own.write_text(json.dumps({"task": "x", "lr": 1}))
+  with pytest.raises(data.DataError, match="not a config of embbert_jax.train"):
+    replicate.frontier_points(sweep)
+  own.unlink()
   with pytest.raises(data.DataError, match="no finetune/config.json for trial 3"):
     replicate.frontier_points(sweep)
   proc = subprocess.run([sys.executable, "-m", "embbert_jax.replicate", str(tmp_path / "nowhere")],
