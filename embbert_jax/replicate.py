@@ -7,7 +7,8 @@ its frontier's gaps to the linear model are inside the split-to-split spread (RE
 LR real?"). For each frontier point this retrains the point's own trial config (its finetune/config.json:
 the same recipe, steps, validation interval, patience and seeds as the sweep's top rung) on split k of the
 task for every k of `--splits` (data.load_task's seed: 0 the sweep's split, k > 0 a seeded stratified
-split of the pooled examples in the same fractions), written as <out>/split<k>.jsonl with a "split" column.
+split of the pooled examples in the same fractions; a hub task keeps the hub's test split and varies its
+validation carve only), written as <out>/split<k>.jsonl with a "split" column.
 It fits the reference baselines on each split (baselines.for_task) and reports, per point, the seed means
 per split, the mean gap to TF-IDF + LR over splits with its t interval (the splits are the replicates: the
 interval holds test-set and seed noise together) and on how many splits the point is above.
