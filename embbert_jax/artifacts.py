@@ -31,7 +31,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -81,9 +81,13 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def save_model(path: str | Path, params: Any, model_cfg: Any,
-               tokenizer_path: str | Path | None = None) -> Path:
+               tokenizer_path: str | Path | None = None, label_names: Sequence[str] | None = None,
+               add_cls: bool = True) -> Path:
   """Writes params.npz, config.json and (if given) the tokenizer as tokenizer.model into directory `path`,
-  each file whole (files.py: a training run killed while saving never leaves half a model behind)."""
+  each file whole (files.py: a training run killed while saving never leaves half a model behind).
+  A classifier's label names (and whether its texts start with [CLS]) go into config.json, so the folder
+  alone names its outputs wherever it is copied or read from (predict, export), not only where its
+  training run's task still loads."""
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
   write_npz(path / PARAMS_FILE, flatten_params(params))
@@ -93,6 +97,8 @@ def save_model(path: str | Path, params: Any, model_cfg: Any,
     if Path(tokenizer_path).resolve() != (path / tok_name).resolve():
       write_bytes_atomic(path / tok_name, Path(tokenizer_path).read_bytes())
   meta = {"format": MODEL_FORMAT, "model": model_cfg.to_dict(), "tokenizer": tok_name}
+  if label_names:
+    meta.update(label_names=[str(n) for n in label_names], add_cls=bool(add_cls))
   write_text_atomic(path / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
   return path
 
@@ -325,8 +331,9 @@ def _check_tokenizer(path: Path, cfg) -> None:
 
 
 def discover_labels(checkpoint: str | Path) -> tuple[list[str] | None, bool]:
-  """(label names, add_cls) of a saved model from the training run around it: the run's config.json (the
-  checkpoint's parent, e.g. WORKDIR/finetune) names the task, whose cached data gives the names."""
+  """(label names, add_cls) of a saved model: its own config.json's (save_model writes them), else from
+  the training run around it: the run's config.json (the checkpoint's parent, e.g. WORKDIR/finetune)
+  names the task, whose cached data gives the names (a model saved before its config held them)."""
   from embbert_jax import data
   p = Path(checkpoint)
   p = p.parent if p.is_file() else p

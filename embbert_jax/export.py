@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                   help="--format tflite --policy int8: texts (one per line) to calibrate and check on "
                        "(default: the first 256 training texts of the run's task)")
   ap.add_argument("--labels", default=None,
-                  help="--format c/onnx: comma-separated label names (default: the training run's task, "
-                       "else 0, 1, ...)")
+                  help="--format c/onnx: comma-separated label names (default: the saved model's, else "
+                       "the training run's task's, else 0, 1, ...)")
   args = ap.parse_args(argv)
   why = unwritable(args.out, folder=True)  # before the work, not after it
   if why:

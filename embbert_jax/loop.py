@@ -377,7 +377,8 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
               "widths": out["widths"],
               "num_params": memory.num_params(c.model), "workdir": str(wd), "group_size": len(cfgs),
               "steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * c.batch_size * seq_len}
-    save_params(wd / "model", b["params"], c.model, tok.model_path)
+    save_params(wd / "model", b["params"], c.model, tok.model_path, label_names=task.label_names,
+                add_cls=c.add_cls)
     files.write_json_atomic(wd / "result.json", result)
     out["loggers"][i].close({"best": result})
     results.append({**result, "status": "complete"})

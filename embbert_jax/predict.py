@@ -8,7 +8,8 @@ A saved model runs the float JAX model; an export runs the plain-NumPy reference
 EmbBERT-Q), which is what the C runtime equals. Texts are one per line (split on "\\n" only, as the C
 runtime's main; invalid UTF-8 is replaced). Each output line: the label name, then the probabilities
 (softmax of the logits) of every label in order; for a regression model "value" and the prediction.
-Label names come from the export's manifest, else from the training run's task, else 0, 1, ...
+Label names come from the export's manifest or the saved model's config.json, else from the training
+run's task (a model saved before its config held them), else 0, 1, ...
 """
 
 from __future__ import annotations

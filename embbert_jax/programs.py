@@ -319,10 +319,11 @@ def member_params(tree, i: int):
   return jax.tree.map(lambda x: x[i], tree)
 
 
-def save_params(path: Path, params, model_cfg, tokenizer_path) -> None:
-  """The deployable model: float params + config + tokenizer (artifacts.save_model's format)."""
+def save_params(path: Path, params, model_cfg, tokenizer_path, label_names=None, add_cls: bool = True) -> None:
+  """The deployable model: float params + config (+ label names) + tokenizer (artifacts.save_model's format)."""
   from embbert_jax import artifacts
-  artifacts.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path)
+  artifacts.save_model(path, params, model_cfg, tokenizer_path=tokenizer_path, label_names=label_names,
+                       add_cls=add_cls)
 
 
 def is_supernet(folder: Path) -> bool:
