@@ -147,14 +147,30 @@ def write_report(out: Path, sweep: Path, task: str, seeds: int, points: list[dic
   return text
 
 
-def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int] | None = None) -> list[dict]:
+def sweep_task(points: list[dict], task: str | None = None) -> str:
+  """The task the points trained on, as the trials loaded it (a local file's fields included), or `task`:
+  the same data as this directory reaches it. A sweep records a local file as it was typed, so a relative
+  path holds only from the directory the sweep ran in (the same string on every worker is what lets
+  workers on several machines share one study)."""
+  recorded = str(points[0]["run_config"]["task"])
+  if task:
+    return task
+  path = data.local_file(recorded)
+  if path is not None and not path.is_absolute() and not path.is_file():
+    raise data.DataError(f"the sweep's task {recorded!r} is a path relative to the directory the sweep ran in; "
+                         f"run from there or pass --task with the file's path from here")
+  return recorded
+
+
+def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int] | None = None,
+        task: str | None = None) -> list[dict]:
   points = [{**p, "rows": []} for p in frontier_points(sweep, trials)]
   if not points:
     raise data.DataError(f"{sweep}/frontier.csv: no frontier point to replicate")
-  task = str(points[0]["run_config"]["task"])  # as the trials loaded it (a local file's fields included)
+  task = sweep_task(points, task)
   cache_dir = points[0]["run_config"].get("cache_dir") or None
   out.mkdir(parents=True, exist_ok=True)
-  source, want = out / "source.json", {"sweep": str(sweep.resolve()), "task": task}
+  source, want = out / "source.json", {"sweep": str(sweep.resolve()), "task": str(points[0]["run_config"]["task"])}
   if source.is_file() and json.loads(source.read_text()) != want:  # finished runs there are read back unchecked
     raise data.DataError(f"{out} holds replicates of {json.loads(source.read_text())}; use another --out")
   files.write_json_atomic(source, want)
@@ -181,13 +197,15 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--trials", type=cli.at_least(0), nargs="+", default=None,
                   help="these frontier rows' trials (default: every frontier point)")
   ap.add_argument("--out", default=None, help=f"folder for the splits and runs (default: <sweep>/{OUT_NAME})")
+  ap.add_argument("--task", default=None, help="the sweep's task as this directory reaches it (default: as the "
+                  "sweep recorded it; a relative file path holds only from where the sweep ran)")
   a = ap.parse_args(argv)
   sweep = Path(a.sweep)
   out = Path(a.out) if a.out else sweep / OUT_NAME
   if (why := files.unwritable(out, folder=True)):
     cli.bad_input(why)
   try:
-    run(sweep, list(dict.fromkeys(a.splits)), a.seeds, out, a.trials)
+    run(sweep, list(dict.fromkeys(a.splits)), a.seeds, out, a.trials, a.task)
   except (data.DataError, json.JSONDecodeError, KeyError) as e:
     cli.bad_input(e)
   except (RuntimeError, ValueError) as e:

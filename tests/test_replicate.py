@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,20 @@ def test_bad_sweep_folders_fail_in_one_line(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "embbert_jax.replicate", str(tmp_path / "nowhere")],
                         capture_output=True, text=True)
   assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no frontier.csv" in proc.stderr
+
+
+def test_a_relative_task_path_names_the_fix_and_task_overrides_it(tmp_path, monkeypatch):
+  """A sweep records a local file as typed; from another directory the path does not resolve."""
+  cfg = tiny_config(tmp_path, steps=6, eval_every=3)
+  monkeypatch.chdir(tmp_path)
+  cfg.task = "task.jsonl:text=text"  # relative, with a field suffix
+  sweep = _sweep_folder(tmp_path, cfg)
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  monkeypatch.chdir(elsewhere)
+  with pytest.raises(data.DataError, match="relative to the directory the sweep ran in.*--task"):
+    replicate.run(sweep, [0], 1, tmp_path / "rep")
+  assert not (tmp_path / "rep" / "split0.jsonl").exists()
+  got = replicate.run(sweep, [0], 1, tmp_path / "rep", task=str(tmp_path / "task.jsonl"))
+  assert [r["split"] for r in got[0]["rows"]] == [0]
+  assert data.local_file("rt_polarity") is None and data.local_file("a/b.csv:label=y") == Path("a/b.csv")

@@ -20,7 +20,8 @@ from embbert_jax.data.fetch import (CACHE_ENV, ArchiveSource, DataError, ensure_
 from embbert_jax.data.hub import HUB_TASKS, HubTask, task_from_dataset_dict
 from embbert_jax.data.splits import (EVAL_SPLITS, SPLITS, Split, TaskData, encode_labels, normalize_text, resplit,
                                      split_sentences, stratified_split)
-from embbert_jax.data.tasks import REGISTRY, RegisteredTask, load_local_task, load_task, task_with_fields
+from embbert_jax.data.tasks import (REGISTRY, RegisteredTask, load_local_task, load_task, local_file,
+                                   task_with_fields)
 from embbert_jax.files import sha256_file, write_text_atomic
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "ensure_archive",
     "fetch_archive",
     "load_task",
+    "local_file",
     "load_local_task",
     "task_with_fields",
     "task_from_dataset_dict",

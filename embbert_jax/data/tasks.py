@@ -362,6 +362,17 @@ def task_with_fields(task: str, text: str | None = None, label: str | None = Non
   return f"{name}:{','.join(f'{k}={v}' for k, v in fields.items())}" if fields else str(name)
 
 
+def local_file(task: str | os.PathLike) -> Path | None:
+  """The data file a task string names (a field suffix stripped, as load_task strips it), or None for a
+  registry key or hub name."""
+  key = str(task)
+  suffix = _FIELDS_SUFFIX.match(key)
+  if suffix and not Path(key).expanduser().is_file():
+    key = suffix["name"]
+  path = Path(key).expanduser()
+  return path if path.suffix.lower() in _TEXT_SUFFIXES and key not in REGISTRY else None
+
+
 def load_task(
     name_or_path: str | os.PathLike,
     *,
