@@ -286,6 +286,12 @@ def test_csv_long_fields_are_read(tmp_path):
   assert max(len(t) for s in task.splits.values() for t in s.text) == len(big)
 
 
+def test_csv_empty_label_cell_is_missing_not_a_class(tmp_path):
+  lines = [f"w{i},{'pos' if i % 2 else 'neg'}" for i in range(40)]
+  lines[6] = "no rating here,"
+  one_line_data_error(_csv(tmp_path / "t.csv", lines), "row 7 (line 8): the label field 'label' is empty")
+
+
 def test_csv_row_with_extra_fields(tmp_path):
   lines = [f"w{i},{i % 2}" for i in range(40)]
   lines[4] = "great, really great,1"
@@ -308,7 +314,8 @@ def test_empty_texts_warn_and_all_empty_is_an_error(tmp_path, capsys):
   one_line_data_error(_jsonl(tmp_path / "all.jsonl", [{**r, "text": ""} for r in rows]), "every text")
 
 
-@pytest.mark.parametrize("value,match", [([0, 1], "is a list"), (None, "is missing"), ({"y": 1}, "is a dict")])
+@pytest.mark.parametrize("value,match", [([0, 1], "is a list"), (None, "is missing"), ({"y": 1}, "is a dict"),
+                                         ("", "is empty"), (" ", "is empty")])
 def test_bad_labels_name_the_row(tmp_path, value, match):
   rows = _rows()
   rows[11]["label"] = value

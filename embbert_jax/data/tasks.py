@@ -260,8 +260,11 @@ def _texts(path: Path, rows: list[tuple[str, Any]], field: str, what: str) -> li
 def _labels(path: Path, rows: list[tuple[str, Any]], field: str) -> list[Any]:
   for where, row in rows:
     value = row.get(field)
-    if value is None or isinstance(value, (list, dict)) or (isinstance(value, float) and value != value):
-      shown = "missing (null/NaN)" if not isinstance(value, (list, dict)) else f"a {type(value).__name__}"
+    blank = isinstance(value, str) and not value.strip()  # a CSV's empty cell: a missing label, not a class ""
+    if (value is None or blank or isinstance(value, (list, dict))
+        or (isinstance(value, float) and value != value)):
+      shown = ("empty" if blank else "missing (null/NaN)" if not isinstance(value, (list, dict))
+               else f"a {type(value).__name__}")
       raise DataError(f"{path}: {where}: the label field {field!r} is {shown}; a label is one class name "
                       "or number per row")
   return [row.get(field) for _, row in rows]
