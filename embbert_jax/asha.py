@@ -335,10 +335,15 @@ def seed_runs(final_seeds: int, width: int) -> int:
   return -(-max(0, final_seeds - 1) // max(1, width))
 
 
+class PlanError(ValueError):
+  """A time budget too short to plan a sweep in: the user's input (the sweep prints it as one line)."""
+
+
 def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budget: int, eta: int = 3,
          rungs: int = 3, final_seeds: int = 3, max_bands: int = 4, margin: float = 0.1, workers: int = 1,
-         seed_width: int = 1, max_trials: int | None = None) -> Plan:
-  """A schedule that fits `time_budget_s`: rungs up to r_max, n0 rung-0 trials, B bands, the final seeds.
+         seed_width: int = 1, max_trials: int | None = None, spent_s: float = 0.0) -> Plan:
+  """A schedule that fits what `spent_s` (setup and calibration) left of `time_budget_s`: rungs up to r_max,
+  n0 rung-0 trials, B bands, the final seeds; PlanError when nothing fits.
 
   The worker-seconds left after setup and a safety margin are split between the final phase (the pick of
   each band trained with final_seeds - 1 more seeds, compiles included, in full runs of up to `seed_width`
@@ -346,10 +351,12 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
   budget cannot give every band a full top rung, the planner gives things up in this order, each noted in
   `dropped`: final seeds (down to 1), rungs (down to one), then r_max itself (halved). `max_trials` caps n0.
   """
-  if time_budget_s <= 0:
-    raise ValueError(f"time budget must be positive, got {time_budget_s}")
+  left = time_budget_s - spent_s
+  too_short = f"the time budget ({time_budget_s:.0f} s) is too short for this task: setup and calibration took {spent_s:.0f} s"
+  if left <= 0:
+    raise PlanError(f"{too_short}, all of it; give it minutes")
   dropped: list[str] = []
-  avail = (time_budget_s * (1.0 - margin) - costs.setup_s) * max(1, workers)
+  avail = (left * (1.0 - margin) - costs.setup_s) * max(1, workers)
   seeds, n_rungs, top_steps = final_seeds, rungs, r_max
   while True:
     steps = rung_schedule(top_steps, eta, n_rungs)
@@ -379,8 +386,8 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
       dropped.append(f"r_max {top_steps} -> {top_steps // 2} steps")
       top_steps //= 2
     else:
-      raise ValueError(f"a {time_budget_s:.0f} s budget cannot train one step of one trial "
-                       f"(a trial costs about {per_trial:.0f} s)")
+      raise PlanError(f"{too_short}, and the {left:.0f} s left cannot train one step of one trial (a trial "
+                      f"costs about {per_trial:.0f} s); give it minutes")
   return Plan(eta=eta, rung_steps=steps, band_edges=band_edges(smallest, budget, bands), n0=n0,
               final_seeds=seeds, tiebreak_rungs=1 if n_rungs > 1 else 0,
               est_search_s=n0 * per_trial / max(1, workers), est_final_s=final_s / max(1, workers),

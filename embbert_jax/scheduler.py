@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from embbert_jax import asha, configs, ledger as ledger_lib, memory
 from embbert_jax import space as space_lib
-from embbert_jax.engine import SweepError, member_attrs, member_hash, trainer_config
+from embbert_jax.engine import member_attrs, member_hash, trainer_config
 
 STATE = ledger_lib.ASHA_STATE  # the study attr holding the plan and the clock
 WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` started: the plan counts on them
@@ -187,15 +187,9 @@ def make_state(sw, started: float) -> dict[str, Any]:
     budget_s = asha.parse_duration(s.time_budget)
     costs = calibrate(sw, top_steps)
     elapsed = time.time() - started
-    try:
-      plan = asha.plan(budget_s - elapsed, costs, r_max=top_steps, smallest=smallest,
-                       budget=max(biggest, smallest), eta=s.eta, rungs=rungs, final_seeds=s.final_seeds,
-                       workers=workers, seed_width=group_limit(sw, median_cfg), max_trials=s.max_trials or None)
-    except ValueError as e:  # a budget the setup and calibration used up: the user's input, one line
-      spent = (f"setup and calibration took {elapsed:.0f} s, all of it" if budget_s <= elapsed
-               else f"setup and calibration took {elapsed:.0f} s, and what is left: {e}")
-      raise SweepError(f"--time-budget {s.time_budget} ({budget_s:.0f} s) is too short for this task: {spent}; "
-                       "give it minutes") from None
+    plan = asha.plan(budget_s, costs, r_max=top_steps, smallest=smallest, budget=max(biggest, smallest),
+                     eta=s.eta, rungs=rungs, final_seeds=s.final_seeds, workers=workers, spent_s=elapsed,
+                     seed_width=group_limit(sw, median_cfg), max_trials=s.max_trials or None)
     deadline = started + budget_s
     search_until = deadline - budget_s * 0.1 - plan.est_final_s
     costs_d = dict(step_s=costs.step_s, compile_s=costs.compile_s, eval_s=costs.eval_s)

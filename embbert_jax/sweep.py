@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from embbert_jax import configs, data, memory
+from embbert_jax import asha, configs, data, memory
 from embbert_jax import ledger as ledger_lib
 from embbert_jax import space as space_lib
 from embbert_jax.early_stop import hopeless  # noqa: F401  (the sweep's API, importable from here)
@@ -34,7 +34,7 @@ from embbert_jax.worker import run_sweep
 from embbert_jax.propose import DIRECTIONS
 
 INPUT_ERRORS = (SweepError, memory.BudgetError, space_lib.SpaceError, configs.ConfigError, data.DataError,
-                ledger_lib.LedgerError, ImportError)
+                ledger_lib.LedgerError, asha.PlanError, ImportError)
 
 
 def _run_parser() -> argparse.ArgumentParser:

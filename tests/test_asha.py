@@ -157,8 +157,13 @@ def test_plan_fits_the_budget_and_says_what_it_dropped():
   # Too tight for the seeds: 3 -> 2 would save nothing when both extra seeds train as one group.
   tight_grouped = asha.plan(300, costs, r_max=1350, smallest=190_000, budget=2_000_000, seed_width=2)
   assert tight_grouped.dropped[0] == "final seeds 3 -> 1" and tight_grouped.final_seeds == 1
-  with pytest.raises(ValueError, match="cannot train"):
+  with pytest.raises(asha.PlanError, match="took 0 s, and the 1 s left cannot train"):
     asha.plan(1, asha.Costs(step_s=10.0, compile_s=100.0), r_max=10, smallest=1, budget=2)
+  with pytest.raises(asha.PlanError, match="took 70 s, all of it"):  # spent: setup and calibration
+    asha.plan(60, asha.Costs(step_s=0.01, compile_s=1.0), r_max=10, smallest=1, budget=2, spent_s=70)
+  # what was spent comes off the budget before the margin, as a budget of what was left
+  left = asha.plan(2000, costs, r_max=1350, smallest=190_000, budget=2_000_000, spent_s=700)
+  assert left == asha.plan(1300, costs, r_max=1350, smallest=190_000, budget=2_000_000)
 
 
 def test_accuracy_eps_is_the_binomial_standard_error():

@@ -208,14 +208,14 @@ def test_a_time_budget_the_calibration_uses_up_is_one_line(tmp_path, fake, monke
   """`--time-budget 45` is 45 seconds; a calibration that takes them all was a ValueError traceback."""
   monkeypatch.setenv("FAKE_STEP_S", "0.05")
   monkeypatch.setattr(scheduler.asha, "parse_duration", lambda text: 0.5)  # spent before the plan is made
-  with pytest.raises(sweep.SweepError, match=r"--time-budget 45 \(0 s\) is too short.*all of it"):
+  with pytest.raises(asha.PlanError, match=r"time budget \(0 s\) is too short.*all of it"):
     sweep.run_sweep(_settings(tmp_path, fake, time_budget="45", max_trials=0, steps=60, study="short"),
                     log=lambda m: None, summary=False)
   proc = _worker(_cli(tmp_path, fake, "--scheduler", "asha", "--time-budget", "0.001", "--no-summary",
                       study="short-cli", steps=60), {"FAKE_STEP_S": "0.05"})
   _, err = proc.communicate(timeout=300)
   last = err.strip().splitlines()[-1]  # after the sweep's own [sweep] lines
-  assert proc.returncode == 2 and "Traceback" not in err and last.startswith("error: --time-budget 0.001"), err
+  assert proc.returncode == 2 and "Traceback" not in err and last.startswith("error: the time budget (0 s) is too short"), err
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
