@@ -354,10 +354,18 @@ _FIELD = r"(?:text|pair|label)=[^,=:]+"
 _FIELDS_SUFFIX = re.compile(rf"^(?P<name>.+?):(?P<fields>{_FIELD}(?:,{_FIELD})*)$")
 
 
+def split_fields(task: str | os.PathLike) -> tuple[str, dict[str, str]]:
+  """(name, fields) of a task string "<name>:text=A,label=B"; a file whose own name looks so is a name."""
+  key = str(task)
+  spec = _FIELDS_SUFFIX.match(key)
+  if not spec or Path(key).expanduser().is_file():
+    return key, {}
+  return spec["name"], dict(item.split("=", 1) for item in spec["fields"].split(","))
+
+
 def task_with_fields(task: str, text: str | None = None, label: str | None = None) -> str:
   """The task string of `task` whose text/label fields are `text`/`label` (load_task reads them back)."""
-  spec = _FIELDS_SUFFIX.match(str(task))
-  name, fields = (spec["name"], dict(i.split("=", 1) for i in spec["fields"].split(","))) if spec else (task, {})
+  name, fields = split_fields(task)
   fields.update({k: v for k, v in (("text", text), ("label", label)) if v})
   for v in fields.values():
     if not v or any(c in v for c in ",=:"):
@@ -368,10 +376,7 @@ def task_with_fields(task: str, text: str | None = None, label: str | None = Non
 def local_file(task: str | os.PathLike) -> Path | None:
   """The data file a task string names (a field suffix stripped, as load_task strips it), or None for a
   registry key or hub name."""
-  key = str(task)
-  suffix = _FIELDS_SUFFIX.match(key)
-  if suffix and not Path(key).expanduser().is_file():
-    key = suffix["name"]
+  key = split_fields(task)[0]
   path = Path(key).expanduser()
   return path if path.suffix.lower() in _TEXT_SUFFIXES and key not in REGISTRY else None
 
@@ -393,13 +398,9 @@ def load_task(
   local files and to unlisted ``hub:`` datasets (``<task>:text=NAME,pair=NAME,label=NAME`` sets them
   from the task string: task_with_fields); ``hub_config`` is the config of an unlisted hub dataset.
   """
-  key = str(name_or_path)
-  suffix = _FIELDS_SUFFIX.match(key)
-  if suffix and not Path(key).expanduser().is_file():
-    fields = dict(item.split("=", 1) for item in suffix["fields"].split(","))
-    text_field, pair_field = fields.get("text", text_field), fields.get("pair", pair_field)
-    label_field = fields.get("label", label_field)
-    key = suffix["name"]
+  key, fields = split_fields(name_or_path)
+  text_field, pair_field = fields.get("text", text_field), fields.get("pair", pair_field)
+  label_field = fields.get("label", label_field)
   if key in REGISTRY:
     return _load_registered(key, REGISTRY[key], cache_dir, seed)
   path = Path(key).expanduser()
