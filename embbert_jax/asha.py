@@ -352,7 +352,8 @@ def plan(time_budget_s: float, costs: Costs, *, r_max: int, smallest: int, budge
   `dropped`: final seeds (down to 1), rungs (down to one), then r_max itself (halved). `max_trials` caps n0.
   """
   left = time_budget_s - spent_s
-  too_short = f"the time budget ({time_budget_s:.0f} s) is too short for this task: setup and calibration took {spent_s:.0f} s"
+  too_short = (f"the time budget ({time_budget_s:.0f} s) is too short for this task: setup and calibration "
+               f"took {spent_s:.0f} s")
   if left <= 0:
     raise PlanError(f"{too_short}, all of it; give it minutes")
   dropped: list[str] = []

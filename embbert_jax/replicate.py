@@ -147,12 +147,11 @@ def write_report(out: Path, sweep: Path, task: str, seeds: int, points: list[dic
   return text
 
 
-def sweep_task(points: list[dict], task: str | None = None) -> str:
-  """The task the points trained on, as the trials loaded it (a local file's fields included), or `task`:
-  the same data as this directory reaches it. A sweep records a local file as it was typed, so a relative
-  path holds only from the directory the sweep ran in (the same string on every worker is what lets
-  workers on several machines share one study)."""
-  recorded = str(points[0]["run_config"]["task"])
+def sweep_task(recorded: str, task: str | None = None) -> str:
+  """The task as the trials recorded and loaded it (a local file's fields included), or `task`: the same
+  data as this directory reaches it. A sweep records a local file as it was typed, so a relative path
+  holds only from the directory the sweep ran in (the same string on every worker is what lets workers on
+  several machines share one study)."""
   if task:
     return task
   path = data.local_file(recorded)
@@ -167,10 +166,11 @@ def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int]
   points = [{**p, "rows": []} for p in frontier_points(sweep, trials)]
   if not points:
     raise data.DataError(f"{sweep}/frontier.csv: no frontier point to replicate")
-  task = sweep_task(points, task)
+  recorded = str(points[0]["run_config"]["task"])
+  task = sweep_task(recorded, task)
   cache_dir = points[0]["run_config"].get("cache_dir") or None
   out.mkdir(parents=True, exist_ok=True)
-  source, want = out / "source.json", {"sweep": str(sweep.resolve()), "task": str(points[0]["run_config"]["task"])}
+  source, want = out / "source.json", {"sweep": str(sweep.resolve()), "task": recorded}
   if source.is_file() and json.loads(source.read_text()) != want:  # finished runs there are read back unchecked
     raise data.DataError(f"{out} holds replicates of {json.loads(source.read_text())}; use another --out")
   files.write_json_atomic(source, want)
