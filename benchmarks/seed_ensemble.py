@@ -4,8 +4,8 @@
 
 A `python -m embbert_jax.replicate` folder already holds, for every frontier point and split, the saved
 models of its seeds (trial<t>/split<s>/seed_<k>/finetune/model). This loads each split's test texts
-(split<s>.jsonl), runs every seed's model on them (predict.Predictor, the float JAX model), averages the
-seeds' softmax probabilities and scores the argmax. Per point it prints the seeds' mean test accuracy and
+(split<s>.jsonl, read by data.load_task), runs every seed's model on them (predict.Predictor, the float
+JAX model), averages the seeds' softmax probabilities and scores the argmax. Per point it prints the seeds' mean test accuracy and
 the ensemble's, the ensemble's gain over the seed mean with its 95 % t interval over splits
 (replicate.gap_summary), and both memories: one model's (the frontier's fp32 figure) and the ensemble's,
 k x the weights + one model's activations + a running sum of the label probabilities (the members run in
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embbert_jax import files, memory, predict, replicate
+from embbert_jax import data, files, memory, predict, replicate
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -31,19 +31,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
   return p / p.sum(1, keepdims=True)
 
 
-def test_rows(split_file: Path) -> tuple[list[str], list[str]]:
-  rows = [json.loads(line) for line in split_file.read_text().splitlines() if line.strip()]
-  test = [r for r in rows if r.get("split") == "test"]
-  return [r["text"] for r in test], [str(r["label"]) for r in test]
-
-
-def split_scores(models: list[Path], texts: list[str], labels: list[str]) -> tuple[list[float], float, object]:
-  """Each member's test accuracy, the accuracy of their averaged probabilities, and the members' config."""
+def split_scores(models: list[Path], texts: list[str], y: np.ndarray) -> tuple[list[float], float, object]:
+  """Each member's accuracy on (texts, class ids y), the accuracy of their averaged probabilities, and the
+  members' config."""
   probs, p = [], None
   for m in models:
     p = predict.Predictor(m)
     probs.append(softmax(p.logits(texts)))
-  y = np.array([p.labels.index(lab) for lab in labels])
   accs = [float((pr.argmax(1) == y).mean()) for pr in probs]
   return accs, float((np.mean(probs, 0).argmax(1) == y).mean()), p.cfg
 
@@ -62,8 +56,8 @@ def point_rows(folder: Path, point: dict) -> dict:
     if not seeds:
       raise SystemExit(f"error: {folder}/trial{point['trial']}/split{s} holds no seed_*/finetune/model "
                        "(a replicate run with --seeds 1 has nothing to average)")
-    texts, labels = test_rows(folder / f"split{s}.jsonl")
-    accs, acc, cfg = split_scores(seeds, texts, labels)
+    test = data.load_task(str(folder / f"split{s}.jsonl")).test  # class ids as the members were trained on
+    accs, acc, cfg = split_scores(seeds, test.text, test.label)
     seed_means.append(float(np.mean(accs)))
     ens.append(acc)
     mem = mem or ensemble_bytes(cfg, len(seeds))

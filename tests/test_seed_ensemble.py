@@ -24,7 +24,7 @@ class FakePredictor:
 def test_members_probabilities_are_averaged(monkeypatch):
   bench = load("seed_ensemble")
   monkeypatch.setattr(predict, "Predictor", FakePredictor)
-  accs, ens, _ = bench.split_scores(["a", "b", "c"], ["x", "y"], ["neg", "pos"])
+  accs, ens, _ = bench.split_scores(["a", "b", "c"], ["x", "y"], np.array([0, 1]))  # neg, pos
   assert accs == [0.5, 0.5, 0.5] and ens == 1.0
 
 
