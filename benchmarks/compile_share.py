@@ -2,12 +2,16 @@
 
     python benchmarks/compile_share.py                                  # 4 trials x 100 steps, 2 MB
     python benchmarks/compile_share.py --max-trials 12 --steps 400      # the default sweep
+    python benchmarks/compile_share.py --time-budget 4m --tasks rt_polarity tweets   # a second task
 
 Runs `python -m embbert_jax.sweep --budget B ...` twice in fresh processes on one new, empty
 compilation cache folder (EMBBERT_JAX_COMPILATION_CACHE): the first run compiles everything (cold),
-the second, a new study in a new output folder, finds its programs in the cache (warm). JAX reports
-every tracing, lowering and backend compile (or cache load) through jax.monitoring; their sum over the
-process is the compile time. Data and tokenizers come from the usual cache, so neither run pays for them.
+the second, a new study in a new output folder, finds its programs in the cache (warm). With `--tasks
+A B` the warm run is a sweep of task B after one of task A (what a user running sweeps on several tasks
+gets), and B also runs cold on a cache of its own, for comparison. `--time-budget` runs the default
+multi-fidelity sweep within that time instead of `--max-trials` x `--steps`. JAX reports every tracing,
+lowering and backend compile (or cache load) through jax.monitoring; their sum over the process is the
+compile time. Data and tokenizers come from the usual cache, so no run pays for them.
 """
 
 from __future__ import annotations
@@ -52,18 +56,28 @@ def main() -> None:
   ap.add_argument("--max-trials", type=int, default=4)
   ap.add_argument("--steps", type=int, default=100)
   ap.add_argument("--space", default="default")
+  ap.add_argument("--time-budget", default="", help="e.g. 4m: the multi-fidelity sweep within this time")
+  ap.add_argument("--tasks", nargs=2, metavar=("A", "B"), help="warm: task B's sweep after task A's")
   args = ap.parse_args()
-  print("| cache | sweep wall s | trace s | lower s | compile/load s | compile share |")
-  print("|---|---|---|---|---|---|")
+  size = (["--time-budget", args.time_budget] if args.time_budget
+          else ["--max-trials", str(args.max_trials), "--steps", str(args.steps)])
+  runs = [("cold", None, "xla"), ("warm", None, "xla")]  # (name, task, cache folder)
+  if args.tasks:
+    a, b = args.tasks
+    runs = [(f"{b}, cold", b, "xla-b"), (f"{a}, cold", a, "xla"), (f"{b} after {a}", b, "xla")]
+  print("| run | cache | sweep wall s | trials | trace s | lower s | compile/load s | compile share |")
+  print("|---|---|---|---|---|---|---|---|")
   with tempfile.TemporaryDirectory() as tmp:
-    for name in ("cold", "warm"):
-      argv = ["--budget", args.budget, "--max-trials", str(args.max_trials), "--steps", str(args.steps),
-              "--space", args.space, "--no-wandb", "--out", str(Path(tmp) / f"sweep-{name}"),
-              "--study", f"compile-share-{name}"]
-      t = run_sweep(argv, Path(tmp) / "xla")
+    for i, (name, task, cache) in enumerate(runs):
+      out = Path(tmp) / f"sweep-{i}"
+      argv = ["--budget", args.budget, *size, "--space", args.space, "--no-wandb", "--out", str(out),
+              "--study", f"compile-share-{i}"] + (["--task", task] if task else [])
+      t = run_sweep(argv, Path(tmp) / cache)
       parts = [t.get(e, 0.0) for e in EVENTS]
-      print(f"| {name} | {t['wall_s']:.0f} | {parts[0]:.1f} | {parts[1]:.1f} | {parts[2]:.1f} | "
-            f"{100 * sum(parts) / t['wall_s']:.1f} % |", flush=True)
+      trials = sum(1 for _ in (out / "trials").iterdir()) if (out / "trials").is_dir() else 0
+      print(f"| {name} | {'cold' if 'cold' in name else 'warm'} | {t['wall_s']:.0f} | {trials} | "
+            f"{parts[0]:.1f} | {parts[1]:.1f} | {parts[2]:.1f} | {100 * sum(parts) / t['wall_s']:.1f} % |",
+            flush=True)
 
 
 if __name__ == "__main__":
