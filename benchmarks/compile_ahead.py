@@ -61,10 +61,10 @@ def steps_beside_a_compile(task: str, nice: int, seconds: float) -> dict:
   cfg = trial_config(task, TRAINS)
   t, _, enc = loop.prepare_task(cfg)
   cfg = configs.with_fields(cfg, {"model.num_labels": t.num_labels})
-  progs = programs.programs_for(cfg, "classify", t.is_regression)
+  progs = programs.programs_for(cfg, "classify", t.is_regression, 920)
   params = programs.init_members(cfg.model, [0])
   state = progs.init(np.array([0], np.int32), np.array([1e-3], np.float32), np.array([0.05], np.float32),
-                     progs.schedule_args(920, 1), params, {})
+                     params, {})
   shard = NamedSharding(loop.make_mesh(), P(None, "data"))
   arrays = enc["train"]
   batch = {"ids": jax.device_put(arrays.ids[None, :cfg.batch_size], shard),

@@ -177,7 +177,7 @@ def build(preset: str, group: int, seq_len: int, batch: int, impl: str):
   progs = programs.programs_for(cfg)
   seeds, ones = jax.ShapeDtypeStruct((group,), jnp.int32), jax.ShapeDtypeStruct((group,), jnp.float32)
   params = jax.eval_shape(jax.vmap(lambda s: models.init_params(cfg.model, jax.random.key(s))), seeds)
-  state = jax.eval_shape(progs.init, seeds, ones, ones, jax.ShapeDtypeStruct((group, 2), jnp.float32), params, {})
+  state = jax.eval_shape(progs.init, seeds, ones, ones, params, {})
   batch_G = {"ids": jax.ShapeDtypeStruct((group, batch, seq_len), jnp.int32),
              "labels": jax.ShapeDtypeStruct((group, batch), jnp.int32)}
   compiled = progs.step.lower(state, batch_G).compile()

@@ -35,8 +35,8 @@ def group_state(cfg, g: int):
   progs = programs.programs_for(cfg)
   params = programs.init_members(cfg.model, list(range(g)))
   ones = np.ones(g, np.float32)
-  state = progs.init(np.arange(g, dtype=np.int32), ones * cfg.learning_rate, ones * cfg.weight_decay,
-                     progs.schedule_args(cfg.get("total_steps") or cfg.get("steps") or 1, g), params, {})
+  state = progs.init(np.arange(g, dtype=np.int32), ones * cfg.learning_rate, ones * cfg.weight_decay, params,
+                     {})
   return progs, state
 
 

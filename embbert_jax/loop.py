@@ -58,7 +58,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
         total_steps: int, eval_every: int, evaluate: Callable[[Any], Any], select: str | None,
         group_dir: Path, batch_size: int, report: Callable | None = None, log_every: int = 50,
         checkpoint_every: int = 0, bucket_window: int = 0, desc: str = "train", stop_at: int = 0,
-        patience: int = 0, ladder: tuple[int, ...] | None = None, schedule_steps: int = 0) -> dict:
+        patience: int = 0, ladder: tuple[int, ...] | None = None) -> dict:
   """Trains the G members of a group together for `total_steps` steps, evaluating every `eval_every`.
 
   `init_params_G` is stacked (leading axis G). `evaluate(params_G)` returns one {split: {metric: value}}
@@ -70,7 +70,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   batches.train_batches' own).
 
   `stop_at` (0 < stop_at < total_steps) pauses the run after that step (evaluated and checkpointed): the
-  schedule still spans `total_steps` (or `schedule_steps` where given), and a later call with a larger `stop_at` resumes where it paused (the
+  schedule still spans `total_steps`, and a later call with a larger `stop_at` resumes where it paused (the
   sweep's rungs). `patience` > 0 ends the run once no live member has improved its best validation
   `select` for that many evaluations (plateau stopping; the best params are kept either way).
   Returns {"state", "loggers", "outcomes" ({i: failed/pruned record}), "elapsed_s", "resumed_from",
@@ -87,8 +87,7 @@ def fit(*, programs: Programs, members: list[Member], init_params_G: Any, train_
   eval_keys = sorted(evaluate(None)) if select else []
   hp = lambda name, dtype: np.array([m.cfg[name] for m in members], dtype)
   state = programs.init(hp("seed", np.int32), hp("learning_rate", np.float32),
-                        hp("weight_decay", np.float32), programs.schedule_args(schedule_steps or total_steps, g),
-                        init_params_G,
+                        hp("weight_decay", np.float32), init_params_G,
                         {k: np.zeros(g, np.float32) for k in eval_keys})
   ckpt_dir, outcomes_file = group_dir / "checkpoints", group_dir / "members.json"
   ckpt_every = checkpoint_every or eval_every
@@ -341,7 +340,7 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
                             {"group_key": group_key(first), "members": [str(d) for d in member_dirs]})
   per_epoch = len(enc["train"]) // first.batch_size
   total = run_length(first, len(enc["train"]))
-  progs = programs_for(first, "classify", task.is_regression)
+  progs = programs_for(first, "classify", task.is_regression, total)  # a schedule spans the whole run
   vectors = str(wordvecs.find(first.model.vocab_size, first.corpus, first.cache_dir or None)) \
       if first.get("token_vectors") else ""
   t_ladder = time.perf_counter()  # tracing the forward pass at 1-3 widths: counted as compile below
@@ -473,8 +472,7 @@ def pretrain(cfg, workdir, time_budget: float | None = None, command: str | None
       break
     t = time.perf_counter()
     out = fit(programs=progs, members=[Member(pcfg, wd)], init_params_G=init, train_arrays=train_arr,
-              total_steps=end, schedule_steps=pc.steps, eval_every=eval_every, evaluate=evaluate, select=None,
-              group_dir=wd,
+              total_steps=end, eval_every=eval_every, evaluate=evaluate, select=None, group_dir=wd,
               batch_size=pc.batch_size, log_every=cfg.log_every, desc=f"pretrain {cfg.preset}")
     if 0 in out["outcomes"]:
       out["loggers"][0].close()

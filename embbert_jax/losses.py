@@ -13,13 +13,13 @@ from embbert_jax import recipes
 
 
 def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float | None = None,
-                   total_steps=None, warmup_steps=None) -> optax.GradientTransformation:
+                   total_steps: int | None = None) -> optax.GradientTransformation:
   """Clip + AdamW, its hyperparameters held in the optimiser state (`optax.inject_hyperparams`), so the
   members of a group share one update program and each carries its own learning rate and weight decay.
 
-  A non-constant `cfg.schedule` (recipes.shape_at over `total_steps`, default cfg.total_steps or
+  A non-constant `cfg.schedule` (recipes.schedule_shape over `total_steps`, default cfg.total_steps or
   cfg.steps) scales AdamW's whole update, decay term included: exactly AdamW with learning rate
-  peak x shape(step), while the peak, the run's length and its warmup stay values in the state. The constant schedule adds
+  peak x shape(step), while the peak stays a per-member value in the state. The constant schedule adds
   nothing, so the spec recipe's optimiser has no schedule counter in its state.
 
   Clip, AdamW and the schedule run on all parameters as one flat vector (`optax.flatten`; the same
@@ -29,7 +29,7 @@ def make_optimizer(cfg, learning_rate: float | None = None, weight_decay: float 
   benchmarks/compile_options.py). The moments are flat vectors in the state: checkpoints of the per-tensor
   layout do not resume (a one-line error)."""
   return with_token_scale(cfg, optax.flatten(optax.chain(*update_parts(cfg, learning_rate, weight_decay,
-                                                                       total_steps, warmup_steps))))
+                                                                       total_steps))))
 
 
 def with_token_scale(cfg, optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -42,13 +42,10 @@ def with_token_scale(cfg, optimizer: optax.GradientTransformation) -> optax.Grad
 
 
 def update_parts(cfg, learning_rate: float | None = None, weight_decay: float | None = None,
-                 total_steps=None, warmup_steps=None) -> list[optax.GradientTransformation]:
+                 total_steps: int | None = None) -> list[optax.GradientTransformation]:
   """Clip, AdamW (hyperparameters in its state) and a non-constant schedule: the transformations
   make_optimizer runs on one flat vector (benchmarks/compile_options.py chains them per tensor as its
-  baseline). The schedule's run length and warmup are hyperparameters in the state too
-  (recipes.scale_by_shape): given as numbers (`warmup_steps` None) they are checked and the warmup is
-  worked out here; a program that builds the state passes both, possibly traced (programs.py), so one
-  compiled step trains runs of every length."""
+  baseline)."""
   lr = cfg.learning_rate if learning_rate is None else learning_rate
   wd = cfg.weight_decay if weight_decay is None else weight_decay
   parts = [optax.clip_by_global_norm(cfg.grad_clip),
@@ -56,11 +53,8 @@ def update_parts(cfg, learning_rate: float | None = None, weight_decay: float | 
                                                  weight_decay=wd)]
   sched = cfg.get("schedule")
   if sched is not None and not recipes.is_constant(sched):
-    if warmup_steps is None:
-      total = total_steps or cfg.get("total_steps") or cfg.get("steps")
-      total_steps, warmup_steps = recipes.schedule_args(sched, int(total or 0))
-    parts.append(optax.inject_hyperparams(recipes.scale_by_shape(sched))(
-        total_steps=jnp.asarray(total_steps, jnp.float32), warmup_steps=jnp.asarray(warmup_steps, jnp.float32)))
+    total = total_steps or cfg.get("total_steps") or cfg.get("steps")
+    parts.append(optax.scale_by_schedule(recipes.schedule_shape(sched, int(total or 0))))
   return parts
 
 

@@ -44,7 +44,7 @@ def precompile(cfg, group_size: int = 1) -> dict:
   task, _, enc = loop.prepare_task(cfg)
   cfg = configs.with_fields(cfg, {"model.num_labels": task.num_labels})
   total = loop.run_length(cfg, len(enc["train"]))
-  progs = programs.programs_for(cfg, "classify", task.is_regression, cached=False)
+  progs = programs.programs_for(cfg, "classify", task.is_regression, total, cached=False)
   model_cfg = configs.ModelConfig.from_dict(cfg.model)
   g = int(group_size)
   lowered = []
@@ -56,8 +56,7 @@ def precompile(cfg, group_size: int = 1) -> dict:
   names = sorted(evaluation.metric_names(task.is_regression))
   metrics_G = {k: jax.ShapeDtypeStruct((g,), np.float32) for k in names}
   vec = lambda dtype: jax.ShapeDtypeStruct((g,), dtype)
-  init_args = (vec(np.int32), vec(np.float32), vec(np.float32), jax.ShapeDtypeStruct((g, 2), np.float32),
-               params_G, metrics_G)
+  init_args = (vec(np.int32), vec(np.float32), vec(np.float32), params_G, metrics_G)
   lowered.append(progs.init.lower(*init_args))
   state = jax.eval_shape(progs.init, *init_args)
 

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -98,17 +98,10 @@ def make_mesh() -> Mesh:
 @dataclasses.dataclass(frozen=True)
 class Programs:
   """The jitted programs of one (model, loss, optimiser) shape, shared by every trial that has it."""
-  init: Callable  # (seeds_G, lrs_G, wds_G, schedule_G, params_G, zero metrics_G) -> state
+  init: Callable  # (seeds_G, lrs_G, wds_G, params_G, zero metrics_G) -> state
   step: Callable  # (state, batch_G) -> (state, aux_G); the state is donated
   keep_best: Callable  # (state, improved_G, score_G, metrics_G, step) -> state
   apply: Callable  # (params_G, *inputs) -> per-member outputs (the evaluation forward pass)
-  schedule: Any = None  # the non-constant schedule the step scales by (None: constant)
-
-  def schedule_args(self, total_steps: int, g: int) -> np.ndarray:
-    """(G, 2) float32 rows (run length, warmup steps) for `init`: the schedule reads them from the state, so
-    the program does not depend on the run's length. Zeros for a constant schedule, which reads nothing."""
-    row = recipes.schedule_args(self.schedule, total_steps) if self.schedule is not None else (0, 0)
-    return np.tile(np.asarray(row, np.float32), (g, 1))
 
 
 # Optimiser fields shared by a group's program (learning rate and weight decay live in each member's state).
@@ -165,14 +158,12 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
     is_regression, label_smoothing = loss_args
     loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression, label_smoothing)
     apply = jax.jit(lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G))
-  # The update reads each member's values (learning rate, weight decay, run length, warmup) from its state.
-  optimizer = make_optimizer(opt_cfg, 0.0, 0.0, 1.0, 0.0)
+  optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
   mesh = Mesh(np.array(devices), ("data",))
   repl, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
 
-  def init(seeds_G, lrs_G, wds_G, schedule_G, params_G, metrics_G):
-    opt_state = jax.vmap(lambda p, lr, wd, s: make_optimizer(opt_cfg, lr, wd, s[0], s[1]).init(p))(
-        params_G, lrs_G, wds_G, schedule_G)
+  def init(seeds_G, lrs_G, wds_G, params_G, metrics_G):
+    opt_state = jax.vmap(lambda p, lr, wd: make_optimizer(opt_cfg, lr, wd).init(p))(params_G, lrs_G, wds_G)
     g = seeds_G.shape[0]
     # Every leaf strongly typed, as keep_best returns them: a weakly typed -inf score made the first
     # evaluation change the state's type, and the step (each batch width) and keep_best traced, lowered
@@ -194,25 +185,23 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
       init=jax.jit(init, out_shardings=repl),
       step=jax.jit(make_group_step(loss_fn, optimizer, group_impl), in_shardings=(repl, shard),
                    out_shardings=(repl, repl), donate_argnums=0),
-      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply,
-      schedule=None if recipes.is_constant(opt_cfg.get("schedule", recipes.schedule_config()))
-      else opt_cfg.schedule)
+      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
 
 
-def programs_for(cfg, kind: str = "classify", is_regression: bool = False, cached: bool = True) -> Programs:
-  """The programs of `cfg`'s shape. The schedule's kind and fractions are part of the program, the run's
-  length is not: it is a value in each member's optimiser state (`Programs.schedule_args`), so runs of
-  any length share a program (a rung and the next, tasks of other sizes, a pre-training's chunks).
-  Pre-training uses cfg.pretrain.schedule. `cached=False` builds programs of their own that nothing keeps
-  (precompile.py's, on a thread: adding them to the kept ones could flush the programs a trial is
-  running)."""
+def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0,
+                 cached: bool = True) -> Programs:
+  """`total_steps`: the run's length, which a non-constant schedule needs (pre-training: cfg.pretrain.steps,
+  its schedule cfg.pretrain.schedule; constant where a config has none). `cached=False` builds programs
+  of their own that nothing keeps (precompile.py's, on a thread: adding them to the kept ones could flush
+  the programs a trial is running)."""
   opt = tuple((k, cfg[k]) for k in OPTIMIZER_FIELDS)
   if kind == "pretrain":
     sched = cfg.pretrain.get("schedule", recipes.schedule_config())
+    total_steps = total_steps or cfg.pretrain.steps
   else:
     sched = cfg.get("schedule", recipes.schedule_config())
   if not recipes.is_constant(sched):  # a constant schedule keeps the key (and the program) of before
-    opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)),)
+    opt += (("schedule", json.dumps(sched.to_dict(), sort_keys=True)), ("total_steps", int(total_steps)))
   if kind != "pretrain" and float(cfg.get("token_lr_scale", 1.0)) != 1.0:  # (1.0 keeps the key of before)
     opt += (("token_lr_scale", float(cfg.token_lr_scale)),)
   loss_args = ((cfg.model.vocab_size, cfg.pretrain.mask_rate) if kind == "pretrain"

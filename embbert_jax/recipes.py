@@ -14,9 +14,8 @@ of a group that differ in learning rate still share one program.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -76,51 +75,22 @@ def is_constant(sched) -> bool:
   return sched.kind == "constant" and not sched.warmup_steps and not sched.warmup_fraction
 
 
-def schedule_args(sched, total_steps: int) -> tuple[int, int]:
-  """(total_steps, warmup_steps) of a run `total_steps` long: the two numbers `shape_at` reads, checked."""
+def schedule_shape(sched, total_steps: int) -> optax.Schedule:
+  """step -> multiplier of the peak learning rate: linear warmup from 0 to 1, then constant, cosine or
+  linear decay to `end_fraction` at `total_steps`."""
   if sched.kind not in SCHEDULES:
     raise ValueError(f"unknown schedule kind {sched.kind!r}; known: {', '.join(SCHEDULES)}")
   if total_steps <= 0:
     raise ValueError("a schedule needs the run's total number of steps (> 0)")
-  return int(total_steps), warmup_steps(sched, total_steps)
-
-
-def shape_at(sched, count, total_steps, warmup):
-  """The schedule's multiplier at step `count` of a run of `total_steps` with `warmup` warmup steps, where
-  the two lengths may be traced values: the optimiser holds them in its state, so one compiled train step
-  serves runs of any length (rungs, tasks of other sizes). The arithmetic is optax's own
-  (warmup_cosine_decay_schedule, linear_schedule, join_schedules) in the same order, so the values are
-  bit for bit those of the schedules built with the lengths as constants (tests/test_recipes.py)."""
+  w = warmup_steps(sched, total_steps)
   end = float(sched.end_fraction)
-  count = jnp.asarray(count)
-  warm = jnp.where(warmup > 0, (0.0 - 1.0) * ((1 - jnp.clip(count, 0, warmup) / jnp.maximum(warmup, 1)) ** 1)
-                   + 1.0, 0.0)
-  after = count - warmup
   if sched.kind == "cosine":
-    decay = total_steps - warmup
-    c = jnp.minimum(after, decay)
-    rest = 1.0 * ((1 - end) * (0.5 * (1 + jnp.cos(jnp.pi * c / decay))) ** 1.0 + end)
-  elif sched.kind == "linear":
-    span = jnp.maximum(total_steps - warmup, 1)
-    rest = (1.0 - end) * ((1 - jnp.clip(after, 0, span) / span) ** 1) + end
-  else:
-    rest = jnp.ones_like(after, jnp.float32)
-  return jnp.where(count < warmup, warm, rest)
-
-
-def schedule_shape(sched, total_steps: int) -> optax.Schedule:
-  """step -> multiplier of the peak learning rate: linear warmup from 0 to 1, then constant, cosine or
-  linear decay to `end_fraction` at `total_steps` (`shape_at` with the lengths fixed)."""
-  total, warm = schedule_args(sched, total_steps)
-  return lambda count: shape_at(sched, count, float(total), float(warm))
-
-
-def scale_by_shape(sched) -> Callable[..., optax.GradientTransformation]:
-  """A factory for `optax.inject_hyperparams`: the update scaled by the schedule's multiplier, with the
-  run's length and warmup as hyperparameters held in the optimiser state, not in the program."""
-  def scale(total_steps, warmup_steps):
-    return optax.scale_by_schedule(lambda count: shape_at(sched, count, total_steps, warmup_steps))
-  return scale
+    return optax.warmup_cosine_decay_schedule(0.0, 1.0, w, total_steps, end_value=end)
+  rest = max(total_steps - w, 1)
+  after = optax.constant_schedule(1.0) if sched.kind == "constant" else optax.linear_schedule(1.0, end, rest)
+  if w == 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, 1.0, w), after], [w])
 
 
 def describe(cfg) -> str:

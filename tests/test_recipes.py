@@ -87,56 +87,12 @@ def test_grouped_members_under_a_schedule_match_lone_runs(tmp_path):
     assert grouped[i]["best_step"] == solo["best_step"] and solo["recipe"] == "spec"
     for k, v in solo["validation"].items():
       assert grouped[i]["validation"][k] == pytest.approx(v, abs=1e-5), (i, k)
-  # The schedule reaches the program's key, the run's length does not (a constant schedule keeps the old key).
+  # The schedule and the run's length reach the program's key (a constant schedule keeps the old key).
   flat = base.copy_and_resolve_references()
   flat.schedule = recipes.schedule_config()
-  progs = lambda c: programs.programs_for(c, "classify", False)
-  assert progs(base) is not progs(flat) and progs(base).schedule is not None and progs(flat).schedule is None
-
-
-def test_one_step_program_trains_runs_of_any_length(tmp_path):
-  """The run's length is a value in the state: a 16-step run after a 12-step one traces nothing (its step,
-  init and evaluation programs are the 12-step run's), and follows its own schedule: the same result as
-  the 16-step run with programs built anew."""
-  base = tiny_config(tmp_path, steps=12, eval_every=6)
-  base.schedule.update(kind="cosine", warmup_fraction=0.25)
-  traces = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, seconds, **kw: traces.append(1) if event == "/jax/core/compile/jaxpr_trace_duration" else None)
-  runs = {}
-  for steps in (12, 16):
-    c = base.copy_and_resolve_references()
-    c.steps = steps
-    before = len(traces)
-    runs[steps] = train.train_and_evaluate(c, tmp_path / f"r{steps}")
-    runs[steps]["traces"] = len(traces) - before
-  assert runs[16]["steps"] == 16 and runs[12]["traces"] > 0 and runs[16]["traces"] == 0, runs
-  programs.release_programs()  # the 16-step run again, its programs built anew
-  c = base.copy_and_resolve_references()
-  c.steps = 16
-  alone = train.train_and_evaluate(c, tmp_path / "alone16")
-  for k, v in alone["validation"].items():
-    assert runs[16]["validation"][k] == pytest.approx(v, abs=1e-6), k
-
-
-@pytest.mark.parametrize("kind,fraction,steps,end", [("cosine", 0.1, 0, 0.0), ("cosine", 0.25, 0, 0.05),
-                                                     ("linear", 0.5, 3, 0.1), ("linear", 0.0, 0, 0.1),
-                                                     ("constant", 0.25, 0, 0.0), ("cosine", 0.0, 1, 0.0)])
-def test_schedule_with_traced_lengths_is_optaxs(kind, fraction, steps, end):
-  """shape_at with the lengths as runtime values gives optax's schedules built with them as constants."""
-  s = sched(kind=kind, warmup_fraction=fraction, warmup_steps=steps, end_fraction=end)
-  for total in (1, 2, 7, 100, 883):
-    w = recipes.warmup_steps(s, total)
-    if kind == "cosine":
-      ref = optax.warmup_cosine_decay_schedule(0.0, 1.0, w, total, end_value=end)
-    else:
-      after = optax.constant_schedule(1.0) if kind == "constant" else optax.linear_schedule(1.0, end, max(total - w, 1))
-      ref = after if w == 0 else optax.join_schedules([optax.linear_schedule(0.0, 1.0, w), after], [w])
-    counts = jnp.arange(total + 3, dtype=jnp.int32)
-    ours = jax.jit(jax.vmap(lambda c, t, u: recipes.shape_at(s, c, t, u), in_axes=(0, None, None)))(
-        counts, jnp.float32(total), jnp.float32(w))
-    # 2 ulp: XLA folds a division by a constant into a multiplication, which the runtime lengths do not get
-    np.testing.assert_allclose(ours, jax.vmap(ref)(counts), rtol=0, atol=2.5e-7)
+  progs = lambda c, n: programs.programs_for(c, "classify", False, n)
+  assert progs(base, 12) is not progs(flat, 12) and progs(base, 12) is not progs(base, 24)
+  assert progs(flat, 12) is progs(flat, 24)
 
 
 def _args(argv):
