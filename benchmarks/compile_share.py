@@ -58,13 +58,15 @@ def main() -> None:
   ap.add_argument("--space", default="default")
   ap.add_argument("--time-budget", default="", help="e.g. 4m: the multi-fidelity sweep within this time")
   ap.add_argument("--tasks", nargs=2, metavar=("A", "B"), help="warm: task B's sweep after task A's")
+  ap.add_argument("--no-cold-b", action="store_true", help="with --tasks: skip B's own cold run")
   args = ap.parse_args()
   size = (["--time-budget", args.time_budget] if args.time_budget
           else ["--max-trials", str(args.max_trials), "--steps", str(args.steps)])
   runs = [("cold", None, "xla"), ("warm", None, "xla")]  # (name, task, cache folder)
   if args.tasks:
     a, b = args.tasks
-    runs = [(f"{b}, cold", b, "xla-b"), (f"{a}, cold", a, "xla"), (f"{b} after {a}", b, "xla")]
+    runs = [(f"{b}, cold", b, "xla-b")] * (not args.no_cold_b) + [(f"{a}, cold", a, "xla"),
+                                                                (f"{b} after {a}", b, "xla")]
   print("| run | cache | sweep wall s | trials | trace s | lower s | compile/load s | compile share |")
   print("|---|---|---|---|---|---|---|---|")
   with tempfile.TemporaryDirectory() as tmp:
