@@ -2,6 +2,11 @@
 
     python benchmarks/split_replicates.py --task amazon --splits 0 1 2 3 4 --out runs/splits-amazon -- \\
         --preset embbert --seeds 3 --set model.vocab_size=16384 --set model.max_len=64 ...
+    python benchmarks/split_replicates.py ... --out runs/splits-amazon-x --against runs/splits-amazon -- ... --set x=1
+
+`--against` an earlier run on the same splits adds the paired difference (this run's seed mean minus that
+run's, split by split, with its t interval over splits): the comparison of a change, with the splits'
+own spread taken out.
 
 A task's test split is small (amazon: 371 snippets, so one point of accuracy is under 4 of them), and a
 sweep picks its configs on a validation split of the same size, so one split cannot tell a config that
@@ -20,6 +25,7 @@ config as `train` arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import sys
@@ -54,6 +60,15 @@ def summarize(rows: list[dict], level: float = 0.95) -> dict:
   return replicate.gap_summary([np.mean(r["acc"]) - r["tfidf"] for r in rows], level)
 
 
+def paired(rows: list[dict], base_rows: list[dict], level: float = 0.95) -> dict | None:
+  """This run minus `base_rows` (an earlier run's splits.json rows, e.g. the same config before a change),
+  split by split: the mean of the differences of the seeds' mean accuracies over the splits both have,
+  its t interval over those splits, and on how many this run is ahead. None when they share < 2 splits."""
+  base = {r["split"]: np.mean(r["acc"]) for r in base_rows}
+  diffs = [np.mean(r["acc"]) - base[r["split"]] for r in rows if r["split"] in base]
+  return replicate.gap_summary(diffs, level) if len(diffs) >= 2 else None
+
+
 def table(rows: list[dict], s: dict) -> str:
   lines = ["| split | test n | seeds' test accuracy | mean +- sd | TF-IDF + LR | gap | majority |",
            "|---|---|---|---|---|---|---|"]
@@ -74,12 +89,20 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--task", required=True, help="a registered single-text classification task")
   p.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="split seeds (0: canonical)")
   p.add_argument("--out", required=True, help="folder for the split files and the runs")
+  p.add_argument("--against", default=None,
+                 help="an earlier --out folder (the same splits): also print the paired difference to it")
   a = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
   out = Path(a.out)
   out.mkdir(parents=True, exist_ok=True)
   rows = [run_split(a.task, k, out, train_args) for k in a.splits]
   s = summarize(rows)
   text = table(rows, s)
+  if a.against:
+    base = json.loads((Path(a.against) / "splits.json").read_text())
+    d = paired(rows, base["rows"])
+    text += ("\nagainst " + a.against + (": fewer than 2 splits in common" if d is None else
+             f": paired difference {d['mean'] * 100:+.2f} points, 95 % t interval [{d['low'] * 100:+.2f}, "
+             f"{d['high'] * 100:+.2f}] over {d['splits']} splits, ahead on {d['wins']}"))
   files.write_text_atomic(out / "splits.md", text + "\n")
   files.write_json_atomic(out / "splits.json", dict(task=a.task, train_args=train_args, rows=rows, summary=s))
   print(text)

@@ -20,7 +20,9 @@
 
 The encoder reaches the model through cfg.init_from (programs.load_encoder slices a supernet), so a
 pre-trained init also makes `--recipe auto` pick the fine-tuning recipe (recipes.choose); token vectors
-through cfg.token_vectors (configs.init_fields), which leaves the recipe at scratch.
+through cfg.token_vectors (configs.init_fields), which leaves the recipe at scratch; with them, unless
+cfg.label_columns is off, the table's last columns come from a linear model of the training split
+(labelcols.py, fitted by the trainer, which has the split).
 """
 
 from __future__ import annotations

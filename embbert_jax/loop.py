@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, data, evaluation, files, memory, signals, wordvecs
+from embbert_jax import configs, data, evaluation, files, labelcols, memory, signals, wordvecs
 from embbert_jax import tokenizer as tok_lib
 from embbert_jax.programs import (Programs, init_members, make_mesh, member_params, programs_for,
                                   run_ladder, save_params)
@@ -347,7 +347,8 @@ def train_group(cfgs: list, workdirs: list, report: Callable | None = None,
   ladder = run_ladder(gdir, first, enc["train"], total, len(cfgs))
   ladder_s = time.perf_counter() - t_ladder
   t_init = time.perf_counter()  # mostly the init program's compile (seconds; a cache load when warm)
-  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors)
+  cols = labelcols.for_run(first, enc["train"], task) if vectors else None
+  params = init_members(first.model, [c.seed for c in cfgs], "classify", init_from, vectors, cols)
   init_s = time.perf_counter() - t_init
   eval_every = min(first.eval_every or per_epoch, total)
   t0 = time.perf_counter()

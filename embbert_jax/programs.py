@@ -291,17 +291,20 @@ _init_program = functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)(init_program)  #
 
 
 def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None,
-                 token_vectors: str = ""):
+                 token_vectors: str = "", label_columns: np.ndarray | None = None):
   """Stacked initial params (leading axis G): member i from key(seeds[i]), its encoder replaced by the
   saved encoder init_from[i] where that is set, else its token table taken from the token-vector table
-  at path `token_vectors` where that is given (wordvecs.apply)."""
+  at path `token_vectors` where that is given (wordvecs.apply), its last columns then `label_columns`
+  where those are given (labelcols.apply)."""
   program = _init_program(configs.ModelConfig.from_dict(model_cfg), task)
   members = jax.device_get([program(np.int32(s)) for s in seeds])
   params = jax.tree.map(lambda *rows: np.stack(rows), *members)
   if token_vectors:
-    from embbert_jax import wordvecs
+    from embbert_jax import labelcols, wordvecs
     own = list(init_from or []) + [""] * (len(seeds) - len(init_from or []))
     params = wordvecs.apply(params, token_vectors, [not p for p in own])
+    if label_columns is not None:
+      params = labelcols.apply(params, label_columns, [not p for p in own])
   for i, path in enumerate(init_from or []):
     if path:
       enc = jax.device_get(load_encoder(path, model_cfg))

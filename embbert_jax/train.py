@@ -63,6 +63,7 @@ def get_config(preset: str = "embbert", **model_overrides: Any) -> ml_collection
   c.add_cls = True  # prepend [CLS] to single sequences (spec 8.2)
   c.init_from = ""  # a pre-training workdir whose encoder initialises the classifier
   c.token_vectors = False  # token table from the corpus's PPMI-SVD vectors (wordvecs.py; --init embeddings)
+  c.label_columns = True  # with token vectors: the table's last columns from a linear model (labelcols.py)
   c.cache_dir = ""  # data/tokenizer cache ("" = default)
   c.corpus = ""  # pre-training/tokenizer corpus file ("" = the offline corpus of data.pretraining_corpus)
   c.pretrain = ml_collections.ConfigDict(dict(

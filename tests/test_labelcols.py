@@ -1,0 +1,109 @@
+"""Label columns (labelcols.py): the linear model is scikit-learn's TF-IDF + logistic regression written out
+(checked against it where installed, and ridge against its closed form), its columns go into the last
+columns of the token table of the members that take token vectors and nowhere else, and a training run
+starts from them by default and keeps them in its record."""
+
+import json
+
+import numpy as np
+import pytest
+
+from embbert_jax import labelcols, loop, programs, train, wordvecs
+from test_train import tiny_config
+
+
+def _ids(rng, n=60, length=12, vocab=40):
+  ids = rng.integers(labelcols.NUM_SPECIAL, vocab, size=(n, length)).astype(np.int32)
+  ids[:, 0] = 2  # [CLS]: not a feature
+  ids[rng.random((n, length)) < 0.3] = 0  # padding: not a feature
+  return ids
+
+
+def test_tfidf_and_the_linear_models_are_sklearns_defaults():
+  sk_text = pytest.importorskip("sklearn.feature_extraction.text")
+  sk_lin = pytest.importorskip("sklearn.linear_model")
+  rng = np.random.default_rng(0)
+  ids = _ids(rng)
+  x, present, idf = labelcols.tfidf(ids, 40)
+  counts = np.zeros((len(ids), 40))
+  for i, row in enumerate(ids):
+    for t in row[row >= labelcols.NUM_SPECIAL]:
+      counts[i, t] += 1
+  np.testing.assert_allclose(x.toarray(), sk_text.TfidfTransformer().fit_transform(counts).toarray(), atol=1e-12)
+  assert not present[:labelcols.NUM_SPECIAL].any() and present.sum() == (counts.sum(0) > 0).sum()
+  other = _ids(rng, n=7)  # other texts under these texts' idf: sklearn's transform after its fit
+  other_counts = np.stack([np.bincount(r[r >= labelcols.NUM_SPECIAL], minlength=40) for r in other])
+  np.testing.assert_allclose(labelcols.tfidf(other, 40, idf)[0].toarray(),
+                             sk_text.TfidfTransformer().fit(counts).transform(other_counts).toarray(), atol=1e-12)
+  for classes in (2, 3):
+    y = rng.integers(0, classes, len(ids))
+    ref = sk_lin.LogisticRegression(tol=1e-10, max_iter=10000).fit(x, y).coef_
+    ref = ref.T if classes > 2 else ref[0][:, None]
+    got = labelcols.fit_linear(x, y, classes)
+    assert got.shape == (40, 1 if classes == 2 else classes)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_ridge_for_regression_is_the_closed_form():
+  rng = np.random.default_rng(1)
+  x, _, _ = labelcols.tfidf(_ids(rng), 40)
+  y = rng.normal(size=x.shape[0])
+  got = labelcols.fit_linear(x, y, 1, is_regression=True)[:, 0]
+  a = np.hstack([x.toarray(), np.ones((x.shape[0], 1))])  # the intercept, unpenalised
+  reg = np.diag([1.0] * 40 + [0.0])
+  want = np.linalg.solve(a.T @ a + reg, a.T @ y)[:40]
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_columns_carry_the_label_evidence_at_unit_scale_and_zero_for_unseen_pieces():
+  rng = np.random.default_rng(2)
+  ids = _ids(rng, n=80, vocab=30)
+  y = rng.integers(0, 2, len(ids))
+  ids[y == 1, 1] = 31  # a piece only the positive texts have
+  ids[y == 0, 1] = 32  # and one only the negative texts have
+  cols = labelcols.columns(ids, y, 40, 2)
+  present = labelcols.tfidf(ids, 40)[1]
+  assert cols.shape == (40, 1) and cols.dtype == np.float32
+  assert cols[31, 0] > 1.0 and cols[32, 0] < -1.0  # the strongest evidence, either sign
+  assert np.all(cols[~present] == 0) and abs(cols[present, 0].std() - 1.0) < 1e-5
+
+
+def test_apply_writes_the_last_columns_of_the_flagged_members_only():
+  table = np.arange(2 * 10 * 8, dtype=np.float32).reshape(2, 10, 8)
+  params = {"encoder": {"embedder": {"token": {"embedding": table.copy()}}}}
+  cols = np.full((10, 2), -1.0, np.float32)
+  out = labelcols.apply(params, cols, [False, True])["encoder"]["embedder"]["token"]["embedding"]
+  np.testing.assert_array_equal(out[0], table[0])
+  np.testing.assert_array_equal(out[1, :, :6], table[1, :, :6])
+  np.testing.assert_array_equal(out[1, :, 6:], cols)
+  narrow = {"encoder": {"embedder": {"token": {"embedding": table[:, :, :3].copy()}}}}
+  out = labelcols.apply(narrow, cols, None)["encoder"]["embedder"]["token"]["embedding"]
+  np.testing.assert_array_equal(out, table[:, :, :3])  # two columns would take more than half of three
+
+
+def test_a_run_starts_from_them_by_default_and_the_switch_turns_them_off(tmp_path, capsys):
+  """A frozen token table (token_lr_scale 0) ends as it started: with label columns (the default) that is
+  the token vectors plus the linear model's column, fitted once per training split in a process."""
+  from embbert_jax import artifacts
+  cfg = tiny_config(tmp_path, steps=4, eval_every=4, token_lr_scale=0.0, token_vectors=True)
+  assert train.get_config().label_columns is True
+  task, _, enc = loop.prepare_task(cfg)
+  cols = labelcols.for_run(cfg, enc["train"], task)
+  assert cols.shape == (cfg.model.vocab_size, 1) and np.abs(cols).max() > 0
+  assert labelcols.for_run(cfg, enc["train"], task) is cols  # the memo: one fit per split and vocabulary
+  vectors = str(wordvecs.find(cfg.model.vocab_size, cfg.corpus, cfg.cache_dir))
+  tables = {}
+  for on in (True, False):
+    cfg.label_columns = on
+    train.train_and_evaluate(cfg, tmp_path / f"lc{on}")
+    params, _, _ = artifacts.load_model(tmp_path / f"lc{on}" / "finetune" / "model")
+    tables[on] = params["encoder"]["embedder"]["token"]["embedding"]
+    saved = json.loads((tmp_path / f"lc{on}" / "finetune" / "config.json").read_text())
+    assert saved["label_columns"] is on
+  out = capsys.readouterr().out
+  assert out.count("label columns: the token table's last 1 column") == 3  # the two calls above, one run
+  start = programs.init_members(cfg.model, [cfg.seed], "classify", None, vectors, cols)
+  np.testing.assert_array_equal(tables[True], start["encoder"]["embedder"]["token"]["embedding"][0])
+  plain = programs.init_members(cfg.model, [cfg.seed], "classify", None, vectors)
+  np.testing.assert_array_equal(tables[False], plain["encoder"]["embedder"]["token"]["embedding"][0])
+  assert not np.array_equal(tables[True][:, -1], tables[False][:, -1])
