@@ -20,6 +20,7 @@ most the training it was in.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -29,7 +30,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from embbert_jax import baselines, cli, data, files, memory, pareto
+from embbert_jax import baselines, cli, configs, data, files, memory, pareto
 
 OUT_NAME = "replicates"
 
@@ -90,9 +91,23 @@ def seed_runs(cfg: ml_collections.ConfigDict, workdir: Path, seeds: int) -> list
   return loop.run_seeds(cfg, workdir, seeds)["runs"]
 
 
-def replicate_point(point: dict, split: int, split_file: Path, out: Path, seeds: int) -> dict:
+def trial_config(run_config: dict, sets: list[str] | tuple = ()) -> ml_collections.ConfigDict:
+  """A trial's training config as it ran, then `sets` ("field=value", configs.apply_overrides). A field the
+  trial's config predates (a later addition to train.get_config) is added at its default before a --set
+  names it; without one it stays absent, so the trial trains as it did."""
+  from embbert_jax import train
+  cfg = ml_collections.ConfigDict(run_config)
+  defaults = train.get_config()
+  for item in sets:
+    top = item.partition("=")[0].strip().lstrip("-").split(".")[0]
+    if top not in cfg and top in defaults:
+      cfg[top] = copy.deepcopy(defaults[top])
+  return configs.apply_overrides(cfg, sets)
+
+
+def replicate_point(point: dict, split: int, split_file: Path, out: Path, seeds: int, sets=()) -> dict:
   """One point on one split: its seeds' test accuracies and the split's references."""
-  cfg = ml_collections.ConfigDict(point["run_config"])
+  cfg = trial_config(point["run_config"], sets)
   cfg.task = str(split_file)
   cfg.wandb.mode = "disabled"
   runs = seed_runs(cfg, out / f"trial{point['trial']}" / f"split{split}", seeds)
@@ -162,15 +177,19 @@ def sweep_task(recorded: str, task: str | None = None) -> str:
 
 
 def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int] | None = None,
-        task: str | None = None) -> list[dict]:
+        task: str | None = None, sets: list[str] | tuple = ()) -> list[dict]:
   points = [{**p, "rows": []} for p in frontier_points(sweep, trials)]
   if not points:
     raise data.DataError(f"{sweep}/frontier.csv: no frontier point to replicate")
   recorded = str(points[0]["run_config"]["task"])
   task = sweep_task(recorded, task)
   cache_dir = points[0]["run_config"].get("cache_dir") or None
+  for p in points:  # a bad --set: one line before anything is written
+    trial_config(p["run_config"], sets)
   out.mkdir(parents=True, exist_ok=True)
   source, want = out / "source.json", {"sweep": str(sweep.resolve()), "task": recorded}
+  if sets:
+    want["set"] = list(sets)
   if source.is_file() and json.loads(source.read_text()) != want:  # finished runs there are read back unchecked
     raise data.DataError(f"{out} holds replicates of {json.loads(source.read_text())}; use another --out")
   files.write_json_atomic(source, want)
@@ -182,7 +201,7 @@ def run(sweep: Path, splits: list[int], seeds: int, out: Path, trials: list[int]
       write_split(task, k, split_file, cache_dir)
     for p in points:
       print(f"trial {p['trial']} ({p['config']}) on split {k}", flush=True)
-      p["rows"].append(replicate_point(p, k, split_file, out, seeds))
+      p["rows"].append(replicate_point(p, k, split_file, out, seeds, sets))
     print(write_report(out, sweep, task, seeds, points), flush=True)
   return summarize(points)
 
@@ -199,14 +218,17 @@ def main(argv: list[str] | None = None) -> None:
   ap.add_argument("--out", default=None, help=f"folder for the splits and runs (default: <sweep>/{OUT_NAME})")
   ap.add_argument("--task", default=None, help="the sweep's task as this directory reaches it (default: as the "
                   "sweep recorded it; a relative file path holds only from where the sweep ran)")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="override a field of every trial's training config (e.g. label_columns=false): the "
+                       "frontier retrained with one change; give it its own --out")
   a = ap.parse_args(argv)
   sweep = Path(a.sweep)
   out = Path(a.out) if a.out else sweep / OUT_NAME
   if (why := files.unwritable(out, folder=True)):
     cli.bad_input(why)
   try:
-    run(sweep, list(dict.fromkeys(a.splits)), a.seeds, out, a.trials, a.task)
-  except (data.DataError, json.JSONDecodeError, KeyError) as e:
+    run(sweep, list(dict.fromkeys(a.splits)), a.seeds, out, a.trials, a.task, a.set)
+  except (data.DataError, json.JSONDecodeError, KeyError, configs.ConfigError) as e:
     cli.bad_input(e)
   except (RuntimeError, ValueError) as e:
     cli.failure(e)

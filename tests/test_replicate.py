@@ -149,3 +149,31 @@ def test_a_relative_task_path_names_the_fix_and_task_overrides_it(tmp_path, monk
   got = replicate.run(sweep, [0], 1, tmp_path / "rep", task=str(tmp_path / "task.jsonl"))
   assert [r["split"] for r in got[0]["rows"]] == [0]
   assert data.local_file("rt_polarity") is None and data.local_file("a/b.csv:label=y") == Path("a/b.csv")
+
+
+def test_set_retrains_the_points_with_one_change_even_a_field_the_trial_predates(tmp_path):
+  """A trial recorded before label_columns existed trains as it ran (the field stays absent, so off); `--set
+  label_columns=true` adds it, `--set` of an unknown field is one line before anything trains, and the
+  overrides are part of the folder's identity (another --set must use another --out)."""
+  old = tiny_config(tmp_path, steps=4, eval_every=4, token_vectors=True).to_dict()
+  del old["label_columns"]
+  assert "label_columns" not in replicate.trial_config(old)
+  on = replicate.trial_config(old, ["label_columns=true", "learning_rate=0.002"])
+  assert on.label_columns is True and on.learning_rate == 0.002 and on.model.hidden == old["model"]["hidden"]
+  from embbert_jax import configs
+  with pytest.raises(configs.UnknownField):
+    replicate.trial_config(old, ["no_such_field=1"])
+  cfg = tiny_config(tmp_path, steps=4, eval_every=4, token_vectors=True)
+  cfg.label_columns = False
+  sweep = _sweep_folder(tmp_path, cfg)
+  out = tmp_path / "rep-lc"
+  [point] = replicate.run(sweep, [0], 1, out, sets=["label_columns=true"])
+  saved = json.loads((out / "trial3" / "split0" / "finetune" / "config.json").read_text())
+  assert saved["label_columns"] is True and len(point["rows"][0]["acc"]) == 1
+  assert json.loads((out / "source.json").read_text())["set"] == ["label_columns=true"]
+  with pytest.raises(data.DataError, match="holds replicates of"):
+    replicate.run(sweep, [0], 1, out)  # the same folder without the --set
+  proc = subprocess.run([sys.executable, "-m", "embbert_jax.replicate", str(sweep), "--out", str(tmp_path / "x"),
+                         "--set", "no_such_field=1"], capture_output=True, text=True)
+  assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no_such_field" in proc.stderr
+  assert not (tmp_path / "x").exists()
