@@ -107,3 +107,16 @@ def test_a_run_starts_from_them_by_default_and_the_switch_turns_them_off(tmp_pat
   plain = programs.init_members(cfg.model, [cfg.seed], "classify", None, vectors)
   np.testing.assert_array_equal(tables[False], plain["encoder"]["embedder"]["token"]["embedding"][0])
   assert not np.array_equal(tables[True][:, -1], tables[False][:, -1])
+
+
+def test_only_two_class_tasks_get_them_where_they_were_measured(tmp_path, capsys):
+  from types import SimpleNamespace
+  cfg = tiny_config(tmp_path, token_vectors=True)
+  train_split = SimpleNamespace(ids=np.full((4, 6), 7, np.int32), labels=np.array([0, 1, 2, 0]))
+  for task, why in ((SimpleNamespace(is_regression=False, num_labels=3), "3 classes"),
+                    (SimpleNamespace(is_regression=True, num_labels=1), "a regression task")):
+    assert labelcols.for_run(cfg, train_split, task) is None
+    assert f"label columns: none ({why}" in capsys.readouterr().out
+  cfg.label_columns = False
+  assert labelcols.for_run(cfg, train_split, SimpleNamespace(is_regression=False, num_labels=2)) is None
+  assert capsys.readouterr().out == ""  # off: silent
