@@ -114,15 +114,16 @@ def fits(table_width: int, k: int) -> bool:
   return 2 * k <= table_width
 
 
-_MEMO: dict[tuple, np.ndarray] = {}  # a sweep's trials of one vocabulary share the training split's fit
+_MEMO: dict[tuple, np.ndarray] = {}  # the last fit: consecutive runs on one training split and vocabulary share it
 
 
 def for_run(cfg, train, task) -> np.ndarray | None:
-  """The label columns of a run (cfg.label_columns on, a two-class task, its token table wide enough),
-  fitted once per process for each (training split, vocabulary); prints what it did, or why not. None
-  when off. Two-class tasks only: that is where they were measured to help (four tasks, 20 splits); on a
-  three-class task the C columns lost 1.5 points over 5 splits, and regression is not measured (README,
-  "Label columns"), so those train from the token vectors alone."""
+  """The label column of a run (cfg.label_columns on, a two-class task, its token table wide enough),
+  fitted once for consecutive runs on the same training split (encoded at the same length) and
+  vocabulary; prints what it did, or why not. None when off. Two-class tasks only: that is where they
+  were measured to help (four tasks, 20 splits); on a three-class task the C columns lost 1.5 points over
+  5 splits, and regression is not measured (README, "Label columns"), so those train from the token
+  vectors alone."""
   import hashlib
   if not cfg.get("label_columns", False):
     return None
@@ -132,19 +133,18 @@ def for_run(cfg, train, task) -> np.ndarray | None:
           flush=True)
     return None
   vocab, width = int(cfg.model.vocab_size), _table_width(cfg.model)
-  k = 1
-  if not fits(width, k):
-    print(f"label columns: none (the token table's {width} columns leave no room for {k} beside the token "
+  if not fits(width, 1):
+    print(f"label columns: none (the token table's {width} columns leave no room for one beside the token "
           f"vectors)", flush=True)
     return None
   ids, labels = np.ascontiguousarray(train.ids), np.ascontiguousarray(train.labels)
-  key = (hashlib.sha256(ids.tobytes() + labels.tobytes()).hexdigest(), vocab, k, bool(task.is_regression))
+  key = (hashlib.sha256(ids.tobytes() + labels.tobytes()).hexdigest(), vocab)
   if key not in _MEMO:
     _MEMO.clear()
-    _MEMO[key] = columns(ids, labels, vocab, task.num_labels, task.is_regression)
+    _MEMO[key] = columns(ids, labels, vocab, 2)
   cols = _MEMO[key]
-  print(f"label columns: the token table's last {k} column{'s' if k > 1 else ''} from a linear model of the "
-        f"training split's pieces ({int((cols != 0).any(axis=1).sum())} pieces)", flush=True)
+  print(f"label columns: the token table's last 1 column from a linear model of the training split's pieces "
+        f"({int((cols != 0).any(axis=1).sum())} pieces)", flush=True)
   return cols
 
 

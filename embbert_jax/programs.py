@@ -302,9 +302,10 @@ def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from:
   if token_vectors:
     from embbert_jax import labelcols, wordvecs
     own = list(init_from or []) + [""] * (len(seeds) - len(init_from or []))
-    params = wordvecs.apply(params, token_vectors, [not p for p in own])
+    takes = [not p for p in own]  # the members without an encoder of their own
+    params = wordvecs.apply(params, token_vectors, takes)
     if label_columns is not None:
-      params = labelcols.apply(params, label_columns, [not p for p in own])
+      params = labelcols.apply(params, label_columns, takes)
   for i, path in enumerate(init_from or []):
     if path:
       enc = jax.device_get(load_encoder(path, model_cfg))

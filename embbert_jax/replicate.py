@@ -95,8 +95,10 @@ def trial_config(run_config: dict, sets: list[str] | tuple = ()) -> ml_collectio
   """A trial's training config as it ran, then `sets` ("field=value", configs.apply_overrides). A field the
   trial's config predates (a later addition to train.get_config) is added at its default before a --set
   names it; without one it stays absent, so the trial trains as it did."""
-  from embbert_jax import train
   cfg = ml_collections.ConfigDict(run_config)
+  if not sets:
+    return cfg
+  from embbert_jax import train
   defaults = train.get_config()
   for item in sets:
     top = item.partition("=")[0].strip().lstrip("-").split(".")[0]
