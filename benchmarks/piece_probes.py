@@ -8,7 +8,9 @@ split and scores on the test split, all with L2 logistic regression (C = 1):
   * `pieces`: TF-IDF of the run's tokenizer's pieces (labelcols.py's model, the one the label columns are
     the weights of);
   * `mean vector r=R`: the mean over a text's pieces of the token vectors' first R columns (wordvecs.py, what
-    a token table R wide starts from), for each R of --widths.
+    a token table R wide starts from), for each R of --widths;
+  * `readout`: the one-feature model a `label_readout` classifier starts as (labelcols.readout: the
+    text's mean of the label column, fitted on the training split), scored on the test split.
 If `pieces` is near `words` and far above `mean vector`, the evidence is in piece identity, which the token
 vectors do not carry and a network has to learn row by row from the training split (README, "Label
 columns"). Needs scikit-learn (the `baselines` extra).
@@ -24,11 +26,11 @@ from embbert_jax import baselines, data, labelcols, wordvecs
 from embbert_jax import tokenizer as tok_lib
 
 
-def probe(task: data.TaskData, tok, vectors: np.ndarray, widths: list[int]) -> dict[str, float]:
+def probe(task: data.TaskData, tok, vectors: np.ndarray, widths: list[int], max_len: int = 256) -> dict[str, float]:
   from sklearn.linear_model import LogisticRegression
   train, test = task.splits["train"], task.splits["test"]
   out = {"words": baselines.tfidf_linear(task)["test"]["accuracy"]}
-  ids = {name: tok.encode_batch(list(s.text), max_len=256) for name, s in (("train", train), ("test", test))}
+  ids = {name: tok.encode_batch(list(s.text), max_len=max_len) for name, s in (("train", train), ("test", test))}
   x_train, _, idf = labelcols.tfidf(ids["train"], tok.vocab_size)
   x_test = labelcols.tfidf(ids["test"], tok.vocab_size, idf)[0]  # the training split's idf
   pieces = LogisticRegression(max_iter=3000).fit(x_train, train.label)  # labelcols.fit_linear's model (tested)
@@ -39,6 +41,11 @@ def probe(task: data.TaskData, tok, vectors: np.ndarray, widths: list[int]) -> d
       return (vectors[a, :r] * keep[..., None]).sum(1) / np.maximum(keep.sum(1, keepdims=True), 1)
     m = LogisticRegression(max_iter=3000).fit(feats(ids["train"]), train.label)
     out[f"mean vector r={r}"] = float(np.mean(m.predict(feats(ids["test"])) == np.asarray(test.label)))
+  if task.num_labels == 2:
+    col = labelcols.columns(ids["train"], np.asarray(train.label), tok.vocab_size, 2)[:, 0]
+    slope, icpt = labelcols.readout(ids["train"], np.asarray(train.label), col)
+    logit = slope * labelcols.label_feature(ids["test"], col) + icpt
+    out["readout"] = float(np.mean((logit > 0).astype(int) == np.asarray(test.label)))
   return out
 
 
@@ -48,12 +55,13 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--vocab", type=int, default=16384, help="the shipped tokenizer (and token vectors) of this size")
   p.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="split seeds (0: canonical)")
   p.add_argument("--widths", type=int, nargs="+", default=[16, 64], help="token-vector columns R to probe")
+  p.add_argument("--max-len", type=int, default=256, help="ids per text, [CLS] included (a model's L)")
   a = p.parse_args(argv)
   tok = tok_lib.get_tokenizer(a.vocab)
   vectors, seen, _ = wordvecs.load(wordvecs.find(a.vocab))
   vectors = np.where(seen[:, None], vectors / vectors[seen].std(0, keepdims=True), 0.0)  # as token_table scales
-  rows = [probe(data.load_task(a.task, seed=k), tok, vectors, a.widths) for k in a.splits]
-  print(f"test accuracy, mean over splits {a.splits} of {a.task} (V = {a.vocab}):")
+  rows = [probe(data.load_task(a.task, seed=k), tok, vectors, a.widths, a.max_len) for k in a.splits]
+  print(f"test accuracy, mean over splits {a.splits} of {a.task} (V = {a.vocab}, L = {a.max_len}):")
   for key in rows[0]:
     vals = np.array([r[key] for r in rows]) * 100
     print(f"  {key:18s} {vals.mean():6.2f}   ({', '.join(f'{v:.2f}' for v in vals)})")

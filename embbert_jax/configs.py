@@ -60,7 +60,11 @@ class ModelConfig:
   residual: bool = False  # add the identity path around each layer (the reference has none)
   aggregation: str = "difference"  # "difference": lam1*a - lam2*s; "sum": a + s (no lambda vectors)
   embedder: str = "nano"  # "nano" (factorised r -> d) or "standard" (tables at width d)
-  head: str = "cls"  # "cls": Dense on position 0; "rms_pool": RMS over time, then Dense
+  head: str = "cls"  # "cls": Dense on position 0; "rms_pool" / "mean_pool": RMS / mean over time, then Dense
+  # Add to the logits a per-class weight times the mean over the real positions of the token table's last
+  # column (C parameters). With label columns (train's label_columns) that column is a linear model of the
+  # training split's pieces, and the init sets the weights so the classifier starts as that model (labelcols.py).
+  label_readout: bool = False
   # The authors' padding behaviour (spec 8.7); off by default, on in the paper comparisons (PUBLISHED).
   attend_to_pad: bool = False  # attention gets no padding mask: real tokens attend to [PAD] (bert, nanobert)
   pool_over_pad: bool = False  # rms_pool averages over every position, pads included (embedders, mamba)
@@ -189,6 +193,9 @@ def mamba_inner(cfg) -> int:
   return int(cfg.hidden * cfg.mamba_expand)
 
 
+HEADS = ("cls", "rms_pool", "mean_pool")
+
+
 def validate(cfg) -> None:
   """Raises ConfigError with one line for a config no module can be built from."""
   def need(ok: bool, msg: str) -> None:
@@ -200,7 +207,7 @@ def validate(cfg) -> None:
   need(cfg.max_len >= 2 and cfg.hidden >= 1, "max_len must be >= 2 and hidden >= 1")
   need(cfg.num_labels >= 1, "num_labels must be >= 1 (1 = regression)")
   need(cfg.embedder in ("nano", "standard"), f"embedder must be 'nano' or 'standard', not {cfg.embedder!r}")
-  need(cfg.head in ("cls", "rms_pool"), f"head must be 'cls' or 'rms_pool', not {cfg.head!r}")
+  need(cfg.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {cfg.head!r}")
   need(cfg.aggregation in ("difference", "sum"), f"aggregation must be 'difference' or 'sum', not {cfg.aggregation!r}")
   need(cfg.conv_impl in ("auto", "xla", "shift", "shift_vjp", "toeplitz"),
        "conv_impl must be 'auto', 'xla', 'shift', 'shift_vjp' or 'toeplitz'")

@@ -210,6 +210,7 @@ def weights_c(cfg, arrays: dict[str, np.ndarray], label_names: list[str]) -> tup
   if layers:
     fields.append(".layers = {\n" + ",\n".join(layers) + "\n  }")
   fields.append(f".head = {w.dense('head/dense')}")
+  fields.append(f".readout = {w.tensor('head/readout')}")
   missing = set(arrays) - w.used
   if missing:
     raise ExportError(f"the C runtime does not use the tensors {sorted(missing)[:3]}: unsupported config")
@@ -267,7 +268,8 @@ def model_h(cfg, policy: str, plan: list[dict[str, Any]], t: dict[str, Any], add
       ("EMBBERT_USE_ATTENTION", int(embbert and c.use_attention)),
       ("EMBBERT_USE_CONV", int(embbert and c.use_conv)), ("EMBBERT_RESIDUAL", int(embbert and c.residual)),
       ("EMBBERT_AGGREGATION_DIFFERENCE", int(c.aggregation == "difference")),
-      ("EMBBERT_HEAD_CLS", int(c.head == "cls")),
+      ("EMBBERT_HEAD_CLS", int(c.head == "cls")), ("EMBBERT_HEAD_MEAN", int(c.head == "mean_pool")),
+      ("EMBBERT_LABEL_READOUT", int(c.label_readout)),
       ("EMBBERT_NORM_EPS", f"{float(np.float32(c.norm_eps)):.9e}f"),
       ("EMBBERT_SQRT_HIDDEN", f"{float(np.float32(math.sqrt(c.hidden))):.9e}f"),
       ("EMBBERT_ADD_CLS", int(add_cls)),

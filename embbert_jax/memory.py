@@ -129,7 +129,8 @@ def _num_layers(c) -> int:
 
 def _head_specs(c, task: str) -> list[ParamSpec]:
   if task == "classify":
-    return _dense(("head",), "dense", c.hidden, c.num_labels)
+    readout = [ParamSpec(("head", "readout"), (c.num_labels,))] if c.label_readout else []
+    return _dense(("head",), "dense", c.hidden, c.num_labels) + readout
   return _dense(("head",), "mlm", c.hidden, c.vocab_size) + _dense(("head",), "nsp", c.hidden, 2)
 
 

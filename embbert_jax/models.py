@@ -403,19 +403,38 @@ def rms_pool(x_BxLxD: Array, mask_BxL: Array) -> Array:
   return jnp.sqrt(mean_sq + 1e-12)
 
 
+def mean_pool(x_BxLxD: Array, mask_BxL: Array) -> Array:
+  """Per channel the mean over the positions in `mask_BxL` (f32)."""
+  m = mask_BxL[..., None].astype(jnp.float32)
+  return jnp.sum(x_BxLxD.astype(jnp.float32) * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+
+
+def label_feature(token_table_VxR: Array, ids_BxL: Array, mask_BxL: Array) -> Array:
+  """(B,) f32: the mean over a text's real positions of the token table's last column (`label_readout`)."""
+  col_BxL = jnp.take(token_table_VxR[:, -1], ids_BxL, axis=0).astype(jnp.float32)
+  m = mask_BxL.astype(jnp.float32)
+  return jnp.sum(col_BxL * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+
+
 class ClassifierHead(nn.Module):
-  """Dense(d -> C) on position 0 ("cls") or on the RMS-pooled sequence ("rms_pool")."""
+  """Dense(d -> C) on position 0 ("cls"), on the RMS-pooled ("rms_pool") or the mean-pooled ("mean_pool")
+  sequence; with `label_readout`, plus a per-class weight (`readout`, init 0) times `label_B`."""
   cfg: Any
 
   @nn.compact
-  def __call__(self, h_BxLxD: Array, mask_BxL: Array) -> Array:
+  def __call__(self, h_BxLxD: Array, mask_BxL: Array, label_B: Array | None = None) -> Array:
     c = self.cfg
     if c.head == "cls":
       pooled = h_BxLxD[:, 0]
     else:
       pool_mask = jnp.ones_like(mask_BxL) if c.pool_over_pad else mask_BxL
-      pooled = rms_pool(h_BxLxD, pool_mask).astype(h_BxLxD.dtype)
-    return dense(c, c.num_labels, c.hidden, "dense")(pooled).astype(jnp.float32)
+      pool = rms_pool if c.head == "rms_pool" else mean_pool
+      pooled = pool(h_BxLxD, pool_mask).astype(h_BxLxD.dtype)
+    logits = dense(c, c.num_labels, c.hidden, "dense")(pooled).astype(jnp.float32)
+    if c.label_readout:
+      w = self.param("readout", nn.initializers.zeros_init(), (c.num_labels,), jnp.dtype(c.param_dtype))
+      logits = logits + label_B[:, None] * w.astype(jnp.float32)[None, :]
+    return logits
 
 
 class PretrainHead(nn.Module):
@@ -442,8 +461,12 @@ class Classifier(nn.Module):
   @nn.compact
   def __call__(self, ids_BxL: Array, mask_BxL: Array | None = None, train: bool = False) -> Array:
     mask = pad_mask(ids_BxL) if mask_BxL is None else mask_BxL
-    h = Encoder(self.cfg, name="encoder")(ids_BxL, mask, train)
-    return ClassifierHead(self.cfg, name="head")(h, mask)
+    encoder = Encoder(self.cfg, name="encoder")
+    h = encoder(ids_BxL, mask, train)
+    label = None
+    if self.cfg.label_readout:  # the encoder's own token table, read after it has run (or been initialised)
+      label = label_feature(encoder.variables["params"]["embedder"]["token"]["embedding"], ids_BxL, mask)
+    return ClassifierHead(self.cfg, name="head")(h, mask, label)
 
 
 class Pretrainer(nn.Module):

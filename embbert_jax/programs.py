@@ -291,11 +291,11 @@ _init_program = functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)(init_program)  #
 
 
 def init_members(model_cfg, seeds: list[int], task: str = "classify", init_from: list[str] | None = None,
-                 token_vectors: str = "", label_columns: np.ndarray | None = None):
+                 token_vectors: str = "", label_columns=None):
   """Stacked initial params (leading axis G): member i from key(seeds[i]), its encoder replaced by the
   saved encoder init_from[i] where that is set, else its token table taken from the token-vector table
-  at path `token_vectors` where that is given (wordvecs.apply), its last columns then `label_columns`
-  where those are given (labelcols.apply)."""
+  at path `token_vectors` where that is given (wordvecs.apply), its last columns then `label_columns` (a
+  labelcols.Fit, which also starts a `label_readout` head) where those are given (labelcols.apply)."""
   program = _init_program(configs.ModelConfig.from_dict(model_cfg), task)
   members = jax.device_get([program(np.int32(s)) for s in seeds])
   params = jax.tree.map(lambda *rows: np.stack(rows), *members)

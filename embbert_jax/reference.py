@@ -171,7 +171,7 @@ class ExportedModel:
       live.held["x"] = x.nbytes
     for i in range(c["num_layers"] if c["arch"] == "embbert" else 0):
       x = self.layer(f"encoder/layer_{i}", x, keys_L, live)
-    return self.head(x, mask_L, live)
+    return self.head(x, mask_L, live, ids_L)
 
   def layer(self, p: str, x: np.ndarray, mask_L: np.ndarray, live: LiveSet) -> np.ndarray:
     c, act, where = self.cfg, self.act, p.split("/")[-1]
@@ -215,15 +215,23 @@ class ExportedModel:
     live.put("x", y, where)
     return y
 
-  def head(self, x: np.ndarray, mask_L: np.ndarray, live: LiveSet) -> np.ndarray:
+  def head(self, x: np.ndarray, mask_L: np.ndarray, live: LiveSet, ids_L: np.ndarray) -> np.ndarray:
     if self.cfg["head"] == "cls":
       pooled = x[:1]
     else:
       m = (mask_L[:, None] | bool(self.cfg.get("pool_over_pad", False))).astype(f32)  # see models.rms_pool
-      pooled = np.sqrt((x.astype(f32) ** 2 * m).sum(0, keepdims=True) / max(m.sum(), 1.0) + 1e-12)
+      if self.cfg["head"] == "mean_pool":
+        pooled = (x.astype(f32) * m).sum(0, keepdims=True) / max(m.sum(), 1.0)
+      else:
+        pooled = np.sqrt((x.astype(f32) ** 2 * m).sum(0, keepdims=True) / max(m.sum(), 1.0) + 1e-12)
     live.put("pooled", pooled, "head")
     live.drop("x")
     logits = self.dense("head/dense", pooled, live).astype(f32)[0]
+    if self.cfg.get("label_readout", False):  # a running sum in order, as the C runtime's (no arena value)
+      total = f32(0.0)
+      for v in self.rows("encoder/embedder/token/embedding", ids_L[mask_L])[:, -1]:
+        total = f32(total + v)
+      logits = logits + f32(total / f32(max(int(mask_L.sum()), 1))) * self._f("head/readout")
     live.put("logits", logits, "head")
     live.drop("pooled", "logits")
     return logits

@@ -205,6 +205,37 @@ def test_baselines_build_and_equal_reference(trained, preset):
   assert manifest["c"]["arena_bytes"] < memory.estimate(cfg, "int8").activation_bytes  # one L x d buffer less
 
 
+@pytest.mark.parametrize("policy", ["fp32", "int8"])
+def test_mean_pool_and_label_readout_equal_reference_and_jax(trained, policy):
+  """A mean-pooling head with the label readout (the text's mean of the token table's last column times a
+  weight per class): C = the NumPy reference; in fp32 the reference = JAX, whose readout term is the
+  numpy feature labelcols fits the readout's starting weights on."""
+  from embbert_jax import labelcols
+  _, _, tok, _, root = trained
+  cfg = configs.model_config(vocab_size=tok.vocab_size, **{**CFG, "num_layers": 1}, head="mean_pool",
+                             residual=True, label_readout=True)
+  params = random_params(cfg, 4)
+  params["head"]["readout"] = np.array([-3.0, 4.0], np.float32)  # large enough to move the labels
+  out = root / f"c_readout_{policy}"
+  export_c.export_c(params, cfg, out, policy=policy, tokenizer_path=tok.model_path)
+  texts = make_texts(50, seed=7)[0] + ADVERSARIAL
+  ids = tok.encode_batch(texts, max_len=cfg.max_len)
+  lines = run(build(out), texts).stdout.decode().splitlines()
+  logits_c = np.array([[float(x) for x in line.split()[1:]] for line in lines], np.float32)
+  _, logits_ref = reference.predict(out, ids)
+  np.testing.assert_allclose(logits_c, logits_ref, atol=1e-6)
+  if policy == "fp32":
+    model = models.build_model(cfg)
+    logits_jax = np.asarray(model.apply({"params": params}, jnp.asarray(ids)))
+    np.testing.assert_allclose(logits_jax, logits_ref, atol=1e-5)
+    silent = jax.tree.map(lambda a: a, params)
+    silent["head"]["readout"] = np.zeros_like(params["head"]["readout"])
+    term = logits_jax - np.asarray(model.apply({"params": silent}, jnp.asarray(ids)))
+    feature = labelcols.label_feature(ids, params["encoder"]["embedder"]["token"]["embedding"][:, -1])
+    np.testing.assert_allclose(term, feature[:, None] * params["head"]["readout"][None, :], atol=1e-5)
+    assert np.abs(term).max() > 0.5
+
+
 def test_headline_int8_fits_781kB():
   """The paper's EmbBERT-Q: flash weights + the arena (rule regions + scratch rows) <= 781 kB."""
   cfg = configs.get_preset("embbert")

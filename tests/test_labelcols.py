@@ -72,12 +72,12 @@ def test_apply_writes_the_last_columns_of_the_flagged_members_only():
   table = np.arange(2 * 10 * 8, dtype=np.float32).reshape(2, 10, 8)
   params = {"encoder": {"embedder": {"token": {"embedding": table.copy()}}}}
   cols = np.full((10, 2), -1.0, np.float32)
-  out = labelcols.apply(params, cols, [False, True])["encoder"]["embedder"]["token"]["embedding"]
+  out = labelcols.apply(params, labelcols.Fit(cols), [False, True])["encoder"]["embedder"]["token"]["embedding"]
   np.testing.assert_array_equal(out[0], table[0])
   np.testing.assert_array_equal(out[1, :, :6], table[1, :, :6])
   np.testing.assert_array_equal(out[1, :, 6:], cols)
   narrow = {"encoder": {"embedder": {"token": {"embedding": table[:, :, :3].copy()}}}}
-  out = labelcols.apply(narrow, cols, None)["encoder"]["embedder"]["token"]["embedding"]
+  out = labelcols.apply(narrow, labelcols.Fit(cols), None)["encoder"]["embedder"]["token"]["embedding"]
   np.testing.assert_array_equal(out, table[:, :, :3])  # two columns would take more than half of three
 
 
@@ -88,9 +88,9 @@ def test_a_run_starts_from_them_by_default_and_the_switch_turns_them_off(tmp_pat
   cfg = tiny_config(tmp_path, steps=4, eval_every=4, token_lr_scale=0.0, token_vectors=True)
   assert train.get_config().label_columns is True
   task, _, enc = loop.prepare_task(cfg)
-  cols = labelcols.for_run(cfg, enc["train"], task)
-  assert cols.shape == (cfg.model.vocab_size, 1) and np.abs(cols).max() > 0
-  assert labelcols.for_run(cfg, enc["train"], task) is cols  # the memo: one fit per split and vocabulary
+  fit = labelcols.for_run(cfg, enc["train"], task)
+  assert fit.columns.shape == (cfg.model.vocab_size, 1) and np.abs(fit.columns).max() > 0
+  assert labelcols.for_run(cfg, enc["train"], task) is fit  # the memo: one fit per split and vocabulary
   vectors = str(wordvecs.find(cfg.model.vocab_size, cfg.corpus, cfg.cache_dir))
   tables = {}
   for on in (True, False):
@@ -102,7 +102,7 @@ def test_a_run_starts_from_them_by_default_and_the_switch_turns_them_off(tmp_pat
     assert saved["label_columns"] is on
   out = capsys.readouterr().out
   assert out.count("label columns: the token table's last 1 column") == 3  # the two calls above, one run
-  start = programs.init_members(cfg.model, [cfg.seed], "classify", None, vectors, cols)
+  start = programs.init_members(cfg.model, [cfg.seed], "classify", None, vectors, fit)
   np.testing.assert_array_equal(tables[True], start["encoder"]["embedder"]["token"]["embedding"][0])
   plain = programs.init_members(cfg.model, [cfg.seed], "classify", None, vectors)
   np.testing.assert_array_equal(tables[False], plain["encoder"]["embedder"]["token"]["embedding"][0])
@@ -120,3 +120,29 @@ def test_only_two_class_tasks_get_them_where_they_were_measured(tmp_path, capsys
   cfg.label_columns = False
   assert labelcols.for_run(cfg, train_split, SimpleNamespace(is_regression=False, num_labels=2)) is None
   assert capsys.readouterr().out == ""  # off: silent
+
+
+def test_a_readout_model_starts_as_the_linear_model_of_the_mean_column(tmp_path, capsys):
+  """With label_readout the first logits are the one-feature logistic regression on the text's mean of the
+  label column (scikit-learn's, where installed): its readout and bias, a zero head kernel; without the
+  fit the readout starts at 0 and the head's kernel is random."""
+  import jax.numpy as jnp
+  from embbert_jax import models
+  cfg = tiny_config(tmp_path, token_vectors=True)
+  cfg.model.label_readout = True
+  task, _, enc = loop.prepare_task(cfg)
+  ids, labels = enc["train"].ids, enc["train"].labels
+  fit = labelcols.for_run(cfg, enc["train"], task)
+  assert "the classifier starts as it (label_readout:" in capsys.readouterr().out
+  slope, icpt = fit.readout
+  feature = labelcols.label_feature(ids, fit.columns[:, 0])
+  sk = pytest.importorskip("sklearn.linear_model")
+  ref = sk.LogisticRegression(C=1e6, tol=1e-10, max_iter=10_000).fit(feature[:, None], labels)
+  np.testing.assert_allclose([slope, icpt], [ref.coef_[0, 0], ref.intercept_[0]], rtol=2e-3, atol=2e-3)
+  vectors = str(wordvecs.find(cfg.model.vocab_size, cfg.corpus, cfg.cache_dir))
+  first = programs.member_params(programs.init_members(cfg.model, [0], "classify", None, vectors, fit), 0)
+  logits = np.asarray(models.build_model(cfg.model).apply({"params": first}, jnp.asarray(ids)))
+  np.testing.assert_allclose(logits[:, 1] - logits[:, 0], slope * feature + icpt, rtol=1e-4, atol=1e-4)
+  assert np.all(first["head"]["dense"]["kernel"] == 0)
+  other = programs.init_members(cfg.model, [0], "classify", None, vectors, None)
+  assert np.all(other["head"]["readout"] == 0) and np.abs(other["head"]["dense"]["kernel"]).max() > 0

@@ -39,12 +39,24 @@ def test_spec_formula_on_other_configs(overrides):
   assert memory.num_params(c) == spec_formula(c)
 
 
+def test_label_readout_adds_one_weight_per_class_and_only_that():
+  plain = configs.get_preset("embbert", num_labels=3)
+  with_readout = configs.get_preset("embbert", num_labels=3, label_readout=True)
+  assert memory.num_params(with_readout) == memory.num_params(plain) + 3
+  assert memory.num_params(with_readout, "pretrain") == memory.num_params(plain, "pretrain")  # classifier only
+  for policy in ("fp32", "int8"):
+    a, b = memory.estimate(plain, policy), memory.estimate(with_readout, policy)
+    extra = 3 * memory.get_policy(policy).other  # priced as the other vectors (biases, norms): 4 / 2 bytes
+    assert b.activation_bytes == a.activation_bytes and b.weight_bytes - a.weight_bytes == extra
+
+
 def _all_configs():
   """Every preset, every ablation switch, and the pre-training task."""
   out = [(n, configs.get_preset(n), "classify") for n in configs.PRESETS]
   out.append(("embbert/pretrain", configs.get_preset("embbert"), "pretrain"))
   for flag in (dict(use_attention=False), dict(use_conv=False), dict(residual=True), dict(aggregation="sum"),
-               dict(embedder="standard"), dict(head="rms_pool", num_labels=5), dict(conv_expansion=2)):
+               dict(embedder="standard"), dict(head="rms_pool", num_labels=5), dict(conv_expansion=2),
+               dict(head="mean_pool", label_readout=True), dict(embedder="standard", label_readout=True, num_labels=1)):
     out.append((f"embbert/{flag}", configs.get_preset("embbert", **flag), "classify"))
   return out
 

@@ -336,6 +336,12 @@ int embbert_forward(const int32_t *ids, int n, float *logits) {
 #endif
 #if EMBBERT_HEAD_CLS
   to_f32(x, EMBBERT_HIDDEN, XF);
+#elif EMBBERT_HEAD_MEAN
+  for (j = 0; j < EMBBERT_HIDDEN; j++) { /* mean pooling over the n real positions */
+    float s = 0.0f;
+    for (t = 0; t < n; t++) s += a2f(x[(size_t)t * EMBBERT_HIDDEN + j]);
+    XF[j] = s / (float)n;
+  }
 #else
   for (j = 0; j < EMBBERT_HIDDEN; j++) { /* RMS pooling over the n real positions */
     float ss = 0.0f;
@@ -345,6 +351,15 @@ int embbert_forward(const int32_t *ids, int n, float *logits) {
 #endif
   dense(&M->head, XF, ROW);
   for (j = 0; j < EMBBERT_NUM_LABELS; j++) logits[j] = a2f(ROW[j]);
+#if EMBBERT_LABEL_READOUT
+  { /* + readout x the mean over the ids of the token table's last column (a running sum, no arena) */
+    const size_t r = EMBBERT_EMBED_DIM;
+    float s = 0.0f;
+    for (t = 0; t < n; t++) s += tval(&M->token, (size_t)ids[t] * r + (r - 1), r);
+    s /= (float)n;
+    for (j = 0; j < EMBBERT_NUM_LABELS; j++) logits[j] += s * tval(&M->readout, (size_t)j, EMBBERT_NUM_LABELS);
+  }
+#endif
   (void)y;
   return 0;
 }
