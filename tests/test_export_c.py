@@ -317,6 +317,17 @@ def test_onnx_export_agrees_with_jax(trained, tmp_path):
   got = np.concatenate([sess.run(["logits"], {"input_ids": ids[i:i + 1]})[0] for i in range(len(ids))])
   want = np.asarray(models.build_model(cfg).apply({"params": params}, jnp.asarray(ids)))
   np.testing.assert_allclose(got, want, atol=1e-5)
+  # The default sweep space's head: mean pooling, the identity path and the label readout.
+  cfg = configs.model_config(vocab_size=tok.vocab_size, **{**CFG, "num_layers": 1}, head="mean_pool",
+                             residual=True, label_readout=True)
+  params = random_params(cfg, 5)
+  params["head"]["readout"] = np.array([-3.0, 4.0], np.float32)
+  saved = export.save_model(tmp_path / "readout", params, cfg, tokenizer_path=tok.model_path)
+  assert export.main([str(saved), "--format", "onnx", "--out", str(tmp_path / "onnx_readout")]) == 0
+  sess = ort.InferenceSession(str(tmp_path / "onnx_readout" / "model.onnx"), providers=["CPUExecutionProvider"])
+  got = np.concatenate([sess.run(["logits"], {"input_ids": ids[i:i + 1]})[0] for i in range(len(ids))])
+  want = np.asarray(models.build_model(cfg).apply({"params": params}, jnp.asarray(ids)))
+  np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.slow  # tensorflow's conversion takes ~40 s
