@@ -116,7 +116,7 @@ def label_feature(ids_NxL: np.ndarray, col_V: np.ndarray) -> np.ndarray:
 def readout(ids_NxL: np.ndarray, labels: np.ndarray, col_V: np.ndarray) -> tuple[float, float]:
   """(slope, intercept) of the logistic regression of the labels on label_feature: the `label_readout`
   weights with which the classifier starts as the linear model of the pieces (its evidence averaged over
-  the text; 0.4 points under the TF-IDF model itself over amazon's five splits, README)."""
+  the text: 75.74 against 75.85 % for the TF-IDF model itself over amazon's five splits, README)."""
   import scipy.sparse as sp
   m = label_feature(ids_NxL, col_V)
   w, b = fit_linear(sp.csr_matrix(m[:, None]), labels, 2, l2=1e-6, intercept=True)
