@@ -411,9 +411,8 @@ def mean_pool(x_BxLxD: Array, mask_BxL: Array) -> Array:
 
 def label_feature(token_table_VxR: Array, ids_BxL: Array, mask_BxL: Array) -> Array:
   """(B,) f32: the mean over a text's real positions of the token table's last column (`label_readout`)."""
-  col_BxL = jnp.take(token_table_VxR[:, -1], ids_BxL, axis=0).astype(jnp.float32)
-  m = mask_BxL.astype(jnp.float32)
-  return jnp.sum(col_BxL * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+  col_BxLx1 = jnp.take(token_table_VxR[:, -1:], ids_BxL, axis=0)
+  return mean_pool(col_BxLx1, mask_BxL)[:, 0]
 
 
 class ClassifierHead(nn.Module):
