@@ -9,9 +9,8 @@ split and scores on the test split, all with L2 logistic regression (C = 1):
     the weights of);
   * `mean vector r=R`: the mean over a text's pieces of the token vectors' first R columns (wordvecs.py, what
     a token table R wide starts from), for each R of --widths;
-  * `readout`: the model a `label_readout` classifier starts as (labelcols.readout: per class a weight on
-    the text's mean of the label column, or of its class's column for C > 2 classes, fitted on the
-    training split), scored on the test split.
+  * `readout`: the one-feature model a `label_readout` classifier starts as (labelcols.readout: the
+    text's mean of the label column, fitted on the training split), scored on the test split.
 If `pieces` is near `words` and far above `mean vector`, the evidence is in piece identity, which the token
 vectors do not carry and a network has to learn row by row from the training split (README, "Label
 columns"). Needs scikit-learn (the `baselines` extra).
@@ -42,11 +41,11 @@ def probe(task: data.TaskData, tok, vectors: np.ndarray, widths: list[int], max_
       return (vectors[a, :r] * keep[..., None]).sum(1) / np.maximum(keep.sum(1, keepdims=True), 1)
     m = LogisticRegression(max_iter=3000).fit(feats(ids["train"]), train.label)
     out[f"mean vector r={r}"] = float(np.mean(m.predict(feats(ids["test"])) == np.asarray(test.label)))
-  if not task.is_regression:
-    cols = labelcols.columns(ids["train"], np.asarray(train.label), tok.vocab_size, task.num_labels)
-    slopes, icpts = labelcols.readout(ids["train"], np.asarray(train.label), cols, task.num_labels)
-    logits = labelcols.label_feature(ids["test"], cols) * slopes + icpts
-    out["readout"] = float(np.mean(logits.argmax(axis=1) == np.asarray(test.label)))
+  if task.num_labels == 2:
+    col = labelcols.columns(ids["train"], np.asarray(train.label), tok.vocab_size, 2)[:, 0]
+    slope, icpt = labelcols.readout(ids["train"], np.asarray(train.label), col)
+    logit = slope * labelcols.label_feature(ids["test"], col) + icpt
+    out["readout"] = float(np.mean((logit > 0).astype(int) == np.asarray(test.label)))
   return out
 
 
