@@ -58,7 +58,7 @@ def precompile(cfg, group_size: int = 1) -> dict:
   vec = lambda dtype: jax.ShapeDtypeStruct((g,), dtype)
   init_args = (vec(np.int32), vec(np.float32), vec(np.float32), params_G, metrics_G)
   lowered.append(progs.init.lower(*init_args))
-  state = jax.eval_shape(progs.init, *init_args)
+  state = progs.init.eval_shape(*init_args)
 
   mesh = loop.make_mesh()
   shard = NamedSharding(mesh, P(None, "data"))

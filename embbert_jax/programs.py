@@ -28,7 +28,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from embbert_jax import batches as batch_lib
-from embbert_jax import configs, files, hostmem, models, recipes
+from embbert_jax import configs, executables, files, hostmem, models, recipes
 from embbert_jax.losses import classify_loss, flat_vector, make_optimizer, pretrain_loss
 
 
@@ -153,11 +153,11 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
     loss_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate)
     # Evaluation: dropout off, masks from `r` (a fixed key per held-out batch gives a comparable curve).
     eval_fn = lambda p, b, r: pretrain_loss(model, p, b, r, vocab, rate, train=False)[1]
-    apply = jax.jit(lambda p_G, b, r: over_members(lambda p: eval_fn(p, b, r), group_impl)(p_G))
+    apply = lambda p_G, b, r: over_members(lambda p: eval_fn(p, b, r), group_impl)(p_G)
   else:
     is_regression, label_smoothing = loss_args
     loss_fn = lambda p, b, r: classify_loss(model, p, b, r, is_regression, label_smoothing)
-    apply = jax.jit(lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G))
+    apply = lambda p_G, ids: over_members(lambda p: model.apply({"params": p}, ids), group_impl)(p_G)
   optimizer = make_optimizer(opt_cfg, 0.0, 0.0)  # the update reads each member's values from its state
   mesh = Mesh(np.array(devices), ("data",))
   repl, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "data"))
@@ -181,11 +181,14 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
             "metrics": _where_members(improved_G, metrics_G, b["metrics"])}
     return {**state, "best": best}
 
+  key = (kind, model_cfg, opt, loss_args, devices, group_impl)  # _cached_programs' key
+  kept = functools.partial(executables.CachedProgram, key=key)
   return Programs(
-      init=jax.jit(init, out_shardings=repl),
-      step=jax.jit(make_group_step(loss_fn, optimizer, group_impl), in_shardings=(repl, shard),
-                   out_shardings=(repl, repl), donate_argnums=0),
-      keep_best=jax.jit(keep_best, out_shardings=repl, donate_argnums=0), apply=apply)
+      init=kept(init, name="init", out_shardings=repl),
+      step=kept(make_group_step(loss_fn, optimizer, group_impl), name="step", in_shardings=(repl, shard),
+                out_shardings=(repl, repl), donate_argnums=0),
+      keep_best=kept(keep_best, name="keep_best", out_shardings=repl, donate_argnums=0),
+      apply=kept(apply, name="apply"))
 
 
 def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total_steps: int = 0,
@@ -213,6 +216,10 @@ def programs_for(cfg, kind: str = "classify", is_regression: bool = False, total
 
 @functools.lru_cache(maxsize=256)
 def _forward_gflop(model_cfg: configs.ModelConfig, width: int) -> float:
+  return executables.cached_float("forward_gflop", (model_cfg, width), lambda: _count_gflop(model_cfg, width))
+
+
+def _count_gflop(model_cfg: configs.ModelConfig, width: int) -> float:
   model = models.build_model(model_cfg)
   params = jax.eval_shape(lambda: models.init_params(model_cfg, jax.random.key(0)))
   ids = jax.ShapeDtypeStruct((1, width), jnp.int32)
@@ -284,7 +291,8 @@ def init_program(model_cfg: configs.ModelConfig, task: str):
   """One member's initial params from its seed. Not vmapped over a group's seeds: called once per seed,
   it is the same values from a program that compiles in 0.8x the time (3.6 vs 4.6 s for a 1-layer model,
   10.1 vs 12.0 s for a 6-layer one), which is most of a small trial's initial-params time."""
-  return jax.jit(lambda seed: models.init_params(model_cfg, jax.random.key(seed), task))
+  return executables.CachedProgram(lambda seed: models.init_params(model_cfg, jax.random.key(seed), task),
+                                   key=(model_cfg, task), name="init_params")
 
 
 _init_program = functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)(init_program)  # the one trials call
