@@ -24,10 +24,9 @@ import tempfile
 from pathlib import Path
 
 import machine
+from compile_share import EVENTS as EVENT_NAMES
 
-EVENTS = {"trace": "/jax/core/compile/jaxpr_trace_duration", "lower": "/jax/core/compile/jaxpr_to_mlir_module_duration",
-          "compile/load": "/jax/core/compile/backend_compile_duration",
-          "kept load": "/embbert_jax/executables/load_duration"}
+EVENTS = dict(zip(("trace", "lower", "compile/load", "kept load"), EVENT_NAMES))  # compile_share's four
 
 RUNNER = """
 import json, sys
