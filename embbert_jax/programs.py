@@ -113,10 +113,11 @@ OPTIMIZER_FIELDS = ("grad_clip", "b1", "b2", "eps")
 # LLVM failed ("Cannot allocate memory") and the worker died 15 minutes into a 45-minute sweep
 # (benchmarks/sweep_memory.py). So at most PROGRAM_CACHE_SIZE shapes' programs are kept; a new shape beyond
 # them flushes them all and JAX's own caches (jax.clear_caches: dropping our references alone left the
-# mappings growing) and hands the freed heap back (hostmem.trim_heap); a shape that comes back reloads
-# from the persistent compilation cache. A group's seeds and learning rates share one shape, so 2 covers
-# a trial and the one before it (sweep_memory.py, 8 shapes at V = 2048: 4 kept, no trim, held 1.51 GB
-# after the fourth; 2 kept, trimmed, 0.80 GB, and 1.05 GB at most).
+# mappings growing) and hands the freed heap back (hostmem.trim_heap); a shape that comes back loads its
+# kept executables (executables.py) or, failing those, the persistent compilation cache's. A group's seeds
+# and learning rates share one shape, so 2 covers a trial and the one before it (sweep_memory.py, 8 shapes
+# at V = 2048: 4 kept, no trim, held 1.51 GB after the fourth; 2 kept, trimmed, 0.80 GB, and 1.05 GB at
+# most). The two sweeps with kept executables peaked at 1.66 and 1.59 GB (README, Compile time).
 PROGRAM_CACHE_SIZE = 2
 _PROGRAMS: dict[tuple, "Programs"] = {}
 
@@ -141,7 +142,8 @@ def _programs(kind: str, model_cfg: configs.ModelConfig, opt: tuple, loss_args: 
               group_impl: str = "auto") -> Programs:
   """Built once per process for each distinct key (the frozen model config is hashable; _cached_programs),
   so trials of equal shapes (the seeds of run_seeds, a resumed run, a promoted trial) reuse the traced and
-  compiled programs in memory; across processes and flushes the persistent compilation cache does the same
+  compiled programs in memory; across processes and flushes each program loads its kept executable
+  (executables.CachedProgram), or else JAX's persistent cache serves its compile
   (enable_compilation_cache)."""
   opt_d = dict(opt)  # learning rate / weight decay: per member
   if "schedule" in opt_d:  # frozen as JSON in the key (a ConfigDict is not hashable)
