@@ -11,7 +11,8 @@ A B` the warm run is a sweep of task B after one of task A (what a user running 
 gets), and B also runs cold on a cache of its own, for comparison. `--time-budget` runs the default
 multi-fidelity sweep within that time instead of `--max-trials` x `--steps`. JAX reports every tracing,
 lowering and backend compile (or cache load) through jax.monitoring, and embbert_jax.executables each load
-of a kept executable (which skips the other three); their sum over the process is the compile time. Data and tokenizers come from the usual cache, so no run pays for them.
+of a kept executable (which skips the other three); their sum over the process is the compile time. Data
+and tokenizers come from the usual cache, so no run pays for them.
 """
 
 from __future__ import annotations
@@ -41,13 +42,18 @@ print("TIMES" + json.dumps({{"wall_s": time.perf_counter() - t0, "code": code, *
 """
 
 
+def run_python(script: str, env: dict, what: str, marker: str = "TIMES") -> dict:
+  """Runs `script` in a fresh Python process; returns the JSON it printed after `marker` (kept_programs.py
+  runs its trials through this too)."""
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+  if out.returncode != 0 or marker not in out.stdout:
+    raise SystemExit(f"{what} failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.rsplit(marker, 1)[1])
+
+
 def run_sweep(argv: list[str], cache: Path) -> dict:
   env = {**os.environ, "EMBBERT_JAX_COMPILATION_CACHE": str(cache), "WANDB_MODE": "disabled"}
-  out = subprocess.run([sys.executable, "-c", RUNNER.format(argv=argv)], capture_output=True, text=True,
-                       env=env)
-  if out.returncode != 0 or "TIMES" not in out.stdout:
-    raise SystemExit(f"the sweep failed:\n{out.stderr[-3000:]}")
-  return json.loads(out.stdout.rsplit("TIMES", 1)[1])
+  return run_python(RUNNER.format(argv=argv), env, "the sweep")
 
 
 def main() -> None:
@@ -68,8 +74,8 @@ def main() -> None:
     runs = [(f"{a}, cold", a, "xla"), (f"{b} after {a}", b, "xla")]
     if not args.no_cold_b:
       runs.insert(0, (f"{b}, cold", b, "xla-b"))
-  print("| run | cache | sweep wall s | trials | trace s | lower s | compile / cache load s | executables load s "
-        "| compile share |")
+  print("| run | cache | sweep wall s | trials | trace s | lower s | compile / cache load s "
+        "| executables load s | compile share |")
   print("|---|---|---|---|---|---|---|---|---|")
   used: set[str] = set()  # cache folders a run has filled: the next run on one of them is warm
   with tempfile.TemporaryDirectory() as tmp:

@@ -15,16 +15,13 @@ step and evaluation over their steady cost) and jax.monitoring's totals, then th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import machine
-from compile_share import EVENTS as EVENT_NAMES
+from compile_share import EVENTS as EVENT_NAMES, run_python
 
 EVENTS = dict(zip(("trace", "lower", "compile/load", "kept load"), EVENT_NAMES))  # compile_share's four
 
@@ -50,10 +47,7 @@ def run(task: str, cache: Path, workdir: Path, kept: bool) -> dict:
   env = {**os.environ, "EMBBERT_JAX_EXECUTABLES": "1" if kept else "0", "WANDB_MODE": "disabled"}
   env.pop("EMBBERT_JAX_COMPILATION_CACHE", None)
   script = RUNNER.format(here=str(Path(__file__).parent), cache=str(cache), task=task, workdir=str(workdir))
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-  if out.returncode != 0 or "RESULT" not in out.stdout:
-    raise SystemExit(f"the run failed:\n{out.stderr[-3000:]}")
-  return json.loads(out.stdout.rsplit("RESULT", 1)[1])
+  return run_python(script, env, "the run", marker="RESULT")
 
 
 def main() -> None:
@@ -62,20 +56,23 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=3)
   args = ap.parse_args()
   print(machine.describe())
-  print("| run | compile s | initial params s | " + " | ".join(f"{k} s" for k in EVENTS) + " | kept: loaded / compiled "
-        "| test accuracy |")
+  print("| run | compile s | initial params s | " + " | ".join(f"{k} s" for k in EVENTS)
+        + " | kept: loaded / compiled | test accuracy |")
   print("|---|---|---|" + "---|" * len(EVENTS) + "---|---|")
   sums: dict[str, list[float]] = {}
   with tempfile.TemporaryDirectory() as tmp:
-    modes = [("cold", True)] + [m for _ in range(args.rounds) for m in (("JAX's cache", False), ("kept", True))]
+    pair = (("JAX's cache", False), ("kept", True))
+    modes = [("cold", True)] + [m for _ in range(args.rounds) for m in pair]
     for i, (name, kept) in enumerate(modes):
       r = run(args.task, Path(tmp) / "xla", Path(tmp) / f"run{i}", kept)
       tm, tot, st = r["timing"], r["totals"], r["stats"]
       parts = [tot.get(e, 0.0) for e in EVENTS.values()]
       sums.setdefault(name, []).append(tm["compile_s"] + tm["init_s"])
-      print(f"| {name} | {tm['compile_s']:.2f} | {tm['init_s']:.2f} | " + " | ".join(f"{p:.2f}" for p in parts)
+      print(f"| {name} | {tm['compile_s']:.2f} | {tm['init_s']:.2f} | "
+            + " | ".join(f"{p:.2f}" for p in parts)
             + f" | {st.get('loaded', 0)} / {st.get('compiled', 0)} | {r['acc']:.4f} |", flush=True)
-  print("median compile + initial params: " + ", ".join(f"{k} {statistics.median(v):.2f} s" for k, v in sums.items()))
+  medians = ", ".join(f"{k} {statistics.median(v):.2f} s" for k, v in sums.items())
+  print(f"median compile + initial params: {medians}")
 
 
 if __name__ == "__main__":
