@@ -9,11 +9,10 @@ split and scores on the test split, all with L2 logistic regression (C = 1):
     the weights of);
   * `mean vector r=R`: the mean over a text's pieces of the token vectors' first R columns (wordvecs.py, what
     a token table R wide starts from), for each R of --widths;
-  * `readout`: the one-feature model a `label_readout` classifier starts as (labelcols.readout: the
-    text's mean of the label column, fitted on the training split), scored on the test split; for C > 2
-    classes a C-class logistic regression on the text's means of the C label columns (what the trainer
-    does not use: README, "Label columns"); `readout, no idf`: the same with the bare weights as columns
-    (the label columns before 2026-12-03's idf).
+  * `readout`: the model a `label_readout` classifier starts as (labelcols.readout: per class a weight on
+    the text's mean of the label column, or of its class's column for C > 2 classes, fitted on the
+    training split), scored on the test split; `readout, no idf`: the same with the bare weights as
+    columns (the label columns before 2026-12-03's idf).
 If `pieces` is near `words` and far above `mean vector`, the evidence is in piece identity, which the token
 vectors do not carry and a network has to learn row by row from the training split (README, "Label
 columns"). Needs scikit-learn (the `baselines` extra).
@@ -51,14 +50,9 @@ def probe(task: data.TaskData, tok, vectors: np.ndarray, widths: list[int], max_
     present = (cols != 0).any(axis=1)
     bare = np.where(present[:, None], bare, 0.0) / bare[present].std(axis=0, keepdims=True)
     for name, c in (("readout", cols), ("readout, no idf", bare)):
-      if task.num_labels == 2:
-        slope, icpt = labelcols.readout(ids["train"], y_train, c[:, 0])
-        pred = (slope * labelcols.label_feature(ids["test"], c[:, 0]) + icpt > 0).astype(int)
-      else:  # per text the means of the C columns, into a C-class logistic regression
-        means = [np.stack([labelcols.label_feature(ids[s], c[:, j]) for j in range(c.shape[1])], 1)
-                 for s in ("train", "test")]
-        pred = LogisticRegression(C=1e4, max_iter=5000).fit(means[0], y_train).predict(means[1])
-      out[name] = float(np.mean(pred == y_test))
+      slopes, icpts = labelcols.readout(ids["train"], y_train, c, task.num_labels)
+      logits = labelcols.label_feature(ids["test"], c) * slopes + icpts
+      out[name] = float(np.mean(logits.argmax(axis=1) == y_test))
   return out
 
 

@@ -257,7 +257,7 @@ def c_header(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
       ("EMBBERT_HEAD_CLS", int(c["head"] == "cls"), "0: pooling (EMBBERT_HEAD_MEAN: mean, else RMS)"),
       ("EMBBERT_HEAD_MEAN", int(c["head"] == "mean_pool"), "1: mean pooling"),
       ("EMBBERT_LABEL_READOUT", int(c.get("label_readout", False)),
-       "1: + readout x the mean of the token table's last column"),
+       "1: + readout x the mean of the token table's last column (C > 2 classes: last C columns, one per logit)"),
       *[(f"EMBBERT_{k.upper()}_ID", v, "") for k, v in manifest["special_ids"].items()],
       ("EMBBERT_QMAX", 127, "int8 values are in [-QMAX, QMAX]"),
       ("EMBBERT_WEIGHT_BYTES", manifest["weight_bytes"], "payload of the arrays below"),

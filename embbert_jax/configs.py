@@ -184,6 +184,17 @@ def get_preset(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   return model_config(**{**PRESETS[name], **overrides})
 
 
+def label_width(num_labels: int, is_regression: bool = False) -> int:
+  """k, the token table's label columns of a task and the features a `label_readout` reads: 1 for two
+  classes and regression (one feature, a weight per logit), C for C > 2 (logit c reads column c)."""
+  return 1 if (is_regression or num_labels <= 2) else int(num_labels)
+
+
+def table_width(cfg) -> int:
+  """The token table's columns: r for the Nano Embedder, d for the standard one."""
+  return int(cfg.embed_dim if cfg.embedder == "nano" else cfg.hidden)
+
+
 def conv_inner(cfg) -> int:
   """d_i = int(d * e), the conv branch's inner width."""
   return int(cfg.hidden * cfg.conv_expansion)
@@ -217,6 +228,10 @@ def validate(cfg) -> None:
          f"take; use one of {', '.join(DTYPES)}")
   if cfg.embedder == "nano":
     need(cfg.embed_dim >= 1, "embed_dim (r) must be >= 1 for the Nano Embedder")
+  if cfg.label_readout:
+    need(label_width(cfg.num_labels) <= table_width(cfg),
+         f"label_readout reads one token-table column per class ({cfg.num_labels}) but the table has "
+         f"{table_width(cfg)}; widen it or set model.label_readout=false")
   if cfg.arch == "embbert":
     need(cfg.num_layers >= 1, "embbert needs num_layers >= 1")
     need(cfg.use_attention or cfg.use_conv, "an EmbBERT layer needs the attention or the conv branch")

@@ -409,19 +409,21 @@ def mean_pool(x_BxLxD: Array, mask_BxL: Array) -> Array:
   return jnp.sum(x_BxLxD.astype(jnp.float32) * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
 
 
-def label_feature(token_table_VxR: Array, ids_BxL: Array, mask_BxL: Array) -> Array:
-  """(B,) f32: the mean over a text's real positions of the token table's last column (`label_readout`)."""
-  col_BxLx1 = jnp.take(token_table_VxR[:, -1:], ids_BxL, axis=0)
-  return mean_pool(col_BxLx1, mask_BxL)[:, 0]
+def label_feature(token_table_VxR: Array, ids_BxL: Array, mask_BxL: Array, k: int = 1) -> Array:
+  """(B, k) f32: the mean over a text's real positions of the token table's last k columns
+  (`label_readout`; k = configs.label_width)."""
+  cols_BxLxk = jnp.take(token_table_VxR[:, -k:], ids_BxL, axis=0)
+  return mean_pool(cols_BxLxk, mask_BxL)
 
 
 class ClassifierHead(nn.Module):
   """Dense(d -> C) on position 0 ("cls"), on the RMS-pooled ("rms_pool") or the mean-pooled ("mean_pool")
-  sequence; with `label_readout`, plus a per-class weight (`readout`, init 0) times `label_B`."""
+  sequence; with `label_readout`, plus a per-class weight (`readout`, init 0) times `label_Bxk` (k = 1: one
+  feature for every logit; k = C: logit c's own)."""
   cfg: Any
 
   @nn.compact
-  def __call__(self, h_BxLxD: Array, mask_BxL: Array, label_B: Array | None = None) -> Array:
+  def __call__(self, h_BxLxD: Array, mask_BxL: Array, label_Bxk: Array | None = None) -> Array:
     c = self.cfg
     if c.head == "cls":
       pooled = h_BxLxD[:, 0]
@@ -432,7 +434,7 @@ class ClassifierHead(nn.Module):
     logits = dense(c, c.num_labels, c.hidden, "dense")(pooled).astype(jnp.float32)
     if c.label_readout:
       w = self.param("readout", nn.initializers.zeros_init(), (c.num_labels,), jnp.dtype(c.param_dtype))
-      logits = logits + label_B[:, None] * w.astype(jnp.float32)[None, :]
+      logits = logits + label_Bxk * w.astype(jnp.float32)[None, :]
     return logits
 
 
@@ -464,7 +466,8 @@ class Classifier(nn.Module):
     h = encoder(ids_BxL, mask, train)
     label = None
     if self.cfg.label_readout:  # the encoder's own token table, read after it has run (or been initialised)
-      label = label_feature(encoder.variables["params"]["embedder"]["token"]["embedding"], ids_BxL, mask)
+      label = label_feature(encoder.variables["params"]["embedder"]["token"]["embedding"], ids_BxL, mask,
+                            configs.label_width(self.cfg.num_labels))
     return ClassifierHead(self.cfg, name="head")(h, mask, label)
 
 

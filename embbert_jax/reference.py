@@ -227,11 +227,14 @@ class ExportedModel:
     live.put("pooled", pooled, "head")
     live.drop("x")
     logits = self.dense("head/dense", pooled, live).astype(f32)[0]
-    if self.cfg.get("label_readout", False):  # a running sum in order, as the C runtime's (no arena value)
-      total = f32(0.0)
-      for v in self.rows("encoder/embedder/token/embedding", ids_L[mask_L])[:, -1]:
-        total = f32(total + v)
-      logits = logits + f32(total / f32(max(int(mask_L.sum()), 1))) * self._f("head/readout")
+    if self.cfg.get("label_readout", False):  # running sums in order, as the C runtime's (no arena value)
+      c = int(self.cfg["num_labels"])
+      k = 1 if c <= 2 else c  # configs.label_width (this module imports nothing of the package)
+      rows = self.rows("encoder/embedder/token/embedding", ids_L[mask_L])[:, -k:]
+      total = np.zeros(k, f32)
+      for v in rows:
+        total = (total + v.astype(f32)).astype(f32)
+      logits = logits + (total / f32(max(int(mask_L.sum()), 1))).astype(f32) * self._f("head/readout")
     live.put("logits", logits, "head")
     live.drop("pooled", "logits")
     return logits

@@ -176,7 +176,11 @@ def build(family: str, fam, point: dict[str, Any], num_labels: int, fixed: dict[
   `fixed`: the family's fixed fields, if the caller has read them already (ConfigDict.get of a missing
   key is slow: it looks for near names to suggest)."""
   fixed = dict(fam.get("fixed", {}) or {}) if fixed is None else fixed
-  m = canonical(model_of(fam.preset, **{**fixed, **point, "num_labels": num_labels}))
+  fields = {**fixed, **point, "num_labels": num_labels}
+  if fields.get("label_readout") and num_labels > 2:  # one table column per class: a narrower table goes without
+    plain = model_of(fam.preset, **{**fields, "label_readout": False})
+    fields["label_readout"] = configs.label_width(num_labels) <= configs.table_width(plain)
+  m = canonical(model_of(fam.preset, **fields))
   return Candidate(family, tuple(point.items()), m, configs.config_hash(m), memory.policy_bytes(m),
                    memory.num_params(m))
 

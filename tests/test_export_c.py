@@ -205,18 +205,19 @@ def test_baselines_build_and_equal_reference(trained, preset):
   assert manifest["c"]["arena_bytes"] < memory.estimate(cfg, "int8").activation_bytes  # one L x d buffer less
 
 
-@pytest.mark.parametrize("policy", ["fp32", "int8"])
-def test_mean_pool_and_label_readout_equal_reference_and_jax(trained, policy):
+@pytest.mark.parametrize("policy,classes", [("fp32", 2), ("int8", 2), ("fp32", 3), ("int8", 3)])
+def test_mean_pool_and_label_readout_equal_reference_and_jax(trained, policy, classes):
   """A mean-pooling head with the label readout (the text's mean of the token table's last column times a
-  weight per class): C = the NumPy reference; in fp32 the reference = JAX, whose readout term is the
-  numpy feature labelcols fits the readout's starting weights on."""
+  weight per class; with 3 classes logit c reads its own of the last 3 columns): C = the NumPy reference;
+  in fp32 the reference = JAX, whose readout term is the numpy feature labelcols fits the readout's
+  starting weights on."""
   from embbert_jax import labelcols
   _, _, tok, _, root = trained
-  cfg = configs.model_config(vocab_size=tok.vocab_size, **{**CFG, "num_layers": 1}, head="mean_pool",
-                             residual=True, label_readout=True)
+  cfg = configs.model_config(vocab_size=tok.vocab_size, **{**CFG, "num_layers": 1, "num_labels": classes},
+                             head="mean_pool", residual=True, label_readout=True)
   params = random_params(cfg, 4)
-  params["head"]["readout"] = np.array([-3.0, 4.0], np.float32)  # large enough to move the labels
-  out = root / f"c_readout_{policy}"
+  params["head"]["readout"] = np.array([-3.0, 4.0, 2.5][:classes], np.float32)  # large enough to move labels
+  out = root / f"c_readout_{policy}_{classes}"
   export_c.export_c(params, cfg, out, policy=policy, tokenizer_path=tok.model_path)
   texts = make_texts(50, seed=7)[0] + ADVERSARIAL
   ids = tok.encode_batch(texts, max_len=cfg.max_len)
@@ -231,8 +232,13 @@ def test_mean_pool_and_label_readout_equal_reference_and_jax(trained, policy):
     silent = jax.tree.map(lambda a: a, params)
     silent["head"]["readout"] = np.zeros_like(params["head"]["readout"])
     term = logits_jax - np.asarray(model.apply({"params": silent}, jnp.asarray(ids)))
-    feature = labelcols.label_feature(ids, params["encoder"]["embedder"]["token"]["embedding"][:, -1])
-    np.testing.assert_allclose(term, feature[:, None] * params["head"]["readout"][None, :], atol=1e-5)
+    k = configs.label_width(classes)
+    feature = labelcols.label_feature(ids, params["encoder"]["embedder"]["token"]["embedding"][:, -k:])
+    assert feature.shape == (len(texts), k)
+    np.testing.assert_allclose(term, feature * params["head"]["readout"][None, :], atol=1e-5)
+    if classes > 2:  # logit c moves with column c alone: not the last column's feature for every logit
+      last = labelcols.label_feature(ids, params["encoder"]["embedder"]["token"]["embedding"][:, -1:])
+      assert not np.allclose(term, last * params["head"]["readout"][None, :], atol=1e-3)
     assert np.abs(term).max() > 0.5
 
 

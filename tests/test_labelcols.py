@@ -114,11 +114,11 @@ def test_a_run_starts_from_them_by_default_and_the_switch_turns_them_off(tmp_pat
   assert not np.array_equal(tables[True][:, -1], tables[False][:, -1])
 
 
-def test_only_two_class_tasks_get_them_where_they_were_measured(tmp_path, capsys):
+def test_more_classes_get_them_with_the_readout_only_and_regression_never(tmp_path, capsys):
   from types import SimpleNamespace
   cfg = tiny_config(tmp_path, token_vectors=True)
   train_split = SimpleNamespace(ids=np.full((4, 6), 7, np.int32), labels=np.array([0, 1, 2, 0]))
-  for task, why in ((SimpleNamespace(is_regression=False, num_labels=3), "3 classes"),
+  for task, why in ((SimpleNamespace(is_regression=False, num_labels=3), "3 classes without label_readout"),
                     (SimpleNamespace(is_regression=True, num_labels=1), "a regression task")):
     assert labelcols.for_run(cfg, train_split, task) is None
     assert f"label columns: none ({why}" in capsys.readouterr().out
@@ -139,8 +139,10 @@ def test_a_readout_model_starts_as_the_linear_model_of_the_mean_column(tmp_path,
   ids, labels = enc["train"].ids, enc["train"].labels
   fit = labelcols.for_run(cfg, enc["train"], task)
   assert "the classifier starts as it (label_readout:" in capsys.readouterr().out
-  slope, icpt = fit.readout
-  feature = labelcols.label_feature(ids, fit.columns[:, 0])
+  slopes, icpts = fit.readout
+  np.testing.assert_allclose(slopes[0], -slopes[1]) and np.testing.assert_allclose(icpts[0], -icpts[1])
+  slope, icpt = slopes[1] - slopes[0], icpts[1] - icpts[0]
+  feature = labelcols.label_feature(ids, fit.columns)[:, 0]
   sk = pytest.importorskip("sklearn.linear_model")
   ref = sk.LogisticRegression(C=1e6, tol=1e-10, max_iter=10_000).fit(feature[:, None], labels)
   np.testing.assert_allclose([slope, icpt], [ref.coef_[0, 0], ref.intercept_[0]], rtol=2e-3, atol=2e-3)
@@ -151,3 +153,65 @@ def test_a_readout_model_starts_as_the_linear_model_of_the_mean_column(tmp_path,
   assert np.all(first["head"]["dense"]["kernel"] == 0)
   other = programs.init_members(cfg.model, [0], "classify", None, vectors, None)
   assert np.all(other["head"]["readout"] == 0) and np.abs(other["head"]["dense"]["kernel"]).max() > 0
+
+
+def test_a_three_class_readout_model_starts_as_the_linear_model_of_its_columns(tmp_path, capsys):
+  """Three classes with label_readout: three label columns, logit c = slope_c x the text's mean of column c
+  + intercept_c, the maximum-likelihood fit (the softmax loss's gradient is 0 there), and the initialised
+  model's logits are exactly that."""
+  import jax.numpy as jnp
+  from embbert_jax import models
+  cfg = tiny_config(tmp_path, token_vectors=True)
+  cfg.model.label_readout = True
+  rng = np.random.RandomState(1)
+  rows = []
+  for i in range(300):
+    words = list(rng.choice(["the", "a", "film", "plot", "story", "was"], 5))
+    label = i % 3
+    words.insert(rng.randint(0, 5), ["bad", "fine", "good"][label] if rng.rand() < 0.8 else "film")
+    rows.append({"text": " ".join(words), "label": ["neg", "mid", "pos"][label]})
+  (tmp_path / "three.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  cfg.task = str(tmp_path / "three.jsonl")
+  task, _, enc = loop.prepare_task(cfg)
+  assert task.num_labels == 3
+  cfg.model.num_labels = 3  # as loop.train_group sets it from the task
+  fit = labelcols.for_run(cfg, enc["train"], task)
+  assert "last 3 columns" in capsys.readouterr().out
+  ids, labels = enc["train"].ids, np.asarray(enc["train"].labels)
+  slopes, icpts = fit.readout
+  assert fit.columns.shape == (cfg.model.vocab_size, 3) and slopes.shape == icpts.shape == (3,)
+  feature = labelcols.label_feature(ids, fit.columns)
+  z = feature * slopes + icpts
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  dz = p - np.eye(3)[labels]
+  grad = np.concatenate([(dz * feature).sum(0) + 1e-6 * slopes, dz.sum(0)])
+  assert np.abs(grad).max() < 1e-3 * len(labels)  # a stationary point of the training loss
+  assert np.mean(z.argmax(1) == labels) > 0.6  # and it carries the evidence (chance 1/3)
+  vectors = str(wordvecs.find(cfg.model.vocab_size, cfg.corpus, cfg.cache_dir))
+  first = programs.member_params(programs.init_members(cfg.model, [0], "classify", None, vectors, fit), 0)
+  logits = np.asarray(models.build_model(cfg.model).apply({"params": first}, jnp.asarray(ids)))
+  np.testing.assert_allclose(logits, z, rtol=1e-4, atol=1e-4)
+
+
+def test_a_readout_needs_a_table_column_per_class_and_the_space_drops_it_where_there_is_none():
+  """The readout reads one token-table column per class: a config whose table is narrower fails in one
+  line naming the field, and the default space builds such a grid point without the readout (a 20-class
+  task keeps its r = 32 configs' readout and its r = 16 configs train without one), not as an error."""
+  import dataclasses
+  from embbert_jax import configs, memory
+  from embbert_jax import space as space_lib
+  assert configs.label_width(2) == 1 and configs.label_width(1, is_regression=True) == 1
+  assert configs.label_width(5) == 5
+  with pytest.raises(configs.ConfigError, match="label_readout reads one token-table column per class"):
+    configs.model_config(num_labels=20, embed_dim=16, label_readout=True)
+  configs.model_config(num_labels=16, embed_dim=16, label_readout=True)  # as many columns as classes: fits
+  space = space_lib.load("default")
+  fam = space.families.embbert
+  for r, kept in ((16, False), (32, True)):
+    cand = space_lib.build("embbert", fam, {"embed_dim": r}, num_labels=20)
+    assert cand.model.label_readout is kept
+    plain = dataclasses.replace(cand.model, label_readout=False)
+    assert cand.params - memory.num_params(plain) == (20 if kept else 0)  # the readout's C weights, priced
+  four = space_lib.build("embbert", fam, {"embed_dim": 16}, num_labels=4)
+  assert four.model.label_readout and four.model.num_labels == 4

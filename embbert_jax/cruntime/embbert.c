@@ -352,12 +352,16 @@ int embbert_forward(const int32_t *ids, int n, float *logits) {
   dense(&M->head, XF, ROW);
   for (j = 0; j < EMBBERT_NUM_LABELS; j++) logits[j] = a2f(ROW[j]);
 #if EMBBERT_LABEL_READOUT
-  { /* + readout x the mean over the ids of the token table's last column (a running sum, no arena) */
-    const size_t r = EMBBERT_EMBED_DIM;
-    float s = 0.0f;
-    for (t = 0; t < n; t++) s += tval(&M->token, (size_t)ids[t] * r + (r - 1), r);
-    s /= (float)n;
-    for (j = 0; j < EMBBERT_NUM_LABELS; j++) logits[j] += s * tval(&M->readout, (size_t)j, EMBBERT_NUM_LABELS);
+  { /* + readout x the mean over the ids of the token table's last k columns (running sums, no arena):
+       k = 1 for two classes (one feature for both logits), k = C for more (logit j reads column j) */
+    const size_t r = EMBBERT_EMBED_DIM, k = EMBBERT_NUM_LABELS > 2 ? EMBBERT_NUM_LABELS : 1;
+    for (j = 0; j < EMBBERT_NUM_LABELS; j++) {
+      const size_t col = r - k + (k > 1 ? (size_t)j : 0);
+      float s = 0.0f;
+      for (t = 0; t < n; t++) s += tval(&M->token, (size_t)ids[t] * r + col, r);
+      s /= (float)n;
+      logits[j] += s * tval(&M->readout, (size_t)j, EMBBERT_NUM_LABELS);
+    }
   }
 #endif
   (void)y;

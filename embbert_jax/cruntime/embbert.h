@@ -42,7 +42,8 @@ typedef struct {
   embbert_tensor_t conv_kernel, conv_bias; /* embedder_conv only */
   embbert_layer_t layers[EMBBERT_NUM_LAYERS > 0 ? EMBBERT_NUM_LAYERS : 1];
   embbert_dense_t head;
-  embbert_tensor_t readout; /* label_readout only: (C,), times the text's mean of the token table's last column */
+  embbert_tensor_t readout; /* label_readout only: (C,), times the text's mean of the token table's last
+                              column (C > 2 classes: logit j's own of the last C columns) */
 } embbert_model_t;
 
 extern const embbert_model_t embbert_model;

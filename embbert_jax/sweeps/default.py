@@ -17,7 +17,7 @@ def get_config():
       preset="embbert",  # every field not in the grid or in `fixed` keeps the headline model's value
       # Not the paper's head: the sequence's mean (over an identity path around each layer) instead of
       # position 0, plus the label readout, so every config starts as the linear model of its label
-      # column (label columns: two-class tasks) and learns what it adds. Over 5 splits x 3 seeds of four
+      # column (one for two classes, one per class for more) and learns what it adds. Over 5 splits x 3 seeds of four
       # tasks, paired against the paper's head: amazon +1.37, nyt +0.86, tweets -0.32 points (README,
       # "The label readout"). `fixed=dict()` here gives the paper's layer and head.
       fixed=dict(head="mean_pool", residual=True, label_readout=True),
