@@ -202,8 +202,8 @@ def for_run(cfg, train, task) -> Fit | None:
   """The label columns of a run (cfg.label_columns on, its token table wide enough; with more than two
   classes only for a model with `label_readout`), fitted once for consecutive runs on the same training
   split (encoded at the same length) and vocabulary; prints what it did, or why not. None when off. On a
-  three-class task the C columns without the readout lost 1.5 points over 5 splits; with it, +1.07 over 9
-  splits of three multi-class tasks (+3.50 on a 4-class topic task of 3,200 training texts, -0.86 on the
+  three-class task the C columns without the readout lost 1.5 points over 5 splits; with it, +0.69 over 11
+  splits of three multi-class tasks (+3.50 on a 4-class topic task of 3,200 training texts, -0.91 on the
   three-class rating task). Regression is not measured (README, "Label columns"): those, and multi-class
   models without the readout, train from the token vectors alone."""
   import hashlib
