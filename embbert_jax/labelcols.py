@@ -60,6 +60,13 @@ def tfidf(ids_NxL: np.ndarray, vocab_size: int, idf: np.ndarray | None = None):
   return x.tocsr(), df > 0, idf
 
 
+def _softmax_nll(z: np.ndarray, onehot: np.ndarray) -> tuple[float, np.ndarray]:
+  """The summed softmax cross-entropy of logits `z` (N, k) against `onehot`, and its gradient in z."""
+  zmax = z.max(axis=1, keepdims=True)
+  lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
+  return float((lse - (z * onehot).sum(axis=1)).sum()), np.exp(z - lse[:, None]) - onehot
+
+
 def fit_linear(x, labels: np.ndarray, num_labels: int, is_regression: bool = False, l2: float = 1.0,
                max_iter: int = 500, intercept: bool = False):
   """Weights (V, k) of the linear model minimising sum of losses + l2 * ||W||^2 / 2 (intercepts free):
@@ -68,7 +75,7 @@ def fit_linear(x, labels: np.ndarray, num_labels: int, is_regression: bool = Fal
   from scipy.optimize import minimize
   n, v = x.shape
   y = np.asarray(labels)
-  k = 1 if (is_regression or num_labels == 2) else num_labels
+  k = label_width(num_labels, is_regression)
   xt = x.T.tocsr()
   onehot = None if k == 1 else np.eye(k)[y.astype(np.int64)]
 
@@ -84,10 +91,7 @@ def fit_linear(x, labels: np.ndarray, num_labels: int, is_regression: bool = Fal
       loss = float(np.logaddexp(0.0, -m).sum())
       dz = (-s / (1.0 + np.exp(m)))[:, None]
     else:
-      zmax = z.max(axis=1, keepdims=True)
-      lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
-      loss = float((lse - (z * onehot).sum(axis=1)).sum())
-      dz = np.exp(z - lse[:, None]) - onehot
+      loss, dz = _softmax_nll(z, onehot)
     grad_w = np.asarray(xt @ dz) + l2 * w
     loss += 0.5 * l2 * float((w * w).sum())
     return loss, np.concatenate([grad_w.ravel(), dz.sum(axis=0)])
@@ -143,10 +147,8 @@ def readout(ids_NxL: np.ndarray, labels: np.ndarray, cols_Vxk: np.ndarray,
   def objective(theta):  # softmax loss of z = a * f + b, plus 1e-6 ||a||^2 / 2 as fit_linear's
     a, b = theta[:c], theta[c:]
     z = f * a + b
-    zmax = z.max(axis=1, keepdims=True)
-    lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
-    dz = np.exp(z - lse[:, None]) - onehot
-    loss = float((lse - (z * onehot).sum(axis=1)).sum()) + 0.5e-6 * float(a @ a)
+    loss, dz = _softmax_nll(z, onehot)
+    loss += 0.5e-6 * float(a @ a)
     return loss, np.concatenate([(dz * f).sum(axis=0) + 1e-6 * a, dz.sum(axis=0)])
 
   res = minimize(objective, np.concatenate([np.ones(c), np.zeros(c)]), jac=True, method="L-BFGS-B",
