@@ -36,11 +36,13 @@ CONFIGS = {"embbert": ("embbert", ()), "nano": ("nano", ()), "sweep-2mb": ("embb
 
 
 def compiler_options(specs: list[str]) -> dict:
-  """["level=1", "flag=value"] -> {"xla_backend_optimization_level": 1, "flag": value}."""
+  """["level=1", "flag=true", "flag=value"] -> {"xla_backend_optimization_level": 1, "flag": True,
+  "flag": value} (XLA takes a bool option only as a bool)."""
   out = {}
   for spec in specs:
     key, value = spec.split("=", 1)
-    out[{"level": "xla_backend_optimization_level"}.get(key, key)] = int(value) if value.lstrip("-").isdigit() else value
+    parsed = {"true": True, "false": False}.get(value.lower(), int(value) if value.lstrip("-").isdigit() else value)
+    out[{"level": "xla_backend_optimization_level"}.get(key, key)] = parsed
   return out
 
 

@@ -38,3 +38,6 @@ def test_variant_options_parse():
   assert bench.compiler_options([]) == {}
   assert bench.compiler_options(["level=1", "xla_flag=on"]) == {"xla_backend_optimization_level": 1,
                                                                  "xla_flag": "on"}
+  # XLA refuses the string "true" for a bool option ("'true' is not a valid bool value").
+  assert bench.compiler_options(["xla_llvm_disable_expensive_passes=true", "x=False", "n=-2"]) == {
+      "xla_llvm_disable_expensive_passes": True, "x": False, "n": -2}
