@@ -50,7 +50,7 @@ def probe(task: data.TaskData, tok, vectors: np.ndarray, widths: list[int], max_
     present = (cols != 0).any(axis=1)
     bare = np.where(present[:, None], bare, 0.0) / bare[present].std(axis=0, keepdims=True)
     for name, c in (("readout", cols), ("readout, no idf", bare)):
-      slopes, icpts = labelcols.readout(ids["train"], y_train, c, task.num_labels)
+      slopes, icpts = labelcols.readout(ids["train"], y_train, c)
       logits = labelcols.label_feature(ids["test"], c) * slopes + icpts
       out[name] = float(np.mean(logits.argmax(axis=1) == y_test))
   return out
