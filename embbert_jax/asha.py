@@ -305,8 +305,11 @@ def rung_schedule(r_max: int, eta: int, rungs: int) -> tuple[int, ...]:
 
 def auto_rungs(r_max: int, eta: int, *, max_rungs: int = 3, min_rung0_steps: int = 0) -> tuple[int, tuple[str, ...]]:
   """The most rungs (up to max_rungs) whose rung 0 trains at least `min_rung0_steps`, and why each one above
-  was refused. The scheduler asks for 2 epochs: after 1.1 epochs 46 of 81 rung-0 configs on the amazon
-  task still predicted one class, so promotion ranked on noise; at 3.3 epochs none did.
+  was refused. The scheduler asks for 1 epoch (scheduler.MIN_RUNG0_EPOCHS). It asked for 2 while the
+  recipe ran 10 epochs and models started from token vectors alone: then, after 1.1 epochs (the end of
+  the warmup) 46 of 81 rung-0 configs on the amazon task still predicted one class, so promotion ranked on
+  noise; at 3.3 epochs none did. With the label readout every config starts as the linear model, and the
+  4-epoch recipe's warmup ends at 0.4 epochs.
 
   Compile time is deliberately not a criterion: every config pays its compile whatever the rung count, so
   fewer rungs only spread it over fewer, longer trials. A rule that also refused a rung 0 shorter than a

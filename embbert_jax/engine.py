@@ -70,7 +70,7 @@ SETTINGS = (
             "trained to convergence, final seeds; fixed: every trial trains --steps (no --time-budget)",
             ("fixed", "asha")),
     Setting("rungs", 0, "asha: rungs, each eta x the steps of the one below, the top one R_max; 0 = auto: "
-            "the most (up to 3) whose rung 0 trains >= 2 of the recipe's epochs"),
+            "the most (up to 3) whose rung 0 trains >= 1 of the recipe's epochs"),
     Setting("eta", 3, "asha: promotion ratio (the best 1/eta of a band's rung moves up)"),
     Setting("final_seeds", 3, "asha: seeds of each band's best top-rung config (the frontier's mean +- sd)"),
     Setting("patience", 4, "asha: stop a trial once its validation metric has not improved for this many "

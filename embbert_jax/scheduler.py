@@ -48,7 +48,7 @@ STATE = ledger_lib.ASHA_STATE  # the study attr holding the plan and the clock
 WORKERS_ENV = "EMBBERT_JAX_WORKERS"  # how many workers `sweep --workers N` started: the plan counts on them
 DEFAULT_R_MAX = 400  # a trainer that cannot say how long its run is (no run_length)
 AUTO_RUNGS = 3  # --rungs 0 (auto): at most this many (asha.auto_rungs)
-MIN_RUNG0_EPOCHS = 2  # --rungs 0: rung 0 trains at least this many epochs (asha.auto_rungs says why)
+MIN_RUNG0_EPOCHS = 1  # --rungs 0: rung 0 trains at least this many epochs (asha.auto_rungs says why)
 SAVED_COMPILE_EVENT = "/jax/compilation_cache/compile_time_saved_sec"  # jax.monitoring: a cache load's saving
 
 

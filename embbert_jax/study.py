@@ -93,9 +93,10 @@ QUICK_TRAIN = dict(steps=200, eval_every=200, log_every=25, seq_len=32, batch_si
 
 # --cpu: the paper's comparisons at a budget this 2-core CPU finishes in hours, the way the README's headline
 # runs are made: 3 seeds, the two offline tasks plus tweets, each arm trained to the end of the
-# from-scratch recipe (10 epochs, warmup then cosine decay, best validation checkpoint) from the corpus's
-# token vectors (the pre-training that pays on this CPU; cpu_arm), with length bucketing for every arm.
-CPU_TRAIN = dict(recipes.RECIPES["scratch"], recipe="scratch")
+# from-scratch recipe (warmup then cosine decay, best validation checkpoint) over 10 epochs, the length
+# the README's claims were measured at (the recipe itself now runs 4), from the corpus's token vectors
+# (the pre-training that pays on this CPU; cpu_arm), with length bucketing for every arm.
+CPU_TRAIN = dict(recipes.RECIPES["scratch"], recipe="scratch", epochs=10)
 CPU_TASKS = ("rt_polarity", "sms_spam", "tweets")
 CPU_INIT = "embeddings"
 

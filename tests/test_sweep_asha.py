@@ -399,11 +399,13 @@ def test_calibration_prices_compile_cold_and_auto_rungs_say_why(tmp_path, fake, 
   # An explicit --rungs is kept.
   monkeypatch.setattr(sw.settings, "rungs", 3)
   assert len(scheduler.make_state(sw, time.time())["plan"]["rung_steps"]) == 3
-  # Two of the recipe's epochs when R_max is its run (10 epochs of 265 steps); none with --steps.
+  # One of the recipe's epochs when R_max is its run (4 epochs of 265 steps); none with --steps.
   import ml_collections
-  assert floor(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 0  # steps=900
+  assert floor(sw, ml_collections.ConfigDict(dict(epochs=4)), 1060) == 0  # steps=900
   monkeypatch.setattr(sw.settings, "steps", 0)
-  assert floor(sw, ml_collections.ConfigDict(dict(epochs=10)), 2650) == 530
+  assert floor(sw, ml_collections.ConfigDict(dict(epochs=4)), 1060) == 265
+  # The recipe's 4 epochs with eta 3: 3 rungs would start at 0.44 epochs (refused), 2 at 1.33.
+  assert asha.auto_rungs(1060, 3, min_rung0_steps=265) == (2, ("not 3 rungs: rung 0 would train 118 steps, under 265",))
   assert floor(sw, ml_collections.ConfigDict(), 2650) == 0
 
 
